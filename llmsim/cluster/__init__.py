@@ -1,0 +1,1 @@
+"""The cluster: replica engines, routers, and the SimPy simulation that wires them."""

@@ -1,0 +1,360 @@
+"""One replica's engine loop: iteration-level continuous batching over a paged KV cache.
+
+Plain Python, no SimPy: the replica process (llmsim.cluster.simulation) calls `plan_step(now)`,
+waits the step's duration, then calls `finish_step(step, end)`. Tests drive the same two calls by
+hand. SCHEDULERS.md §1 is the reference for what happens in a step:
+
+- An admission round runs when requests wait and either nothing runs or the scheduler's
+  `decode_steps_between_rounds` decode steps have passed since the last round. The waiting queue is
+  walked in order (evicted requests first); each head is offered while the engine limits hold
+  (`max_num_seqs`, token budget, free blocks) and stops at the first refusal. An empty replica
+  always admits its head request, otherwise a request the policy finds too large would never run.
+- `separate` mode: a step is either the prefill of the requests just admitted, or one decode token
+  for every running request. `mixed` mode (chunked prefill): one step carries a decode token for
+  every decoding request and then prefill chunks, oldest admission first, within
+  `max_batched_tokens`.
+- Before a step that decodes, if the decoding requests need more new blocks than are free, running
+  requests are evicted one at a time (newest admitted first by default) until the step fits:
+  `recompute` frees all their blocks and re-prefills prompt + generated tokens on re-admission;
+  `swap` copies their blocks to bounded host memory (priced by the host link) and copies them back
+  on re-admission, falling back to recompute when the swap space is full.
+
+Blocks for a whole prefill (prompt + tokens generated before an eviction) are allocated at
+admission in both modes, so a policy sees the same memory either way (LightLLM allocates this way;
+vLLM v1 allocates chunk by chunk).
+
+Units: seconds of simulated time, tokens, blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..costmodel.base import BatchShape, CostModel
+from ..kvcache import BlockAllocator, SwapSpace, blocks_for
+from ..request import FINISHED, RUNNING, SWAPPED, WAITING, RequestTable
+from ..schedulers.base import Candidate, ReplicaView, RunningBatch, Scheduler
+
+VICTIM_ORDERS = ("newest", "largest-remaining-cap", "longest-context")
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    """Engine limits of one replica, already resolved (no YAML here)."""
+
+    total_blocks: int
+    block_size: int = 16
+    mode: str = "separate"  # "separate" | "mixed"
+    max_num_seqs: int = 256
+    max_batched_tokens: int = 8192
+    preemption: str = "recompute"  # "recompute" | "swap"
+    victim: str = "newest"
+    swap_space_bytes: float = 0.0  # per GPU
+    kv_bytes_per_token_per_gpu: float = 0.0  # prices swap transfers
+    record_steps: bool = False
+
+
+@dataclass(slots=True)
+class Step:
+    """One planned iteration."""
+
+    start_s: float
+    duration_s: float
+    decode_ids: np.ndarray  # requests that emit a decode token
+    prefill_ids: list[int]
+    prefill_chunk_tokens: list[int]
+    used_blocks: int
+    swap_s: float = 0.0
+
+
+@dataclass
+class ReplicaStats:
+    kv_block_s: float = 0.0  # integral of used blocks over time
+    peak_used_blocks: int = 0
+    evictions: int = 0
+    swap_outs: int = 0
+    steps: int = 0
+    busy_s: float = 0.0
+    step_log: list[tuple] = field(default_factory=list)
+
+
+class ReplicaEngine:
+    """The state and step logic of one model replica."""
+
+    def __init__(self, index: int, table: RequestTable, scheduler: Scheduler, cost_model: CostModel, params: EngineParams) -> None:
+        if params.mode not in ("separate", "mixed"):
+            raise ValueError(f"unknown engine mode {params.mode!r}")
+        if params.victim not in VICTIM_ORDERS:
+            raise ValueError(f"unknown victim order {params.victim!r}")
+        self.index = index
+        self.table = table
+        self.scheduler = scheduler
+        self.cost_model = cost_model
+        self.params = params
+        self.kv = BlockAllocator(params.total_blocks, params.block_size)
+        block_bytes = params.block_size * params.kv_bytes_per_token_per_gpu
+        self.swap = SwapSpace(params.swap_space_bytes if params.preemption == "swap" else 0.0, block_bytes)
+        self.waiting: deque[int] = deque()
+        self.running: list[int] = []  # admission order, oldest first
+        self._running_ids: np.ndarray | None = None
+        self.steps_since_round = 0
+        self.outstanding_tokens = 0  # prefill + output tokens still to process (outputs counted at their cap)
+        self.stats = ReplicaStats()
+        self.wakeup = None  # set by the SimPy process while the replica idles
+
+    # ---------------------------------------------------------------- arrivals
+    def enqueue(self, rid: int, now_s: float) -> None:
+        t = self.table
+        t.replica[rid] = self.index
+        t.status[rid] = WAITING
+        self.waiting.append(rid)
+        self.outstanding_tokens += int(t.prompt_tokens[rid] + t.max_new_tokens[rid])
+        if self.wakeup is not None and not self.wakeup.triggered:
+            self.wakeup.succeed()
+
+    @property
+    def idle(self) -> bool:
+        return not self.running and not self.waiting
+
+    # ---------------------------------------------------------------- planning
+    def plan_step(self, now_s: float) -> Step | None:
+        """Decide the next iteration at `now_s`; None if there is nothing to run."""
+        swap_s = 0.0
+        admitted: list[int] = []
+        if self.waiting and (not self.running or self.steps_since_round >= self.scheduler.decode_steps_between_rounds):
+            admitted, swap_s = self._admission_round(now_s)
+            self.steps_since_round = 0
+        if not self.running:
+            return None
+        t = self.table
+        if self.params.mode == "separate":
+            prefill_ids = [r for r in admitted if t.prefill_left_tokens[r] > 0]
+            if prefill_ids:
+                chunks = [int(t.prefill_left_tokens[r]) for r in prefill_ids]
+                shape = BatchShape(tuple(chunks), (0,) * len(chunks))
+                return self._step(now_s, shape, np.empty(0, dtype=np.int64), prefill_ids, chunks, swap_s)
+        swap_s += self._make_room_for_decode()
+        decode_ids = self._decoding_ids()
+        self.kv.allocate(int(np.count_nonzero(t.kv_tokens[decode_ids] % self.params.block_size == 0)))
+        prefill_ids, chunks = self._prefill_chunks(len(decode_ids)) if self.params.mode == "mixed" else ([], [])
+        ctx = t.kv_tokens[decode_ids] + 1  # each decode token attends to its own KV as well
+        shape = BatchShape(
+            tuple(chunks),
+            tuple(int(t.kv_tokens[r] - t.prefill_left_tokens[r]) for r in prefill_ids),
+            len(decode_ids),
+            int(ctx.sum()),
+            int(ctx.max()) if len(ctx) else 0,
+        )
+        return self._step(now_s, shape, decode_ids, prefill_ids, chunks, swap_s)
+
+    def _step(self, now_s, shape, decode_ids, prefill_ids, chunks, swap_s) -> Step:
+        duration = self.cost_model.step_time_s(shape) + swap_s
+        return Step(now_s, duration, decode_ids, prefill_ids, chunks, self.kv.used_blocks, swap_s)
+
+    def _prefill_chunks(self, num_decode: int) -> tuple[list[int], list[int]]:
+        """Mixed mode: prefill chunks after the decode tokens, oldest admission first."""
+        budget = self.params.max_batched_tokens - num_decode
+        ids, chunks = [], []
+        left = self.table.prefill_left_tokens
+        for rid in self.running:
+            if budget <= 0:
+                break
+            if left[rid] > 0:
+                c = int(min(left[rid], budget))
+                ids.append(rid)
+                chunks.append(c)
+                budget -= c
+        return ids, chunks
+
+    # ---------------------------------------------------------------- admission
+    def _admission_round(self, now_s: float) -> tuple[list[int], float]:
+        t, p = self.table, self.params
+        rnd = self.scheduler.start_round(self._view(now_s))
+        if p.mode == "separate":
+            budget = p.max_batched_tokens
+        else:
+            budget = p.max_batched_tokens - len(self._decoding_ids()) - int(t.prefill_left_tokens[self.running].sum())
+        limit = self.scheduler.max_admissions_per_round
+        admitted: list[int] = []
+        swap_s = 0.0
+        while self.waiting:
+            if limit is not None and len(admitted) >= limit:
+                break
+            if len(self.running) >= p.max_num_seqs:
+                break
+            cand = self._candidate(self.waiting[0])
+            swapped = t.status[cand.request_id] == SWAPPED
+            prefill = 0 if swapped else cand.kv_tokens
+            if prefill and (prefill > budget if p.mode == "separate" else budget <= 0):
+                break
+            if cand.blocks > self.kv.free_blocks:
+                break
+            forced = not self.running  # an empty replica always runs its head request
+            accepted = rnd.admit(cand)
+            if not accepted and not forced:
+                break
+            self.waiting.popleft()
+            swap_s += self._admit(cand, swapped, now_s)
+            admitted.append(cand.request_id)
+            budget -= prefill
+            if not accepted:
+                break  # forced: the round did not count this request, so it cannot judge the next one
+        return admitted, swap_s
+
+    def _admit(self, cand: Candidate, swapped: bool, now_s: float) -> float:
+        t, rid = self.table, cand.request_id
+        self.kv.allocate(cand.blocks)
+        t.status[rid] = RUNNING
+        if math.isnan(t.first_admit_s[rid]):
+            t.first_admit_s[rid] = now_s
+        self.running.append(rid)
+        self._running_ids = None
+        if swapped:
+            self.swap.take(cand.blocks)
+            return self.cost_model.swap_time_s(cand.blocks * self.swap.block_bytes)
+        t.kv_tokens[rid] = cand.kv_tokens
+        t.prefill_left_tokens[rid] = cand.kv_tokens
+        return 0.0
+
+    def _candidate(self, rid: int) -> Candidate:
+        t = self.table
+        g = int(t.generated_tokens[rid])
+        if t.status[rid] == SWAPPED:
+            kv = int(t.kv_tokens[rid])
+        else:
+            kv = int(t.prompt_tokens[rid]) + g  # recompute: prefill prompt + generated tokens
+        return Candidate(rid, float(t.arrival_s[rid]), int(t.prompt_tokens[rid]), int(t.max_new_tokens[rid]), g, kv, blocks_for(kv, self.params.block_size))
+
+    def _view(self, now_s: float) -> ReplicaView:
+        t = self.table
+        ids = self._ids()
+        run = RunningBatch(ids, t.prompt_tokens[ids], t.max_new_tokens[ids], t.generated_tokens[ids], t.kv_tokens[ids])
+        return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, self.kv.free_blocks, run)
+
+    # ---------------------------------------------------------------- eviction
+    def _ids(self) -> np.ndarray:
+        if self._running_ids is None:
+            self._running_ids = np.fromiter(self.running, dtype=np.int64, count=len(self.running))
+        return self._running_ids
+
+    def _decoding_ids(self) -> np.ndarray:
+        ids = self._ids()
+        if self.params.mode == "separate":
+            return ids
+        return ids[self.table.prefill_left_tokens[ids] == 0]
+
+    def _make_room_for_decode(self) -> float:
+        """Evict until the coming decode tokens fit in the free blocks; returns swap-out seconds."""
+        t, bs = self.table, self.params.block_size
+        swap_s = 0.0
+        while True:
+            ids = self._decoding_ids()
+            need = int(np.count_nonzero(t.kv_tokens[ids] % bs == 0))
+            if need <= self.kv.free_blocks:
+                return swap_s
+            swap_s += self._evict(self._pick_victim())
+
+    def _pick_victim(self) -> int:
+        if self.params.victim == "newest" or len(self.running) == 1:
+            return self.running[-1]
+        t, ids = self.table, self._ids()
+        key = t.max_new_tokens[ids] - t.generated_tokens[ids] if self.params.victim == "largest-remaining-cap" else t.kv_tokens[ids]
+        # argmax on the reversed order picks the newest among ties
+        return int(ids[len(ids) - 1 - int(np.argmax(key[::-1]))])
+
+    def _evict(self, rid: int) -> float:
+        t = self.table
+        blocks = blocks_for(int(t.kv_tokens[rid]), self.params.block_size)
+        self.kv.free(blocks)
+        self.running.remove(rid)
+        self._running_ids = None
+        t.evictions[rid] += 1
+        self.stats.evictions += 1
+        self.waiting.appendleft(rid)
+        if self.params.preemption == "swap" and t.prefill_left_tokens[rid] == 0 and self.swap.fits(blocks):
+            self.swap.put(blocks)
+            t.status[rid] = SWAPPED
+            t.swaps[rid] += 1
+            self.stats.swap_outs += 1
+            return self.cost_model.swap_time_s(blocks * self.swap.block_bytes)
+        # recompute: the prefill work done so far is lost and must be redone
+        self.outstanding_tokens += int(t.prompt_tokens[rid] + t.generated_tokens[rid] - t.prefill_left_tokens[rid])
+        t.status[rid] = WAITING
+        t.kv_tokens[rid] = 0
+        t.prefill_left_tokens[rid] = 0
+        return 0.0
+
+    # ---------------------------------------------------------------- completion
+    def finish_step(self, step: Step, end_s: float) -> list[int]:
+        """Apply a step that ended at `end_s`; returns the ids of requests that finished."""
+        t = self.table
+        emit = [step.decode_ids] if len(step.decode_ids) else []
+        if len(step.decode_ids):
+            t.kv_tokens[step.decode_ids] += 1
+        done_prefill = []
+        for rid, chunk in zip(step.prefill_ids, step.prefill_chunk_tokens):
+            t.prefill_left_tokens[rid] -= chunk
+            if t.prefill_left_tokens[rid] == 0:
+                done_prefill.append(rid)
+        self.outstanding_tokens -= sum(step.prefill_chunk_tokens)
+        if done_prefill:
+            emit.append(np.asarray(done_prefill, dtype=np.int64))
+        st = self.stats
+        st.kv_block_s += step.used_blocks * step.duration_s
+        st.peak_used_blocks = max(st.peak_used_blocks, step.used_blocks)
+        st.steps += 1
+        st.busy_s += step.duration_s
+        if len(step.decode_ids) or self.params.mode == "mixed":
+            self.steps_since_round += 1
+        if self.params.record_steps:
+            st.step_log.append((step.start_s, step.duration_s, len(step.decode_ids), sum(step.prefill_chunk_tokens),
+                                len(self.running), len(self.waiting), step.used_blocks, self.stats.evictions))
+        if not emit:
+            return []
+        ids = np.concatenate(emit) if len(emit) > 1 else emit[0]
+        return self._emit_tokens(ids, end_s)
+
+    def _emit_tokens(self, ids: np.ndarray, end_s: float) -> list[int]:
+        t = self.table
+        gen = t.generated_tokens[ids] + 1
+        t.generated_tokens[ids] = gen
+        self.outstanding_tokens -= len(ids)
+        first = gen == 1
+        if first.any():
+            t.first_token_s[ids[first]] = end_s
+        later = ids[~first]
+        if len(later):
+            t.max_tbt_s[later] = np.maximum(t.max_tbt_s[later], end_s - t.last_token_s[later])
+        t.last_token_s[ids] = end_s
+        finished = ids[gen >= t.output_tokens[ids]]
+        if len(finished):
+            self._finish(finished, end_s)
+        return finished.tolist()
+
+    def _finish(self, finished: np.ndarray, end_s: float) -> None:
+        t, bs = self.table, self.params.block_size
+        for rid in sorted(finished.tolist(), key=self.running.index):
+            self.kv.free(blocks_for(int(t.kv_tokens[rid]), bs))
+            t.status[rid] = FINISHED
+            t.finish_s[rid] = end_s
+            self.outstanding_tokens -= int(t.max_new_tokens[rid] - t.generated_tokens[rid])
+            self.scheduler.record_finish(int(t.generated_tokens[rid]))
+        self.running = [r for r in self.running if t.status[r] == RUNNING]
+        self._running_ids = None
+
+    # ---------------------------------------------------------------- checks
+    def check_invariants(self) -> None:
+        """Raise AssertionError if block accounting disagrees with the requests (used by tests)."""
+        t, bs = self.table, self.params.block_size
+        held = sum(blocks_for(int(t.kv_tokens[r]), bs) for r in self.running)
+        assert held == self.kv.used_blocks, (held, self.kv.used_blocks)
+        assert 0 <= self.kv.used_blocks <= self.kv.total_blocks
+        swapped = sum(blocks_for(int(t.kv_tokens[r]), bs) for r in self.waiting if t.status[r] == SWAPPED)
+        assert swapped == self.swap.used_blocks, (swapped, self.swap.used_blocks)
+        for r in self.running:
+            if t.prefill_left_tokens[r] == 0:
+                assert t.kv_tokens[r] == t.prompt_tokens[r] + t.generated_tokens[r] - 1, r

@@ -1,0 +1,230 @@
+"""Build and run one simulation: the only module (with the replica and arrival processes) that
+touches `simpy.Environment`.
+
+`simulate(loaded_scenario)` resolves the scenario (model, hardware profile, KV capacity, cost
+model), materialises the workload, checks that every request can ever run, wires an arrival
+process, a router and one SimPy process per replica, runs to completion, and returns the
+per-request table and the summary.
+
+Event order at equal times: arrivals are scheduled URGENT, replica step ends NORMAL, so a decision
+taken at time t sees every request that arrived at or before t.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import simpy
+from simpy.events import URGENT
+
+from ..config import ConstantCostConfig, LoadedScenario, Scenario, scheduler_config
+from ..costmodel import AnalyticCostModel, ConstantCostModel, derive_kv_capacity_tokens, load_model, load_profile
+from ..costmodel.profile import Overheads
+from ..errors import LlmsimError
+from ..metrics import request_frame, summarize
+from ..request import RequestTable
+from ..rng import stream
+from ..schedulers import SCHEDULERS, BuildContext, build_scheduler
+from ..workload import Workload, build_workload
+from .engine import EngineParams, ReplicaEngine
+from .router import ROUTERS
+
+STEP_COLUMNS = ("start_s", "duration_s", "decode_seqs", "prefill_tokens", "running", "waiting", "used_blocks", "evictions_so_far")
+
+
+@dataclass
+class SimulationResult:
+    scenario: Scenario
+    scheduler: str
+    requests: pd.DataFrame
+    summary: dict
+    derived: dict
+    notes: list[str]
+    steps: pd.DataFrame | None = None
+    wall_s: float = 0.0
+    engines: list = field(default_factory=list, repr=False)  # for invariant checks in tests
+    table: RequestTable | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a scenario resolves to before any request runs."""
+
+    model: object
+    profile: object
+    kv_capacity_tokens: int
+    total_blocks: int
+    max_model_len: int
+    kv_bytes_per_token_per_gpu: int
+
+
+def profile_search_dirs(base_dir: Path) -> list[Path]:
+    return [base_dir / "hardware_profiles", base_dir.parent / "hardware_profiles", Path.cwd() / "hardware_profiles"]
+
+
+def resolve(loaded: LoadedScenario) -> Resolved:
+    sc = loaded.scenario
+    tp = sc.cluster.tensor_parallel
+    model = load_model(sc.model)
+    profile = load_profile(sc.hardware, profile_search_dirs(loaded.base_dir))
+    model.check_tensor_parallel(tp)
+    eng = sc.engine
+    if eng.kv_capacity_tokens is not None:
+        capacity = eng.kv_capacity_tokens // eng.block_size * eng.block_size
+        if capacity == 0:
+            raise LlmsimError(f"engine.kv_capacity_tokens ({eng.kv_capacity_tokens}) is less than one block of {eng.block_size} tokens")
+    else:
+        capacity = derive_kv_capacity_tokens(model, profile, tp, eng.gpu_memory_fraction, eng.activation_reserve_gib, eng.block_size)
+    max_len = eng.max_model_len or model.max_position_embeddings
+    return Resolved(model, profile, capacity, capacity // eng.block_size, max_len, model.kv_bytes_per_token_per_gpu(tp))
+
+
+def check_requests(sc: Scenario, res: Resolved, wl: Workload) -> None:
+    """Refuse a workload that cannot run, saying what to change (instead of a hang or a crash)."""
+    total = wl.prompt_tokens + wl.output_tokens
+    i = int(np.argmax(total))
+    if total[i] > res.max_model_len:
+        n = int(np.count_nonzero(total > res.max_model_len))
+        raise LlmsimError(
+            f"{n} requests are longer than engine.max_model_len={res.max_model_len} tokens (longest: request {i}, "
+            f"prompt {wl.prompt_tokens[i]} + output {wl.output_tokens[i]}); raise engine.max_model_len or set workload.filter.max_total_tokens"
+        )
+    peak_kv = total - 1  # llmsim's KV convention: prompt + output - 1 at the last step
+    if peak_kv[i] > res.kv_capacity_tokens:
+        raise LlmsimError(
+            f"request {i} needs {peak_kv[i]} tokens of KV (prompt {wl.prompt_tokens[i]} + output {wl.output_tokens[i]} - 1) but a replica holds "
+            f"{res.kv_capacity_tokens}; raise engine.kv_capacity_tokens or cluster.tensor_parallel, lower workload.max_new_tokens, or filter long requests (workload.filter.max_total_tokens)"
+        )
+    if sc.engine.mode == "separate" and peak_kv[i] > sc.engine.max_batched_tokens:
+        raise LlmsimError(
+            f"engine.max_batched_tokens={sc.engine.max_batched_tokens} is smaller than the longest prefill this workload can need "
+            f"({peak_kv[i]} tokens: prompt + generated tokens re-prefilled after an eviction); in separate mode a prefill runs in one step, "
+            f"so raise engine.max_batched_tokens or use engine.mode: mixed"
+        )
+
+
+def build_cost_model(sc: Scenario, res: Resolved):
+    cm = sc.cost_model
+    if isinstance(cm, ConstantCostConfig):
+        return ConstantCostModel(cm.step_time_s, cm.per_token_s, res.profile.hardware.host_link_gb_per_s)
+    profile = res.profile
+    if cm.step_overhead_s is not None or cm.per_seq_overhead_s is not None:
+        o = profile.overheads
+        new = Overheads(step_s=o.step_s if cm.step_overhead_s is None else cm.step_overhead_s,
+                        per_seq_s=o.per_seq_s if cm.per_seq_overhead_s is None else cm.per_seq_overhead_s)
+        profile = profile.model_copy(update={"overheads": new})
+    return AnalyticCostModel(res.model, profile, sc.cluster.tensor_parallel)
+
+
+class _UrgentTimeout(simpy.events.Event):
+    """A timeout that fires before NORMAL events at the same time (simpy.Timeout, URGENT priority)."""
+
+    def __init__(self, env: simpy.Environment, delay: float) -> None:
+        self.env = env
+        self.callbacks = []
+        self._value = None
+        self._ok = True
+        env.schedule(self, URGENT, delay)
+
+
+def _replica_process(env: simpy.Environment, engine: ReplicaEngine, on_finish: Callable[[list[int]], None]):
+    while True:
+        step = engine.plan_step(env.now)
+        if step is None:
+            engine.wakeup = env.event()
+            yield engine.wakeup
+            engine.wakeup = None
+            continue
+        yield env.timeout(step.duration_s)
+        finished = engine.finish_step(step, env.now)
+        if finished:
+            on_finish(finished)
+
+
+def _open_loop_arrivals(env: simpy.Environment, table: RequestTable, router, engines: list[ReplicaEngine]):
+    arrival = table.arrival_s
+    for rid in range(len(table)):
+        delay = float(arrival[rid]) - env.now
+        if delay > 0:
+            yield _UrgentTimeout(env, delay)
+        engines[router.route(rid, engines)].enqueue(rid, env.now)
+
+
+def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None = None) -> SimulationResult:
+    """Run the scenario; `progress(finished, total)` is called as requests finish."""
+    wall0 = time.perf_counter()
+    sc = loaded.scenario
+    res = resolve(loaded)
+    wl = build_workload(sc.workload, sc.seed)
+    if len(wl) == 0:
+        raise LlmsimError("workload: no requests (raise workload.num_requests or workload.duration_s)")
+    check_requests(sc, res, wl)
+    cost_model = build_cost_model(sc, res)
+    table = RequestTable(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, wl.max_new_tokens)
+    kind = sc.scheduler.kind
+    eng = sc.engine
+    params = EngineParams(
+        total_blocks=res.total_blocks,
+        block_size=eng.block_size,
+        mode=eng.mode,
+        max_num_seqs=eng.max_num_seqs,
+        max_batched_tokens=eng.max_batched_tokens,
+        preemption=eng.preemption,
+        victim=eng.victim,
+        swap_space_bytes=eng.swap_space_gib * 2**30,
+        kv_bytes_per_token_per_gpu=res.kv_bytes_per_token_per_gpu,
+        record_steps=eng.record_steps,
+    )
+    engines = []
+    for i in range(sc.cluster.replicas):
+        ctx = BuildContext(i, stream(sc.seed, f"scheduler/replica-{i}"), wl.default_prior_output_tokens, table.output_tokens)
+        sched = build_scheduler(kind, scheduler_config(sc.scheduler), ctx)
+        engines.append(ReplicaEngine(i, table, sched, cost_model, params))
+    router = ROUTERS[sc.cluster.router](stream(sc.seed, "router"))
+
+    env = simpy.Environment()
+    done = [0]
+    total = len(table)
+    step_every = max(1, total // 200)
+
+    def on_finish(ids: list[int]) -> None:
+        before = done[0]
+        done[0] += len(ids)
+        if progress is not None and (done[0] // step_every != before // step_every or done[0] == total):
+            progress(done[0], total)
+
+    for e in engines:
+        env.process(_replica_process(env, e, on_finish))
+    env.process(_open_loop_arrivals(env, table, router, engines))
+    env.run()
+
+    df = request_frame(table, sc.sla.model_dump())
+    summary = summarize(df, [e.stats for e in engines], res.total_blocks)
+    summary = {
+        "scenario": sc.name,
+        "scheduler": kind,
+        "oracle_upper_bound": SCHEDULERS[kind].is_oracle,
+        "max_new_tokens_mode": wl.cap_mode,
+        "seed": sc.seed,
+        **summary,
+        "sla": {k: v for k, v in sc.sla.model_dump().items() if v is not None},
+    }
+    derived = {
+        "kv_capacity_tokens": res.kv_capacity_tokens,
+        "kv_blocks": res.total_blocks,
+        "max_model_len": res.max_model_len,
+        "kv_bytes_per_token_per_gpu": res.kv_bytes_per_token_per_gpu,
+        "hardware_fidelity": res.profile.calibration.fidelity,
+        "replica_busy_s": [e.stats.busy_s for e in engines],
+        "replica_steps": [e.stats.steps for e in engines],
+    }
+    steps = None
+    if eng.record_steps:
+        frames = [pd.DataFrame(e.stats.step_log, columns=STEP_COLUMNS).assign(replica=e.index) for e in engines]
+        steps = pd.concat(frames, ignore_index=True)
+    return SimulationResult(sc, kind, df, summary, derived, wl.notes, steps, time.perf_counter() - wall0, engines, table)

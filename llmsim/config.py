@@ -1,0 +1,409 @@
+"""The scenario file: a strict, frozen pydantic schema and its loader.
+
+`load_scenario(path, overrides)` reads a YAML scenario, applies `--set dotted.key=value` overrides,
+and validates it. Every problem becomes one `LlmsimError` line that names the file, the line, and
+the dotted key: an unknown or misspelt key (with a suggestion), a missing key, a bad value, a
+duplicated key. Relative paths inside a scenario are resolved against the scenario file's folder,
+so a scenario runs the same from any working directory.
+
+Units are in the key names: `_s` seconds, `_tokens` tokens, `_gib` GiB, `_per_s` per second.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from .cluster.router import ROUTERS
+from .errors import LlmsimError
+from .schedulers import SCHEDULERS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ------------------------------------------------------------------------------------ cluster
+class ClusterConfig(Strict):
+    replicas: int = Field(1, ge=1)
+    tensor_parallel: int = Field(1, ge=1)
+    router: str = "round-robin"
+
+    @field_validator("router")
+    @classmethod
+    def _known_router(cls, v: str) -> str:
+        return _check_kind(v, ROUTERS, "router")
+
+
+class EngineConfig(Strict):
+    mode: Literal["separate", "mixed"] = "separate"
+    block_size: int = Field(16, ge=1)  # vLLM default
+    max_num_seqs: int = Field(256, ge=1)  # vLLM default
+    max_batched_tokens: int = Field(8192, ge=1)
+    max_model_len: int | None = Field(None, ge=1)  # None: the model's max_position_embeddings
+    kv_capacity_tokens: int | None = Field(None, ge=1)  # None: derived from GPU memory (below)
+    gpu_memory_fraction: float = Field(0.9, gt=0.0, le=1.0)  # vLLM default
+    activation_reserve_gib: float = Field(2.0, ge=0.0)  # per GPU, for activations and CUDA graphs
+    preemption: Literal["recompute", "swap"] = "recompute"
+    swap_space_gib: float = Field(4.0, ge=0.0)  # per GPU, vLLM's --swap-space default
+    victim: Literal["newest", "largest-remaining-cap", "longest-context"] = "newest"
+    record_steps: bool = False  # keep a per-step time series (KV use, batch, queue)
+
+
+# ------------------------------------------------------------------------------------ cost model
+class AnalyticCostConfig(Strict):
+    kind: Literal["analytic"] = "analytic"
+    step_overhead_s: float | None = Field(None, ge=0.0)  # None: the hardware profile's value
+    per_seq_overhead_s: float | None = Field(None, ge=0.0)
+
+
+class ConstantCostConfig(Strict):
+    kind: Literal["constant"]
+    step_time_s: float = Field(gt=0.0)
+    per_token_s: float = Field(0.0, ge=0.0)
+
+
+CostModelConfig = Annotated[Union[AnalyticCostConfig, ConstantCostConfig], Field(discriminator="kind")]
+
+
+# ------------------------------------------------------------------------------------ workload
+class TableLengths(Strict):
+    """(prompt, output) pairs sampled from a CSV length table such as traces/sharegpt/."""
+
+    kind: Literal["table"]
+    path: str
+    input_column: str = "num_prefill_tokens"
+    output_column: str = "num_decode_tokens"
+    replacement: bool = True  # sample rows with replacement
+
+
+class UniformLengths(Strict):
+    """Independent uniform integers in [lo, hi] for prompt and output (the paper's mixes)."""
+
+    kind: Literal["uniform"]
+    input_tokens: tuple[int, int]
+    output_tokens: tuple[int, int]
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        for name in ("input_tokens", "output_tokens"):
+            lo, hi = getattr(self, name)
+            if not 1 <= lo <= hi:
+                raise ValueError(f"{name} must be [lo, hi] with 1 <= lo <= hi, got [{lo}, {hi}]")
+        return self
+
+
+class FixedLengths(Strict):
+    kind: Literal["fixed"]
+    input_tokens: int = Field(ge=1)
+    output_tokens: int = Field(ge=1)
+
+
+Lengths = Annotated[Union[TableLengths, UniformLengths, FixedLengths], Field(discriminator="kind")]
+
+
+class PoissonArrivals(Strict):
+    kind: Literal["poisson"]
+    rate_per_s: float = Field(gt=0.0)
+
+
+class AllAtOnceArrivals(Strict):
+    """Every request arrives at time 0 (an offline batch, as in the paper's artifact simulator)."""
+
+    kind: Literal["all-at-once"]
+
+
+Arrivals = Annotated[Union[PoissonArrivals, AllAtOnceArrivals], Field(discriminator="kind")]
+
+
+class LengthFilter(Strict):
+    """Keep only requests inside these bounds (applied to the table before sampling)."""
+
+    min_input_tokens: int | None = Field(None, ge=1)
+    max_input_tokens: int | None = Field(None, ge=1)
+    min_output_tokens: int | None = Field(None, ge=1)
+    max_output_tokens: int | None = Field(None, ge=1)
+    max_total_tokens: int | None = Field(None, ge=2)
+
+
+class WorkloadConfig(Strict):
+    lengths: Lengths
+    arrivals: Arrivals
+    num_requests: int | None = Field(None, ge=1)
+    duration_s: float | None = Field(None, gt=0.0)
+    # A constant cap on generated tokens (outputs longer than it stop at it), or "exact": each
+    # request's cap is its true output length (the paper's benchmark, sent with ignore_eos).
+    max_new_tokens: int | Literal["exact"] = Field(...)
+    filter: LengthFilter = LengthFilter()
+
+    @model_validator(mode="after")
+    def _one_size(self):
+        if (self.num_requests is None) == (self.duration_s is None):
+            raise ValueError("set exactly one of num_requests and duration_s")
+        if self.duration_s is not None and self.arrivals.kind == "all-at-once":
+            raise ValueError("all-at-once arrivals need num_requests, not duration_s")
+        if isinstance(self.max_new_tokens, int) and self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be a positive integer or 'exact'")
+        return self
+
+
+class SLAConfig(Strict):
+    """Per-request thresholds; unset ones are not checked. Paper (7B/13B, one GPU): ttft 10, max_tbt 1.5."""
+
+    ttft_s: float | None = Field(None, gt=0.0)
+    tpot_s: float | None = Field(None, gt=0.0)
+    max_tbt_s: float | None = Field(None, gt=0.0)
+    e2e_s: float | None = Field(None, gt=0.0)
+
+
+# ------------------------------------------------------------------------------------ scheduler
+def _check_kind(value: str, registry, what: str) -> str:
+    if value not in registry:
+        raise ValueError(f"unknown {what} {value!r}; known: {', '.join(registry)}{_did_you_mean(value, registry)}")
+    return value
+
+
+def _scheduler_section() -> type[BaseModel]:
+    """`scheduler: {kind: ..., <kind>: {knobs}}`: knobs of every kind may sit side by side, so the
+    kind can be switched (`--scheduler`) without editing the knobs. Built from the registry, so a
+    new scheduler needs no edit here."""
+    fields: dict[str, Any] = {"kind": (str, "past-future")}
+    for kind, spec in SCHEDULERS.items():
+        fields[kind.replace("-", "_")] = (spec.config_cls, Field(default_factory=spec.config_cls, alias=kind))
+    validators = {"_known_kind": field_validator("kind")(lambda v: _check_kind(v, SCHEDULERS, "scheduler"))}
+    return create_model(
+        "SchedulerSection",
+        __config__=ConfigDict(extra="forbid", frozen=True, populate_by_name=True),
+        __validators__=validators,
+        **fields,
+    )
+
+
+SchedulerSection = _scheduler_section()
+
+
+def scheduler_config(section: BaseModel, kind: str | None = None):
+    """The knobs of `kind` (default: the section's own kind)."""
+    return getattr(section, (kind or section.kind).replace("-", "_"))
+
+
+# ------------------------------------------------------------------------------------ scenario
+class Scenario(Strict):
+    name: str = "scenario"
+    description: str = ""
+    seed: int = 0
+    model: str  # a catalog name (llmsim list models) or a path to a model YAML
+    hardware: str  # a profile name (llmsim list hardware) or a path to a profile YAML
+    cluster: ClusterConfig = ClusterConfig()
+    engine: EngineConfig = EngineConfig()
+    cost_model: CostModelConfig = AnalyticCostConfig()
+    scheduler: SchedulerSection = SchedulerSection()  # type: ignore[valid-type]
+    workload: WorkloadConfig
+    sla: SLAConfig = SLAConfig()
+
+    def resolved_dict(self) -> dict:
+        """Plain data of the whole scenario, defaults included, YAML keys as written."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+@dataclass(frozen=True)
+class LoadedScenario:
+    scenario: Scenario
+    path: Path | None  # None when built in code
+    base_dir: Path  # relative paths in the scenario were resolved against this folder
+
+
+# ------------------------------------------------------------------------------------ loading
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise LlmsimError(f"{self.name}:{key_node.start_mark.line + 1}: duplicate key {key!r} (first at line {seen[key]})")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LlmsimError(f"{path}: no such scenario file") from None
+    except OSError as e:
+        raise LlmsimError(f"{path}: cannot read: {e.strerror}") from None
+    loader = _StrictLoader(text)
+    loader.name = str(path)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise LlmsimError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise LlmsimError(f"{path}: a scenario must be a YAML mapping of keys to values")
+    return data, node
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'engine.block_size=32' -> (['engine', 'block_size'], 32); the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise LlmsimError(f"--set {text!r}: expected dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_override(data: dict, keys: list[str], value: Any, source: str) -> None:
+    node = data
+    for i, k in enumerate(keys[:-1]):
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        if not isinstance(child, dict):
+            raise LlmsimError(f"{source}: '{'.'.join(keys[: i + 1])}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_scenario(path: str | Path, overrides: list[str] = (), scheduler: str | None = None, seed: int | None = None) -> LoadedScenario:
+    """Read, override and validate a scenario file."""
+    path = Path(path)
+    data, node = _read_yaml(path)
+    return _validate(data, node, path, path.resolve().parent, overrides, scheduler, seed)
+
+
+def scenario_from_dict(data: dict, base_dir: str | Path = ".", overrides: list[str] = (), scheduler: str | None = None, seed: int | None = None) -> LoadedScenario:
+    """Validate a scenario given as a Python dict (notebooks, tests)."""
+    import copy
+
+    return _validate(copy.deepcopy(data), None, None, Path(base_dir).resolve(), overrides, scheduler, seed)
+
+
+def _validate(data, node, path, base_dir, overrides, scheduler, seed) -> LoadedScenario:
+    from_override: dict[tuple, str] = {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        apply_override(data, keys, value, f"--set {text}")
+        from_override[tuple(keys)] = f"--set {text}"
+    if scheduler is not None:
+        apply_override(data, ["scheduler", "kind"], scheduler, "--scheduler")
+        from_override[("scheduler", "kind")] = f"--scheduler {scheduler}"
+    if seed is not None:
+        data["seed"] = seed
+    _resolve_paths(data, base_dir)
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as e:
+        raise LlmsimError(_format_errors(e, data, node, path, from_override)) from None
+    return LoadedScenario(scenario, path, base_dir)
+
+
+def _resolve_paths(data: dict, base_dir: Path) -> None:
+    lengths = (data.get("workload") or {}).get("lengths") if isinstance(data.get("workload"), dict) else None
+    if isinstance(lengths, dict) and isinstance(lengths.get("path"), str):
+        p = Path(lengths["path"]).expanduser()
+        lengths["path"] = str(p if p.is_absolute() else (base_dir / p).resolve())
+    for key in ("model", "hardware"):
+        v = data.get(key)
+        if isinstance(v, str) and (v.endswith((".yaml", ".yml")) or "/" in v):
+            p = Path(v).expanduser()
+            data[key] = str(p if p.is_absolute() else (base_dir / p).resolve())
+
+
+# ------------------------------------------------------------------------------------ error text
+def _did_you_mean(word: str, options) -> str:
+    match = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _data_path(loc: tuple, data: Any) -> list:
+    """The pydantic error location as keys into the raw data (drops union tags)."""
+    out, cur = [], data
+    for part in loc:
+        if isinstance(cur, dict) and part in cur:
+            out.append(part)
+            cur = cur[part]
+        elif isinstance(cur, (list, tuple)) and isinstance(part, int) and part < len(cur):
+            out.append(part)
+            cur = cur[part]
+        elif isinstance(part, str) and not (isinstance(cur, dict) and part in _union_tags()):
+            out.append(part)  # a missing or unknown key: keep it for the message
+            cur = None
+    return out
+
+
+def _union_tags() -> set[str]:
+    tags = set()
+    for union in (Lengths, Arrivals, CostModelConfig):
+        for member in union.__origin__.__args__ if hasattr(union, "__origin__") else ():
+            tags.update(member.model_fields["kind"].annotation.__args__)
+    return tags
+
+
+def _line(node, keys: list) -> int | None:
+    """Line (1-based) of the deepest key of `keys` found in the YAML node tree."""
+    line = None
+    for k in keys:
+        if isinstance(node, yaml.MappingNode):
+            for kn, vn in node.value:
+                if kn.value == str(k):
+                    line, node = kn.start_mark.line + 1, vn
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(k, int) and k < len(node.value):
+            node = node.value[k]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _allowed_keys(keys: list) -> list[str]:
+    model: Any = Scenario
+    for k in keys:
+        field = model.model_fields.get(k) if hasattr(model, "model_fields") else None
+        if field is None:
+            by_alias = {f.alias: f for f in getattr(model, "model_fields", {}).values() if f.alias}
+            field = by_alias.get(k)
+        if field is None:
+            return []
+        model = field.annotation
+    if hasattr(model, "model_fields"):
+        return [f.alias or name for name, f in model.model_fields.items()]
+    return []
+
+
+def _format_errors(err: ValidationError, data, node, path, from_override) -> str:
+    lines = []
+    for e in err.errors():
+        keys = _data_path(e["loc"], data)
+        dotted = ".".join(str(k) for k in keys) or "(top level)"
+        source = from_override.get(tuple(keys))
+        line = _line(node, keys) if node is not None and not source else None
+        where = source or (f"{path}:{line}" if path and line else (str(path) if path else "scenario"))
+        if e["type"] == "extra_forbidden":
+            parent, key = keys[:-1], keys[-1] if keys else ""
+            hint = _did_you_mean(key, _allowed_keys(parent))
+            section = ".".join(map(str, parent)) or "the top level"
+            lines.append(f"{where}: unknown key '{dotted}' in {section}{hint}")
+        elif e["type"] == "missing":
+            lines.append(f"{where}: missing required key '{dotted}'")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{where}: {dotted}: {msg}")
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""Per-request latency records, SLA verdicts, and the run summary (SCHEDULERS.md §3).
+
+Definitions (vLLM's and the Past-Future paper's):
+- TTFT = first token - arrival; TPOT = (finish - first token) / (output tokens - 1), undefined for
+  one-token outputs; max TBT = the largest gap between consecutive tokens of a request (an eviction
+  shows up here); E2E = finish - arrival; queueing delay = first admission - arrival.
+- A request is good if it finished and met every SLA threshold that is set (an undefined TPOT
+  meets a TPOT threshold).
+- goodput_rps: good requests per second (DistServe); goodput_tps: prompt + output tokens of good
+  requests per second (the paper's Figure 7). Both over the run's duration: first arrival to last
+  finish. SLA attainment = good / all requests.
+- KV utilisation: time-weighted mean over the run of used / total blocks across replicas, and the
+  peak of any replica.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .request import FINISHED, RequestTable
+
+LATENCY_METRICS = ("ttft_s", "tpot_s", "max_tbt_s", "e2e_s", "queue_delay_s")
+SLA_FIELDS = ("ttft_s", "tpot_s", "max_tbt_s", "e2e_s")
+
+
+def request_frame(table: RequestTable, sla: dict[str, float | None]) -> pd.DataFrame:
+    """One row per request: trace fields, latencies, evictions, replica, SLA verdict."""
+    finished = table.status == FINISHED
+    out = table.generated_tokens
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(out > 1, (table.finish_s - table.first_token_s) / (out - 1), np.nan)
+    df = pd.DataFrame(
+        {
+            "request_id": np.arange(len(table)),
+            "replica": table.replica,
+            "arrival_s": table.arrival_s,
+            "prompt_tokens": table.prompt_tokens,
+            "output_tokens": table.output_tokens,
+            "max_new_tokens": table.max_new_tokens,
+            "generated_tokens": out,
+            "queue_delay_s": table.first_admit_s - table.arrival_s,
+            "ttft_s": table.first_token_s - table.arrival_s,
+            "tpot_s": tpot,
+            "max_tbt_s": np.where(out > 1, table.max_tbt_s, np.nan),
+            "e2e_s": table.finish_s - table.arrival_s,
+            "evictions": table.evictions,
+            "swaps": table.swaps,
+            "finished": finished,
+        }
+    )
+    good = finished.copy()
+    for name in SLA_FIELDS:
+        limit = sla.get(name)
+        if limit is not None:
+            v = df[name].to_numpy()
+            good &= np.isnan(v) | (v <= limit) if name in ("tpot_s", "max_tbt_s") else (v <= limit)
+    df["good"] = good
+    return df
+
+
+def _dist(values: np.ndarray) -> dict[str, float | None]:
+    v = values[~np.isnan(values)]
+    if len(v) == 0:
+        return {"p50": None, "p90": None, "p99": None, "mean": None, "max": None}
+    p50, p90, p99 = np.percentile(v, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(v.mean()), "max": float(v.max())}
+
+
+def summarize(df: pd.DataFrame, replica_stats: Sequence, total_blocks: int) -> dict:
+    """Headline numbers of a run (units in the key names)."""
+    n = len(df)
+    fin = df["finished"].to_numpy()
+    good = df["good"].to_numpy()
+    start = float(df["arrival_s"].min()) if n else 0.0
+    end = float(df.loc[fin, "arrival_s"].add(df.loc[fin, "e2e_s"]).max()) if fin.any() else start
+    duration = max(end - start, 1e-12)
+    good_tokens = int((df["prompt_tokens"] + df["generated_tokens"])[good].sum())
+    out_tokens = int(df["generated_tokens"].sum())
+    evictions = int(df["evictions"].sum())
+    kv_block_s = sum(s.kv_block_s for s in replica_stats)
+    summary = {
+        "num_requests": n,
+        "num_finished": int(fin.sum()),
+        "num_good": int(good.sum()),
+        "duration_s": duration,
+        "goodput_rps": good.sum() / duration,
+        "goodput_tps": good_tokens / duration,
+        "sla_attainment": float(good.sum() / n) if n else 0.0,
+        "throughput_rps": fin.sum() / duration,
+        "throughput_tps": out_tokens / duration,
+        "throughput_total_tps": (out_tokens + int(df["prompt_tokens"][fin].sum())) / duration,
+        "evictions": evictions,
+        "eviction_rate": evictions / max(int(fin.sum()), 1),
+        "evicted_requests": int((df["evictions"] > 0).sum()),
+        "swaps": int(df["swaps"].sum()),
+        "kv_util_mean": kv_block_s / (total_blocks * len(replica_stats) * duration) if replica_stats else 0.0,
+        "kv_util_peak": max((s.peak_used_blocks for s in replica_stats), default=0) / total_blocks,
+    }
+    for name in LATENCY_METRICS:
+        summary[name] = _dist(df.loc[fin, name].to_numpy(dtype=float))
+    return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in summary.items()}
+
+
+SUMMARY_LABELS = {
+    "goodput_rps": "requests/s that finished within every SLA threshold (DistServe goodput)",
+    "goodput_tps": "prompt + output tokens/s of requests within the SLA (Past-Future paper, Fig. 7)",
+    "throughput_tps": "output tokens/s generated",
+    "throughput_total_tps": "prompt + output tokens/s of finished requests",
+    "sla_attainment": "good requests / all requests",
+    "eviction_rate": "evictions per finished request",
+    "kv_util_mean": "time-weighted mean of used / total KV blocks, first arrival to last finish",
+    "duration_s": "first arrival to last finish, simulated seconds",
+}

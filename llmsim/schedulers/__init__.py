@@ -1,0 +1,32 @@
+"""Batch schedulers (admission policies) and their registry, keyed by the YAML `kind`.
+
+Adding a scheduler: one module that defines its config (a `SchedulerConfig` subclass) and a class
+decorated with `@register(kind, Config, summary)`, plus its import below.
+"""
+
+from .base import (
+    SCHEDULERS,
+    BuildContext,
+    Candidate,
+    ReplicaView,
+    RunningBatch,
+    Scheduler,
+    SchedulerConfig,
+    build_scheduler,
+    register,
+)
+from . import aggressive, conservative, oracle, past_future, reserve_peak  # noqa: F401  (registration)
+from .peak import future_peak_tokens
+
+__all__ = [
+    "SCHEDULERS",
+    "BuildContext",
+    "Candidate",
+    "ReplicaView",
+    "RunningBatch",
+    "Scheduler",
+    "SchedulerConfig",
+    "build_scheduler",
+    "future_peak_tokens",
+    "register",
+]

@@ -1,0 +1,137 @@
+"""What a batch scheduler sees and must answer, and the registry of schedulers.
+
+A scheduler is an admission policy. Once per admission round the replica engine shows it a
+`ReplicaView` (memory state and the running batch) and then offers waiting requests one at a time,
+in queue order, as `Candidate`s; the round answers admit or refuse, and the engine stops at the
+first refusal (first come, first served with head-of-line blocking). Evictions, block allocation
+and the engine limits (`max_num_seqs`, token budget, free blocks) are the engine's job, shared by
+every policy.
+
+Neither view carries a request's true output length: a scheduler cannot see it, by construction.
+The oracle alone is handed the true lengths when it is built (`is_oracle = True`), and results of
+an oracle run are labelled as an upper bound.
+
+Units: tokens, blocks, seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+@dataclass(frozen=True, slots=True)
+class RunningBatch:
+    """The running requests of one replica, oldest admission first (arrays of equal length)."""
+
+    request_ids: np.ndarray
+    prompt_tokens: np.ndarray
+    max_new_tokens: np.ndarray
+    generated_tokens: np.ndarray
+    kv_tokens: np.ndarray  # KV tokens held now (a prefilling request counts its whole prefill)
+
+    def __len__(self) -> int:
+        return len(self.request_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaView:
+    """Memory state of a replica at the start of an admission round."""
+
+    now_s: float
+    block_size: int
+    total_blocks: int
+    free_blocks: int
+    running: RunningBatch
+
+    @property
+    def capacity_tokens(self) -> int:
+        return self.total_blocks * self.block_size
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A waiting request offered for admission."""
+
+    request_id: int
+    arrival_s: float
+    prompt_tokens: int
+    max_new_tokens: int
+    generated_tokens: int  # tokens generated before an eviction (0 for a fresh request)
+    kv_tokens: int  # KV tokens it holds right after admission
+    blocks: int  # blocks its admission allocates
+
+
+class AdmissionRound(Protocol):
+    def admit(self, candidate: Candidate) -> bool:
+        """True to admit `candidate` (the round then counts it as running), False to stop."""
+
+
+class Scheduler(Protocol):
+    kind: ClassVar[str]
+    is_oracle: ClassVar[bool]
+    decode_steps_between_rounds: int
+    max_admissions_per_round: int | None
+
+    def start_round(self, view: ReplicaView) -> AdmissionRound: ...
+
+    def record_finish(self, output_tokens: int) -> None:
+        """A request finished on this replica with `output_tokens` tokens (history for estimators)."""
+
+
+class SchedulerConfig(BaseModel):
+    """Knobs every scheduler has; each policy's config extends this."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Decode steps between two admission rounds. 1 = a round before every step that follows a
+    # decode step (SCHEDULERS.md default); the paper's artifact uses 2; 0 = a round before every
+    # step, so queued prefills run back to back (vLLM v0's prefill-first loop).
+    decode_steps_between_rounds: int = Field(1, ge=0)
+    # Admissions per round; None = unlimited (LightLLM PR 2024). The paper's artifact admits 1.
+    max_admissions_per_round: int | None = Field(None, ge=1)
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a scheduler factory may use. `true_output_tokens` is given to the oracle only."""
+
+    replica_index: int
+    rng: np.random.Generator
+    default_prior_output_tokens: int  # the workload's constant cap, or a documented fallback
+    true_output_tokens: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    kind: str
+    config_cls: type[SchedulerConfig]
+    factory: Callable[[SchedulerConfig, BuildContext], Scheduler]
+    is_oracle: bool
+    summary: str
+
+
+SCHEDULERS: dict[str, SchedulerSpec] = {}
+
+
+def register(kind: str, config_cls: type[SchedulerConfig], summary: str, is_oracle: bool = False):
+    """Class decorator: make a scheduler available under its YAML `kind`."""
+
+    def wrap(cls):
+        cls.kind = kind
+        cls.is_oracle = is_oracle
+        SCHEDULERS[kind] = SchedulerSpec(kind, config_cls, cls, is_oracle, summary)
+        return cls
+
+    return wrap
+
+
+def build_scheduler(kind: str, config: SchedulerConfig, ctx: BuildContext) -> Scheduler:
+    spec = SCHEDULERS[kind]
+    if not spec.is_oracle:
+        # Enforced here, not by convention: only the oracle ever receives the true lengths.
+        ctx = BuildContext(ctx.replica_index, ctx.rng, ctx.default_prior_output_tokens, None)
+    return spec.factory(config, ctx)

@@ -1,0 +1,56 @@
+"""conservative: reserve every request's maximum (SCHEDULERS.md §2).
+
+Every running request reserves the KV of prompt + `max_new_tokens`. A candidate is admitted only if
+the reservations of the running batch plus its own fit in (1 - headroom) of capacity. Reservations
+are counted in whole blocks, so with caps honoured the replica can never run out of memory: it
+never evicts, and it leaves memory idle whenever real outputs are shorter than their caps.
+(TensorRT-LLM's "guaranteed no evict" policy; the paper's artifact reserves prompt + 12,000.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from .base import Candidate, ReplicaView, SchedulerConfig, register
+
+
+class ConservativeConfig(SchedulerConfig):
+    # Fraction of capacity kept out of reservations. 0: caps are a hard bound, nothing to cover.
+    headroom: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+def reserved_blocks(prompt_tokens, max_new_tokens, block_size: int):
+    """Blocks a request may ever need: it peaks at prompt + cap - 1 tokens (llmsim.request)."""
+    return -(-(prompt_tokens + max_new_tokens - 1) // block_size)
+
+
+class _Round:
+    def __init__(self, reserved: int, limit: int, block_size: int) -> None:
+        self.reserved = reserved
+        self.limit = limit
+        self.block_size = block_size
+
+    def admit(self, candidate: Candidate) -> bool:
+        need = int(reserved_blocks(candidate.prompt_tokens, candidate.max_new_tokens, self.block_size))
+        if self.reserved + need > self.limit:
+            return False
+        self.reserved += need
+        return True
+
+
+@register("conservative", ConservativeConfig, "reserve prompt + max_new_tokens for every request; never evicts")
+class ConservativeScheduler:
+    def __init__(self, config: ConservativeConfig, ctx) -> None:
+        self.config = config
+        self.decode_steps_between_rounds = config.decode_steps_between_rounds
+        self.max_admissions_per_round = config.max_admissions_per_round
+
+    def start_round(self, view: ReplicaView) -> _Round:
+        run = view.running
+        reserved = int(np.sum(reserved_blocks(run.prompt_tokens, run.max_new_tokens, view.block_size)))
+        limit = int(np.floor(view.total_blocks * (1.0 - self.config.headroom)))
+        return _Round(reserved, limit, view.block_size)
+
+    def record_finish(self, output_tokens: int) -> None:
+        pass

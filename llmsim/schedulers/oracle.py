@@ -1,0 +1,53 @@
+"""oracle: the future-peak admission with the true remaining lengths (an upper bound, not a
+scheduler anyone can deploy). Results of an oracle run are labelled as such.
+
+With `per_request_slack_tokens` = block_size - 1 (the default) the token peak bounds the block
+peak, since a request holding t tokens uses at most t + block_size - 1 tokens of blocks; with
+headroom 0 the oracle then never evicts, and it admits as much as any eviction-free FCFS policy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
+from .peak import PeakAdmissionRound, remaining_growth_tokens
+
+
+class OracleConfig(SchedulerConfig):
+    headroom: float = Field(0.0, ge=0.0, lt=1.0)
+    # None: block_size - 1, which makes the oracle eviction-free (see module docstring).
+    per_request_slack_tokens: int | None = Field(None, ge=0)
+
+
+class _Round:
+    def __init__(self, sched: "OracleScheduler", view: ReplicaView) -> None:
+        cfg = sched.config
+        self.slack = view.block_size - 1 if cfg.per_request_slack_tokens is None else cfg.per_request_slack_tokens
+        self.true_output = sched.true_output_tokens
+        run = view.running
+        growth = remaining_growth_tokens(run.prompt_tokens, self.true_output[run.request_ids], run.kv_tokens)
+        self.peaks = PeakAdmissionRound(run.kv_tokens + self.slack, growth, view.capacity_tokens * (1.0 - cfg.headroom))
+
+    def admit(self, candidate: Candidate) -> bool:
+        final = self.true_output[candidate.request_id]
+        growth = remaining_growth_tokens(candidate.prompt_tokens, final, candidate.kv_tokens)
+        return self.peaks.try_add(candidate.kv_tokens + self.slack, np.array([growth]))
+
+
+@register("oracle", OracleConfig, "future-peak admission with the TRUE output lengths: an upper bound, not deployable", is_oracle=True)
+class OracleScheduler:
+    def __init__(self, config: OracleConfig, ctx: BuildContext) -> None:
+        if ctx.true_output_tokens is None:
+            raise ValueError("the oracle needs the true output lengths")
+        self.config = config
+        self.decode_steps_between_rounds = config.decode_steps_between_rounds
+        self.max_admissions_per_round = config.max_admissions_per_round
+        self.true_output_tokens = ctx.true_output_tokens
+
+    def start_round(self, view: ReplicaView) -> _Round:
+        return _Round(self, view)
+
+    def record_finish(self, output_tokens: int) -> None:
+        pass

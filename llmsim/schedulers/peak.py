@@ -1,0 +1,74 @@
+"""The future-peak function shared by past-future, oracle and reserve-peak (SCHEDULERS.md §2).
+
+Each request is a pair (a, b): a = KV tokens it holds now, b = KV tokens it will still add before
+it finishes. Sort by b, largest first, and let A_k be the sum of the first k values of a. Then
+
+    peak = max over k of (A_k + k * b_k)
+
+because b_k steps from now every request after k in that order has finished and freed its memory,
+while each of the first k has grown by b_k tokens. Occupancy only rises between finishes, so these
+n points are the only candidates for the maximum.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def future_peak_tokens(held_tokens: np.ndarray, growth_tokens: np.ndarray) -> int:
+    """Peak KV tokens over the future of a batch with pairs (held_tokens[i], growth_tokens[i])."""
+    if len(held_tokens) == 0:
+        return 0
+    # A stable sort keeps the result independent of how ties in b are ordered (it is anyway:
+    # tied b give the same A_k + k*b_k at the last of the tie, which dominates the others).
+    order = np.argsort(-growth_tokens, kind="stable")
+    b = growth_tokens[order]
+    cum_a = np.cumsum(held_tokens[order])
+    k = np.arange(1, len(b) + 1)
+    return int((cum_a + k * b).max())
+
+
+def remaining_growth_tokens(prompt_tokens, final_output_tokens, held_tokens):
+    """b for a request expected to end with `final_output_tokens`: it will then hold
+    prompt + output - 1 tokens (llmsim's KV convention, see llmsim.request), so it still adds
+    that minus what it holds now. Never negative. Works on scalars and arrays."""
+    return np.maximum(0, prompt_tokens + final_output_tokens - 1 - held_tokens)
+
+
+def future_peaks_of_lists(held_tokens: np.ndarray, growth_tokens: np.ndarray) -> np.ndarray:
+    """Peak of each row: `held_tokens` is (n,), shared by every list; `growth_tokens` is (lists, n)."""
+    lists, n = growth_tokens.shape
+    if n == 0:
+        return np.zeros(lists)
+    order = np.argsort(-growth_tokens, axis=1, kind="stable")
+    b = np.take_along_axis(growth_tokens, order, axis=1)
+    cum_a = np.cumsum(held_tokens[order], axis=1)
+    return (cum_a + np.arange(1, n + 1) * b).max(axis=1)
+
+
+class PeakAdmissionRound:
+    """An admission round that admits a candidate while the future peak stays within `limit_tokens`.
+
+    Holds one or more lists of (a, b) pairs for the running batch (one list for exact growths, several
+    sampled lists for past-future). A candidate brings one growth per list; it is admitted if the
+    largest peak over the lists, with it added, is at most `limit_tokens`, and then stays in the lists
+    for the rest of the round.
+    """
+
+    def __init__(self, held_tokens: np.ndarray, growth_tokens: np.ndarray, limit_tokens: float) -> None:
+        self.held_tokens = np.asarray(held_tokens, dtype=np.float64)
+        growth = np.asarray(growth_tokens, dtype=np.float64)
+        self.growth_tokens = growth if growth.ndim == 2 else growth[None, :]  # (lists, n)
+        self.limit_tokens = limit_tokens
+
+    @property
+    def num_lists(self) -> int:
+        return self.growth_tokens.shape[0]
+
+    def try_add(self, held: float, growth_per_list: np.ndarray) -> bool:
+        held_new = np.append(self.held_tokens, held)
+        growth_new = np.column_stack([self.growth_tokens, np.broadcast_to(growth_per_list, (self.num_lists,))])
+        if future_peaks_of_lists(held_new, growth_new).max() > self.limit_tokens:
+            return False
+        self.held_tokens, self.growth_tokens = held_new, growth_new
+        return True

@@ -1,0 +1,45 @@
+"""reserve-peak (extension, not from the paper): the future-peak admission with every request
+assumed to run to its cap, b = cap - generated. LightLLM's default router when busy: as safe as
+conservative when caps are honoured, but aware that requests finish at different times, so it
+admits more than the plain sum of reservations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
+from .peak import PeakAdmissionRound, remaining_growth_tokens
+
+
+class ReservePeakConfig(SchedulerConfig):
+    headroom: float = Field(0.0, ge=0.0, lt=1.0)
+    # None: block_size - 1, so the token peak bounds the block peak (no evictions with caps honoured).
+    per_request_slack_tokens: int | None = Field(None, ge=0)
+
+
+class _Round:
+    def __init__(self, cfg: ReservePeakConfig, view: ReplicaView) -> None:
+        self.slack = view.block_size - 1 if cfg.per_request_slack_tokens is None else cfg.per_request_slack_tokens
+        run = view.running
+        growth = remaining_growth_tokens(run.prompt_tokens, run.max_new_tokens, run.kv_tokens)
+        self.peaks = PeakAdmissionRound(run.kv_tokens + self.slack, growth, view.capacity_tokens * (1.0 - cfg.headroom))
+
+    def admit(self, candidate: Candidate) -> bool:
+        growth = remaining_growth_tokens(candidate.prompt_tokens, candidate.max_new_tokens, candidate.kv_tokens)
+        return self.peaks.try_add(candidate.kv_tokens + self.slack, np.array([growth]))
+
+
+@register("reserve-peak", ReservePeakConfig, "extension: future-peak admission assuming every request runs to its cap")
+class ReservePeakScheduler:
+    def __init__(self, config: ReservePeakConfig, ctx: BuildContext) -> None:
+        self.config = config
+        self.decode_steps_between_rounds = config.decode_steps_between_rounds
+        self.max_admissions_per_round = config.max_admissions_per_round
+
+    def start_round(self, view: ReplicaView) -> _Round:
+        return _Round(self.config, view)
+
+    def record_finish(self, output_tokens: int) -> None:
+        pass
