@@ -1,0 +1,134 @@
+"""Command line: `llmsim run | validate | list`.
+
+A thin layer over the Python API. User errors (`LlmsimError`) print one line to stderr and exit
+with status 2, without a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .errors import LlmsimError
+
+
+def _add_scenario_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("scenario", help="scenario YAML file")
+    p.add_argument("--scheduler", metavar="KIND", help="override scheduler.kind (llmsim list schedulers)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value",
+                   help="override a scenario value, e.g. --set workload.num_requests=200 (repeatable)")
+    p.add_argument("--seed", type=int, help="override the scenario seed")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmsim", description="Discrete-event simulator of LLM serving clusters.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="simulate one scenario, print a summary, write a results folder")
+    _add_scenario_args(run)
+    run.add_argument("--out", type=Path, help="results folder (default results/<scenario>-<scheduler>-seed<N>)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or table; print the results folder only")
+    val = sub.add_parser("validate", help="check a scenario (schema, files, capacity) without running it")
+    _add_scenario_args(val)
+    ls = sub.add_parser("list", help="list schedulers, routers, models and hardware profiles")
+    ls.add_argument("what", nargs="?", choices=["schedulers", "routers", "models", "hardware"], help="one category (default: all)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        if args.command == "run":
+            return _run(args, console)
+        if args.command == "validate":
+            return _validate(args, console)
+        return _list(args, console)
+    except LlmsimError as e:
+        for line in str(e).splitlines():
+            print(f"llmsim: error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("llmsim: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args, console: Console) -> int:
+    from .cluster.simulation import simulate
+    from .config import load_scenario
+    from .report import print_summary, write_results
+
+    loaded = load_scenario(args.scenario, args.overrides, args.scheduler, args.seed)
+    sc = loaded.scenario
+    if args.quiet or not console.is_terminal:
+        result = simulate(loaded)
+    else:
+        columns = (TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TextColumn("requests"), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("sim", total=None)
+            result = simulate(loaded, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    out = args.out or Path("results") / f"{sc.name}-{sc.scheduler.kind}-seed{sc.seed}"
+    write_results(result, out)
+    if not args.quiet:
+        print_summary(result, console)
+        console.print(f"results: {out}/ (requests.csv, summary.json, scenario.yaml)  [{result.wall_s:.2f} s wall]")
+    else:
+        print(out)
+    return 0
+
+
+def _validate(args, console: Console) -> int:
+    from .cluster.simulation import check_requests, resolve
+    from .config import load_scenario
+    from .workload import build_workload
+
+    loaded = load_scenario(args.scenario, args.overrides, args.scheduler, args.seed)
+    sc = loaded.scenario
+    res = resolve(loaded)
+    wl = build_workload(sc.workload, sc.seed)
+    check_requests(sc, res, wl)
+    console.print(f"[green]ok[/green] {args.scenario}: {sc.name}")
+    console.print(f"  model {sc.model} ({res.model.num_params / 1e9:.2f} B params), hardware {sc.hardware} ({res.profile.calibration.fidelity}), "
+                  f"{sc.cluster.replicas} replica(s) x TP {sc.cluster.tensor_parallel}, router {sc.cluster.router}")
+    console.print(f"  KV capacity {res.kv_capacity_tokens:,} tokens ({res.total_blocks:,} blocks of {sc.engine.block_size}) per replica, max_model_len {res.max_model_len}")
+    span = float(wl.arrival_s[-1] - wl.arrival_s[0]) if len(wl) > 1 else 0.0
+    console.print(f"  workload: {len(wl):,} requests over {span:,.1f} s, prompt mean {wl.prompt_tokens.mean():.0f}, output mean {wl.output_tokens.mean():.0f} tokens, max_new_tokens {wl.cap_mode}")
+    console.print(f"  scheduler {sc.scheduler.kind}, engine {sc.engine.mode}, preemption {sc.engine.preemption}")
+    for note in wl.notes:
+        console.print(f"  [yellow]note:[/yellow] {note}")
+    return 0
+
+
+def _list(args, console: Console) -> int:
+    from .cluster.router import ROUTER_SUMMARIES
+    from .costmodel import list_models, list_profiles, load_model, load_profile
+    from .schedulers import SCHEDULERS
+
+    what = args.what
+    if what in (None, "schedulers"):
+        console.print("[bold]schedulers[/bold] (scheduler.kind)")
+        for kind, spec in SCHEDULERS.items():
+            console.print(f"  {kind:<14} {spec.summary}")
+    if what in (None, "routers"):
+        console.print("[bold]routers[/bold] (cluster.router)")
+        for kind, summary in ROUTER_SUMMARIES.items():
+            console.print(f"  {kind:<26} {summary}")
+    if what in (None, "models"):
+        console.print("[bold]models[/bold] (model)")
+        for name in list_models():
+            m = load_model(name)
+            console.print(f"  {name:<16} {m.num_params / 1e9:6.2f} B params, {m.num_hidden_layers} layers, "
+                          f"{m.num_attention_heads}/{m.num_key_value_heads} q/kv heads, KV {m.kv_bytes_per_token_per_gpu(1) / 1024:.0f} KiB/token")
+    if what in (None, "hardware"):
+        console.print("[bold]hardware profiles[/bold] (hardware)")
+        for name in list_profiles([Path.cwd() / "hardware_profiles"]):
+            p = load_profile(name, [Path.cwd() / "hardware_profiles"])
+            console.print(f"  {name:<16} {p.hardware.device_name}, {p.hardware.memory_gib:g} GiB, fidelity {p.calibration.fidelity}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

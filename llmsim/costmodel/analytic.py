@@ -1,0 +1,301 @@
+"""Analytic iteration-time model: a roofline per kernel, from spec peaks and efficiency factors.
+
+Implements COSTMODEL.md section 1. One iteration on one GPU of a tensor-parallel group is
+
+    overheads.step_s + overheads.per_seq_s x n
+    + layers x (GEMMs qkv, o, gate_up, down on T tokens + elementwise kernels on T tokens
+                + prefill attention + decode attention + 2 all-reduces of T x hidden)
+    + embedding, final norm, one more all-reduce (vocab-parallel embedding) + LM head on n rows
+
+where T is the number of new tokens and n the number of sequences. Each GEMM takes
+max(flops / achieved FLOP/s, bytes / achieved bandwidth, kernel floor); attention and elementwise
+kernels are rooflines too. All results are seconds; rates are stored in FLOP/s and bytes/s.
+
+Speed matters (one call per simulated step): everything that depends only on T or only on n is
+cached in dicts keyed by that integer, and attention is closed-form, so a decode-only call is a
+dict lookup plus a few float operations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from llmsim.costmodel.base import BatchShape
+from llmsim.costmodel.catalog import ModelArch
+from llmsim.costmodel.profile import HardwareProfile
+
+_COMPONENTS = ("gemm", "attention", "elementwise", "communication", "overheads")
+
+
+class AnalyticCostModel:
+    """CostModel from a model architecture, an (analytic) hardware profile and a TP degree."""
+
+    def __init__(self, model: ModelArch, profile: HardwareProfile, tensor_parallel: int = 1) -> None:
+        model.check_tensor_parallel(tensor_parallel)
+        self.model = model
+        self.profile = profile
+        self.tensor_parallel = tp = tensor_parallel
+        hw, eff = profile.hardware, profile.efficiency
+        self._dtype_bytes = dt = model.dtype_bytes
+        self._layers = model.num_hidden_layers
+
+        # Achieved rates (FLOP/s, bytes/s) and the smallest kernel time (s).
+        peak_flops_per_s = hw.peak_bf16_tflops * 1e12
+        hbm_bytes_per_s = hw.hbm_gb_per_s * 1e9
+        self._peak_flops_per_s = peak_flops_per_s
+        self._hbm_bytes_per_s = hbm_bytes_per_s
+        self._gemm_flops_per_s = peak_flops_per_s * eff.gemm_compute
+        self._gemm_bytes_per_s = hbm_bytes_per_s * eff.gemm_bandwidth
+        self._attn_flops_per_s = peak_flops_per_s * eff.attention_prefill_compute
+        self._attn_bytes_per_s = hbm_bytes_per_s * eff.attention_decode_bandwidth
+        self._elem_bytes_per_s = hbm_bytes_per_s * eff.elementwise_bandwidth
+        self._floor_s = eff.kernel_floor_us * 1e-6
+        self._host_link_bytes_per_s = hw.host_link_gb_per_s * 1e9
+
+        # Per-GPU shapes after sharding.
+        hidden, head_dim = model.hidden_size, model.head_dim
+        q_heads, kv_heads = model.q_heads_per_gpu(tp), model.kv_heads_per_gpu(tp)
+        q_dim, kv_dim = q_heads * head_dim, kv_heads * head_dim
+        inter = -(-model.intermediate_size // tp)
+        self._hidden = hidden
+        self._vocab_shard = -(-model.vocab_size // tp)
+        self._experts = model.num_experts
+        self._top_k = model.experts_per_token
+
+        # GEMMs as (N, K): output features x input features; M is the token count.
+        self._attn_gemms = ((q_dim + 2 * kv_dim, hidden), (hidden, q_dim))  # qkv, o
+        self._mlp_gemms = ((2 * inter, hidden), (hidden, inter))  # gate_up, down (per expert)
+        self._router_gemm = (model.num_local_experts, hidden) if model.is_moe else None
+
+        # Elementwise kernels per layer, as bytes moved per token (read + write).
+        self._elem_bytes_per_token = (
+            4 * hidden * dt,  # fused residual-add + RMSNorm before attention: read x, res; write both
+            4 * hidden * dt,  # the same before the MLP
+            2 * (q_dim + kv_dim) * dt,  # rotary embedding, in place on q and k
+            3 * inter * dt * self._top_k,  # SiLU(gate) x up: read 2 x inter, write inter, per expert
+            4 * kv_dim * dt,  # write K and V into the paged cache: read both, write both
+        )
+        # Outside the layers: embedding lookup (read a row, write it) and the final norm.
+        self._head_elem_bytes_per_token = (2 * hidden * dt, 4 * hidden * dt)
+
+        # Attention constants per layer per GPU.
+        self._kv_bytes_per_token_layer = 2 * kv_dim * dt  # K and V of one cached token
+        self._attn_flops_per_pair = 4 * q_dim  # QK^T and PV: 2 FLOPs each per head dim per pair
+        self._q_bytes_per_token = 2 * q_dim * dt  # read the query, write the output
+        self._num_allreduces = 2 * self._layers + 1 if tp > 1 else 0  # + vocab-parallel embedding
+        ring_factor = 2.0 * (tp - 1) / tp
+        self._allreduce_latency_s = profile.comm.allreduce_latency_us * 1e-6
+        self._allreduce_s_per_byte = ring_factor / (profile.comm.allreduce_bus_gb_per_s * 1e9)
+
+        self._per_token_cache: dict[int, tuple[float, float, float]] = {}
+        self._per_seq_cache: dict[int, tuple[float, float]] = {}
+        self._decode_fixed_cache: dict[int, float] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"AnalyticCostModel({self.model.name}, {self.profile.hardware.name}, "
+            f"tensor_parallel={self.tensor_parallel})"
+        )
+
+    # ----- kernel rooflines -----
+
+    def _gemm_s(self, m: float, n: int, k: int) -> float:
+        """One GEMM of (m x k) @ (k x n): compute roofline, weight-streaming roofline, floor."""
+        flops = 2.0 * m * n * k
+        moved_bytes = (m * k + k * n + m * n) * self._dtype_bytes
+        return max(flops / self._gemm_flops_per_s, moved_bytes / self._gemm_bytes_per_s, self._floor_s)
+
+    def _moe_gemm_s(self, tokens: int, n: int, k: int) -> float:
+        """One fused-MoE GEMM launch: T x top_k rows over the experts they hit.
+
+        Each expert is hit by at least one of T tokens with probability 1 - (1 - k/E)^T; every hit
+        expert's weights are read once, the rows are shared among them.
+        """
+        experts, top_k = self._experts, self._top_k
+        active = experts * (1.0 - (1.0 - top_k / experts) ** tokens)
+        rows = float(tokens * top_k)
+        flops = 2.0 * rows * n * k
+        moved_bytes = (rows * k + active * k * n + rows * n) * self._dtype_bytes
+        return max(flops / self._gemm_flops_per_s, moved_bytes / self._gemm_bytes_per_s, self._floor_s)
+
+    def _expected_active_experts(self, tokens: int) -> float:
+        if self._router_gemm is None:
+            return 1.0
+        return self._experts * (1.0 - (1.0 - self._top_k / self._experts) ** tokens)
+
+    def _per_token_parts(self, tokens: int) -> tuple[float, float, float]:
+        """(GEMM, elementwise, communication) seconds of a step with `tokens` new tokens."""
+        parts = self._per_token_cache.get(tokens)
+        if parts is not None:
+            return parts
+        floor, elem_rate = self._floor_s, self._elem_bytes_per_s
+        layer_gemm_s = sum(self._gemm_s(tokens, n, k) for n, k in self._attn_gemms)
+        if self._router_gemm is None:
+            layer_gemm_s += sum(self._gemm_s(tokens, n, k) for n, k in self._mlp_gemms)
+        else:
+            layer_gemm_s += self._gemm_s(tokens, *self._router_gemm)
+            layer_gemm_s += sum(self._moe_gemm_s(tokens, n, k) for n, k in self._mlp_gemms)
+        layer_elem_s = sum(max(tokens * b / elem_rate, floor) for b in self._elem_bytes_per_token)
+        head_elem_s = sum(max(tokens * b / elem_rate, floor) for b in self._head_elem_bytes_per_token)
+        allreduce_s = self._allreduce_latency_s + tokens * self._hidden * self._dtype_bytes * self._allreduce_s_per_byte
+        parts = (
+            self._layers * layer_gemm_s,
+            self._layers * layer_elem_s + head_elem_s,
+            self._num_allreduces * allreduce_s,
+        )
+        self._per_token_cache[tokens] = parts
+        return parts
+
+    def _per_seq_parts(self, seqs: int) -> tuple[float, float]:
+        """(LM-head GEMM, engine overheads) seconds for `seqs` sequences."""
+        parts = self._per_seq_cache.get(seqs)
+        if parts is None:
+            overheads = self.profile.overheads
+            parts = (
+                self._gemm_s(seqs, self._vocab_shard, self._hidden),
+                overheads.step_s + overheads.per_seq_s * seqs,
+            )
+            self._per_seq_cache[seqs] = parts
+        return parts
+
+    def _fixed_s(self, tokens: int, seqs: int) -> float:
+        """Everything but attention: depends only on token and sequence counts."""
+        gemm_t, elem_t, comm_t = self._per_token_parts(tokens)
+        gemm_n, over_n = self._per_seq_parts(seqs)
+        return (gemm_t + gemm_n) + elem_t + comm_t + over_n
+
+    def _prefill_attention_s(self, chunks: tuple[int, ...], prefixes: tuple[int, ...]) -> float:
+        """One layer's causal flash attention over all prefill chunks (one varlen launch)."""
+        if not prefixes:
+            prefixes = (0,) * len(chunks)
+        pairs = 0.0  # query-key pairs: chunk c over prefix p attends p + (1..c) keys
+        chunk_tokens = prefix_tokens = 0
+        for c, p in zip(chunks, prefixes, strict=True):
+            pairs += c * (p + (c + 1) / 2.0)
+            chunk_tokens += c
+            prefix_tokens += p
+        flops = self._attn_flops_per_pair * pairs
+        moved_bytes = (
+            chunk_tokens * self._q_bytes_per_token
+            + (prefix_tokens + chunk_tokens) * self._kv_bytes_per_token_layer
+        )
+        return max(flops / self._attn_flops_per_s, moved_bytes / self._attn_bytes_per_s, self._floor_s)
+
+    def _decode_attention_s(self, seqs: int, context_sum_tokens: int) -> float:
+        """One layer's decode attention: streams every sequence's cached K and V once.
+
+        Split-KV decoding spreads even one long sequence over all SMs, so only the summed context
+        matters here; the max context is not needed by this model.
+        """
+        moved_bytes = context_sum_tokens * self._kv_bytes_per_token_layer + seqs * self._q_bytes_per_token
+        flops = context_sum_tokens * self._attn_flops_per_pair
+        return max(moved_bytes / self._attn_bytes_per_s, flops / self._attn_flops_per_s, self._floor_s)
+
+    # ----- CostModel interface -----
+
+    def step_time_s(self, shape: BatchShape) -> float:
+        chunks = shape.prefill_chunk_tokens
+        decode_seqs = shape.decode_seqs
+        if not chunks:  # decode-only fast path
+            if decode_seqs <= 0:
+                return 0.0
+            fixed = self._decode_fixed_cache.get(decode_seqs)
+            if fixed is None:
+                fixed = self._decode_fixed_cache[decode_seqs] = self._fixed_s(decode_seqs, decode_seqs)
+            ctx = shape.decode_context_sum_tokens
+            t = (ctx * self._kv_bytes_per_token_layer + decode_seqs * self._q_bytes_per_token) / self._attn_bytes_per_s
+            f = ctx * self._attn_flops_per_pair / self._attn_flops_per_s
+            if f > t:
+                t = f
+            if t < self._floor_s:
+                t = self._floor_s
+            return fixed + self._layers * t
+        attn = self._prefill_attention_s(chunks, shape.prefill_prefix_tokens)
+        if decode_seqs > 0:
+            attn += self._decode_attention_s(decode_seqs, shape.decode_context_sum_tokens)
+        fixed = self._fixed_s(sum(chunks) + decode_seqs, len(chunks) + decode_seqs)
+        return fixed + self._layers * attn
+
+    def decode_steps_s(
+        self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int, num_steps: int
+    ) -> np.ndarray:
+        """Vectorised decode-only steps; the same arithmetic as `step_time_s`, element-wise."""
+        if num_steps <= 0:
+            return np.zeros(0)
+        if decode_seqs <= 0:
+            return np.zeros(num_steps)
+        fixed = self._decode_fixed_cache.get(decode_seqs)
+        if fixed is None:
+            fixed = self._decode_fixed_cache[decode_seqs] = self._fixed_s(decode_seqs, decode_seqs)
+        ctx = (context_sum_tokens + decode_seqs * np.arange(num_steps, dtype=np.int64)).astype(np.float64)
+        t = (ctx * self._kv_bytes_per_token_layer + decode_seqs * self._q_bytes_per_token) / self._attn_bytes_per_s
+        f = ctx * self._attn_flops_per_pair / self._attn_flops_per_s
+        t = np.maximum(np.maximum(t, f), self._floor_s)
+        return fixed + self._layers * t
+
+    def swap_time_s(self, num_bytes_per_gpu: float) -> float:
+        return num_bytes_per_gpu / self._host_link_bytes_per_s
+
+    # ----- diagnostics -----
+
+    def breakdown(self, shape: BatchShape) -> dict[str, float]:
+        """Seconds per component: gemm, attention, elementwise, communication, overheads.
+
+        The values sum to `step_time_s(shape)` up to floating-point rounding.
+        """
+        chunks, decode_seqs = shape.prefill_chunk_tokens, shape.decode_seqs
+        tokens, seqs = sum(chunks) + decode_seqs, len(chunks) + decode_seqs
+        if tokens <= 0:
+            return dict.fromkeys(_COMPONENTS, 0.0)
+        attn = self._prefill_attention_s(chunks, shape.prefill_prefix_tokens) if chunks else 0.0
+        if decode_seqs > 0:
+            attn += self._decode_attention_s(decode_seqs, shape.decode_context_sum_tokens)
+        gemm_t, elem_t, comm_t = self._per_token_parts(tokens)
+        gemm_n, over_n = self._per_seq_parts(seqs)
+        return {
+            "gemm": gemm_t + gemm_n,
+            "attention": self._layers * attn,
+            "elementwise": elem_t,
+            "communication": comm_t,
+            "overheads": over_n,
+        }
+
+    def floors(self, shape: BatchShape) -> dict[str, float]:
+        """Physical lower bounds of one step on one GPU, at spec peaks (no efficiency factors).
+
+        bandwidth_floor_s: weights read (every layer, the LM head, the experts hit) plus KV read,
+        over peak HBM bandwidth. flop_floor_s: 2 x active matmul parameters x tokens (LM head on
+        sequences) plus attention FLOPs, over peak FLOP/s. Model FLOPs utilisation of a prediction
+        is flop_floor_s / step_time_s; bandwidth efficiency is bandwidth_floor_s / step_time_s.
+        """
+        chunks, decode_seqs = shape.prefill_chunk_tokens, shape.decode_seqs
+        tokens, seqs = sum(chunks) + decode_seqs, len(chunks) + decode_seqs
+        prefixes = shape.prefill_prefix_tokens or (0,) * len(chunks)
+        dt, layers = self._dtype_bytes, self._layers
+
+        attn_params = sum(n * k for n, k in self._attn_gemms)
+        expert_params = sum(n * k for n, k in self._mlp_gemms)
+        router_params = self._router_gemm[0] * self._router_gemm[1] if self._router_gemm else 0
+        lm_head_params = self._vocab_shard * self._hidden
+        active_experts = min(self._expected_active_experts(tokens), float(self._experts))
+        weights_read = layers * (attn_params + router_params + active_experts * expert_params) + lm_head_params
+        weight_bytes = weights_read * dt
+
+        kv_tokens = shape.decode_context_sum_tokens + sum(prefixes) + sum(chunks)
+        kv_bytes = layers * kv_tokens * self._kv_bytes_per_token_layer
+
+        pairs = sum(c * (p + (c + 1) / 2.0) for c, p in zip(chunks, prefixes, strict=True))
+        attn_flops = layers * self._attn_flops_per_pair * (pairs + shape.decode_context_sum_tokens)
+        matmul_per_token = layers * (attn_params + router_params + self._top_k * expert_params)
+        flops = 2.0 * matmul_per_token * tokens + 2.0 * lm_head_params * seqs + attn_flops
+
+        bandwidth_floor_s = (weight_bytes + kv_bytes) / self._hbm_bytes_per_s if tokens else 0.0
+        flop_floor_s = flops / self._peak_flops_per_s
+        return {
+            "weight_bytes_per_gpu": float(weight_bytes) if tokens else 0.0,
+            "kv_bytes_per_gpu": float(kv_bytes),
+            "flops_per_gpu": float(flops),
+            "bandwidth_floor_s": bandwidth_floor_s,
+            "flop_floor_s": flop_floor_s,
+            "floor_s": max(bandwidth_floor_s, flop_floor_s),
+        }

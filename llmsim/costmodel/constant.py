@@ -1,0 +1,54 @@
+"""A trivial cost model for queueing tests: every step takes a fixed time plus a per-token time.
+
+step time (s) = step_time_s + per_token_s x tokens in the step (prefill chunk tokens plus one per
+decoding sequence). Context lengths do not matter. Swapping is free unless a host link rate in
+GB/s (1e9 bytes/s) is given.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from llmsim.costmodel.base import BatchShape
+from llmsim.errors import LlmsimError
+
+
+class ConstantCostModel:
+    """CostModel with step time = step_time_s + per_token_s x tokens."""
+
+    def __init__(
+        self, step_time_s: float, per_token_s: float = 0.0, host_link_gb_per_s: float | None = None
+    ) -> None:
+        for label, value in (("step_time_s", step_time_s), ("per_token_s", per_token_s)):
+            if not math.isfinite(value) or value < 0:
+                raise LlmsimError(f"constant cost model: {label} must be a finite number >= 0, got {value}")
+        if host_link_gb_per_s is not None and not host_link_gb_per_s > 0:
+            raise LlmsimError(f"constant cost model: host_link_gb_per_s must be > 0, got {host_link_gb_per_s}")
+        # Stored under other names: `step_time_s` is the interface method.
+        self.base_step_s = float(step_time_s)
+        self.per_token_s = float(per_token_s)
+        self.host_link_gb_per_s = host_link_gb_per_s
+
+    def __repr__(self) -> str:
+        return f"ConstantCostModel(step_time_s={self.base_step_s}, per_token_s={self.per_token_s})"
+
+    def step_time_s(self, shape: BatchShape) -> float:
+        tokens = sum(shape.prefill_chunk_tokens) + shape.decode_seqs
+        if tokens <= 0:
+            return 0.0
+        return self.base_step_s + self.per_token_s * tokens
+
+    def decode_steps_s(
+        self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int, num_steps: int
+    ) -> np.ndarray:
+        if num_steps <= 0:
+            return np.zeros(0)
+        value = self.base_step_s + self.per_token_s * decode_seqs if decode_seqs > 0 else 0.0
+        return np.full(num_steps, value)
+
+    def swap_time_s(self, num_bytes_per_gpu: float) -> float:
+        if self.host_link_gb_per_s is None:
+            return 0.0
+        return num_bytes_per_gpu / (self.host_link_gb_per_s * 1e9)

@@ -1,0 +1,315 @@
+"""Tests of the cost model: catalog, hardware profiles, analytic physics (COSTMODEL.md section 4),
+the vectorised decode path, the constant model and the KV capacity derivation."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+import yaml
+
+from llmsim.costmodel import (
+    AnalyticCostModel,
+    BatchShape,
+    ConstantCostModel,
+    CostModel,
+    derive_kv_capacity_tokens,
+    list_models,
+    list_profiles,
+    load_model,
+    load_profile,
+)
+from llmsim.costmodel.profile import REPO_PROFILES_DIR
+from llmsim.errors import LlmsimError
+
+# Parameter counts as Hugging Face reports them (model.num_parameters()).
+KNOWN_PARAMS = {
+    "llama-2-7b": 6.738e9,
+    "llama-2-13b": 13.016e9,
+    "llama-2-70b": 68.977e9,
+    "llama-3.1-8b": 8.030e9,
+    "llama-3.1-70b": 70.554e9,
+    "mistral-7b": 7.242e9,
+    "qwen2.5-7b": 7.616e9,
+    "mixtral-8x7b": 46.703e9,
+}
+PROFILES = ("a100-80g-sxm", "h100-80g-sxm")
+
+
+def decode(batch: int, context: int) -> BatchShape:
+    return BatchShape(
+        decode_seqs=batch, decode_context_sum_tokens=batch * context, decode_context_max_tokens=context
+    )
+
+
+def prefill(tokens: int) -> BatchShape:
+    return BatchShape(prefill_chunk_tokens=(tokens,), prefill_prefix_tokens=(0,))
+
+
+@pytest.fixture(scope="module")
+def llama7b():
+    return load_model("llama-2-7b")
+
+
+@pytest.fixture(scope="module", params=PROFILES)
+def cm7b(request, llama7b):
+    return AnalyticCostModel(llama7b, load_profile(request.param))
+
+
+# ----- catalog -----
+
+
+def test_catalog_holds_the_documented_models():
+    assert set(list_models()) == set(KNOWN_PARAMS)
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN_PARAMS))
+def test_catalog_model_loads_and_param_count_matches_known_value_within_1_percent(name):
+    model = load_model(name)
+    assert model.name == name
+    assert model.num_params == pytest.approx(KNOWN_PARAMS[name], rel=0.01)
+
+
+def test_catalog_architecture_values_match_hf_configs():
+    m = load_model("llama-2-70b")
+    assert (m.num_hidden_layers, m.hidden_size, m.intermediate_size) == (80, 8192, 28672)
+    assert (m.num_attention_heads, m.num_key_value_heads, m.head_dim) == (64, 8, 128)
+    m = load_model("llama-3.1-8b")
+    assert (m.vocab_size, m.num_key_value_heads, m.intermediate_size) == (128256, 8, 14336)
+    assert m.max_position_embeddings == 131072
+    m = load_model("qwen2.5-7b")
+    assert (m.hidden_size, m.intermediate_size, m.num_hidden_layers) == (3584, 18944, 28)
+    assert (m.num_attention_heads, m.num_key_value_heads, m.vocab_size, m.qkv_bias) == (28, 4, 152064, True)
+    m = load_model("mixtral-8x7b")
+    assert (m.num_local_experts, m.num_experts_per_tok, m.intermediate_size) == (8, 2, 14336)
+    assert m.num_active_params_per_token == pytest.approx(12.9e9, rel=0.02)
+
+
+def test_kv_bytes_per_token_shards_heads_and_replicates_when_tp_exceeds_kv_heads():
+    m = load_model("llama-2-70b")  # 8 KV heads, head_dim 128, 80 layers, 2 bytes
+    assert m.kv_bytes_per_token_per_gpu(1) == 2 * 80 * 8 * 128 * 2
+    assert m.kv_bytes_per_token_per_gpu(8) == 2 * 80 * 1 * 128 * 2
+    assert load_model("qwen2.5-7b").kv_heads_per_gpu(8) == 1  # 4 KV heads: replicated at TP 8
+
+
+def test_weight_bytes_per_gpu_shrinks_with_tensor_parallel():
+    m = load_model("llama-2-70b")
+    assert m.weight_bytes_per_gpu(1) == pytest.approx(m.weight_bytes, rel=1e-9)
+    assert m.weight_bytes_per_gpu(4) < m.weight_bytes / 3.9
+
+
+def test_unknown_model_name_raises_one_line_error_listing_known_names():
+    with pytest.raises(LlmsimError) as info:
+        load_model("llama-2-7")
+    message = str(info.value)
+    assert "\n" not in message and "llama-2-7b" in message and "did you mean" in message
+
+
+def test_model_loads_from_a_yaml_path(tmp_path):
+    path = tmp_path / "custom.yaml"
+    data = load_model("llama-2-7b").model_dump(exclude_defaults=True)
+    data["name"] = "custom"
+    path.write_text(yaml.safe_dump(data))
+    assert load_model(path).num_params == load_model("llama-2-7b").num_params
+
+
+# ----- hardware profiles -----
+
+
+def test_every_shipped_profile_validates_and_is_analytic():
+    names = [p.stem for p in REPO_PROFILES_DIR.glob("*.yaml")]
+    assert set(PROFILES) <= set(names) and set(names) <= set(list_profiles())
+    for name in names:
+        profile = load_profile(name)
+        assert profile.hardware.name == name
+        assert profile.calibration.fidelity == "analytic"
+        assert profile.comm.measured is False
+
+
+def test_profile_loads_from_a_path_and_from_search_dirs(tmp_path):
+    source = REPO_PROFILES_DIR / "h100-80g-sxm.yaml"
+    (tmp_path / "my-gpu.yaml").write_text(source.read_text())
+    assert load_profile(tmp_path / "my-gpu.yaml").hardware.peak_bf16_tflops == 989.0
+    assert load_profile("my-gpu", search_dirs=[tmp_path]).hardware.hbm_gb_per_s == 3350.0
+    assert "my-gpu" in list_profiles([tmp_path])
+
+
+def test_unknown_key_in_profile_yaml_raises_error_naming_key_and_file(tmp_path):
+    data = yaml.safe_load((REPO_PROFILES_DIR / "a100-80g-sxm.yaml").read_text())
+    data["efficiency"]["gemm_magic"] = 0.5
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(LlmsimError) as info:
+        load_profile(path)
+    message = str(info.value)
+    assert "gemm_magic" in message and str(path) in message and "\n" not in message
+
+
+def test_invalid_profile_value_raises_one_line_error(tmp_path):
+    data = yaml.safe_load((REPO_PROFILES_DIR / "a100-80g-sxm.yaml").read_text())
+    data["efficiency"]["gemm_compute"] = 1.5  # a fraction of peak cannot exceed 1
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(LlmsimError, match="gemm_compute") as info:
+        load_profile(path)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_profile_name_raises_error_listing_known_profiles():
+    with pytest.raises(LlmsimError, match="a100-80g-sxm"):
+        load_profile("b200-nonexistent")
+
+
+# ----- analytic physics (COSTMODEL.md section 4) -----
+
+
+def test_analytic_model_satisfies_the_cost_model_protocol(cm7b):
+    assert isinstance(cm7b, CostModel)
+    assert isinstance(ConstantCostModel(0.01), CostModel)
+
+
+def test_decode_batch1_is_above_bandwidth_floor_at_60_to_90_percent_efficiency(cm7b):
+    shape = decode(1, 512)
+    predicted = cm7b.step_time_s(shape)
+    floor = cm7b.floors(shape)["bandwidth_floor_s"]
+    # The floor streams ~13.2 GB of weights (LM head included, embedding table not).
+    assert cm7b.floors(shape)["weight_bytes_per_gpu"] == pytest.approx(13.2e9, rel=0.01)
+    assert predicted > floor
+    assert 0.60 <= floor / predicted <= 0.90
+
+
+def test_prefill_2048_is_above_flop_floor_with_45_to_75_percent_mfu(cm7b):
+    shape = prefill(2048)
+    predicted = cm7b.step_time_s(shape)
+    floors = cm7b.floors(shape)
+    assert floors["flops_per_gpu"] == pytest.approx(26.5e12 + 1.1e12, rel=0.02)  # matmuls + attention
+    assert predicted > floors["flop_floor_s"]
+    assert 0.45 <= floors["flop_floor_s"] / predicted <= 0.75
+
+
+def test_h100_over_a100_speedup_is_1_5_to_1_8_for_decode_and_2_5_to_3_5_for_prefill(llama7b):
+    a100 = AnalyticCostModel(llama7b, load_profile("a100-80g-sxm"))
+    h100 = AnalyticCostModel(llama7b, load_profile("h100-80g-sxm"))
+    for shape in (decode(1, 512), decode(32, 1024), decode(128, 1024)):
+        assert 1.5 <= a100.step_time_s(shape) / h100.step_time_s(shape) <= 1.8
+    for tokens in (512, 2048, 4096):
+        assert 2.5 <= a100.step_time_s(prefill(tokens)) / h100.step_time_s(prefill(tokens)) <= 3.5
+
+
+def test_step_time_is_monotone_in_prefill_tokens_decode_batch_and_context(cm7b):
+    prefill_times = [cm7b.step_time_s(prefill(t)) for t in range(1, 8193, 97)]
+    assert np.all(np.diff(prefill_times) >= 0)
+    batch_times = [cm7b.step_time_s(decode(b, 1024)) for b in range(1, 513, 3)]
+    assert np.all(np.diff(batch_times) >= 0)
+    context_times = [cm7b.step_time_s(decode(16, c)) for c in range(1, 16384, 101)]
+    assert np.all(np.diff(context_times) >= 0)
+    chunk_times = [
+        cm7b.step_time_s(BatchShape((512,), (p,), 8, 8 * 700, 700)) for p in range(0, 8192, 256)
+    ]
+    assert np.all(np.diff(chunk_times) >= 0)
+
+
+def test_decode_gemms_are_bandwidth_bound_and_nearly_flat_from_batch_1_to_8(cm7b):
+    gemm_1 = cm7b.breakdown(decode(1, 1024))["gemm"]
+    gemm_8 = cm7b.breakdown(decode(8, 1024))["gemm"]
+    assert gemm_1 <= gemm_8 <= 1.03 * gemm_1
+
+
+def test_prefill_4096_gemms_are_compute_bound_and_scale_linearly(cm7b):
+    gemm_2048 = cm7b.breakdown(prefill(2048))["gemm"]
+    gemm_4096 = cm7b.breakdown(prefill(4096))["gemm"]
+    assert 1.95 <= gemm_4096 / gemm_2048 <= 2.0
+    floors = cm7b.floors(prefill(4096))
+    assert cm7b.step_time_s(prefill(4096)) > floors["flop_floor_s"] > floors["bandwidth_floor_s"]
+
+
+def test_long_prefill_attention_roughly_quadruples_when_length_doubles(cm7b):
+    attn_8k = cm7b.breakdown(prefill(8192))["attention"]
+    attn_16k = cm7b.breakdown(prefill(16384))["attention"]
+    assert 3.8 <= attn_16k / attn_8k <= 4.1
+
+
+def test_tensor_parallel_4_cuts_gemm_time_to_at_least_a_quarter_and_adds_communication():
+    model = load_model("llama-2-70b")
+    for name in PROFILES:
+        profile = load_profile(name)
+        tp1, tp4 = AnalyticCostModel(model, profile, 1), AnalyticCostModel(model, profile, 4)
+        for shape in (decode(32, 1024), prefill(2048)):
+            b1, b4 = tp1.breakdown(shape), tp4.breakdown(shape)
+            assert b1["gemm"] / 4 <= b4["gemm"] < b1["gemm"]
+            assert b1["communication"] == 0.0 < b4["communication"]
+            assert tp4.step_time_s(shape) < tp1.step_time_s(shape)
+
+
+def test_breakdown_sums_to_step_time_for_mixed_shapes(cm7b):
+    shape = BatchShape((300, 512), (0, 1024), 40, 40 * 900, 2000)
+    assert sum(cm7b.breakdown(shape).values()) == pytest.approx(cm7b.step_time_s(shape), rel=1e-12)
+    assert cm7b.step_time_s(BatchShape()) == 0.0
+
+
+def test_prefix_defaults_to_zero_when_omitted(cm7b):
+    assert cm7b.step_time_s(BatchShape((700,))) == cm7b.step_time_s(BatchShape((700,), (0,)))
+
+
+@pytest.mark.parametrize("model_name,tp", [("llama-2-7b", 1), ("llama-2-70b", 4), ("mixtral-8x7b", 2)])
+def test_decode_steps_s_equals_per_step_step_time_s(model_name, tp):
+    cm = AnalyticCostModel(load_model(model_name), load_profile("h100-80g-sxm"), tp)
+    for seqs, ctx_sum, ctx_max, steps in ((1, 5, 5, 50), (37, 37 * 800, 1500, 300), (256, 10**6, 9000, 7)):
+        vector = cm.decode_steps_s(seqs, ctx_sum, ctx_max, steps)
+        scalar = [cm.step_time_s(BatchShape((), (), seqs, ctx_sum + j * seqs, ctx_max + j)) for j in range(steps)]
+        np.testing.assert_allclose(vector, scalar, rtol=1e-12, atol=0)
+    assert cm.decode_steps_s(4, 100, 30, 0).shape == (0,)
+
+
+def test_moe_decode_reads_fewer_expert_weights_than_prefill():
+    cm = AnalyticCostModel(load_model("mixtral-8x7b"), load_profile("h100-80g-sxm"), 2)
+    assert cm.floors(decode(1, 512))["weight_bytes_per_gpu"] < 0.4 * cm.floors(prefill(2048))["weight_bytes_per_gpu"]
+    assert cm.step_time_s(decode(1, 512)) < cm.step_time_s(decode(64, 512))
+
+
+def test_swap_time_is_bytes_over_host_link_bandwidth(cm7b):
+    link = cm7b.profile.hardware.host_link_gb_per_s * 1e9
+    assert cm7b.swap_time_s(4e9) == pytest.approx(4e9 / link)
+
+
+def test_tensor_parallel_that_does_not_divide_heads_raises():
+    with pytest.raises(LlmsimError, match="tensor_parallel"):
+        AnalyticCostModel(load_model("llama-2-7b"), load_profile("a100-80g-sxm"), 3)
+
+
+# ----- constant model -----
+
+
+def test_constant_model_charges_fixed_plus_per_token_time():
+    cm = ConstantCostModel(0.02, per_token_s=0.001)
+    assert cm.step_time_s(BatchShape((100,), (0,), 5, 500, 100)) == pytest.approx(0.02 + 0.105)
+    assert cm.step_time_s(BatchShape()) == 0.0
+    np.testing.assert_allclose(cm.decode_steps_s(5, 500, 100, 3), [0.025] * 3)
+    assert cm.swap_time_s(1e9) == 0.0
+    assert ConstantCostModel(0.01, host_link_gb_per_s=10.0).swap_time_s(1e9) == pytest.approx(0.1)
+    with pytest.raises(LlmsimError):
+        ConstantCostModel(-1.0)
+
+
+# ----- KV capacity -----
+
+
+def test_kv_capacity_of_llama2_7b_on_h100_is_100k_to_125k_tokens_in_whole_blocks(llama7b):
+    capacity = derive_kv_capacity_tokens(llama7b, load_profile("h100-80g-sxm"), 1, 0.9, 2.0, 16)
+    assert 100_000 <= capacity <= 125_000
+    assert capacity % 16 == 0
+
+
+def test_kv_capacity_grows_with_tensor_parallel_per_replica_memory():
+    model, profile = load_model("llama-2-70b"), load_profile("a100-80g-sxm")
+    tp4 = derive_kv_capacity_tokens(model, profile, 4, 0.9, 2.0, 16)
+    tp8 = derive_kv_capacity_tokens(model, profile, 8, 0.9, 2.0, 16)
+    assert 0 < tp4 < tp8
+
+
+def test_llama2_70b_at_tp1_does_not_fit_and_error_mentions_tensor_parallel():
+    with pytest.raises(LlmsimError) as info:
+        derive_kv_capacity_tokens(load_model("llama-2-70b"), load_profile("h100-80g-sxm"), 1, 0.9, 2.0, 16)
+    message = str(info.value)
+    assert "tensor_parallel" in message and "gpu_memory_fraction" in message and "kv_capacity_tokens" in message
+    assert "\n" not in message
