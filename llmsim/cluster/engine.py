@@ -13,6 +13,8 @@ hand. SCHEDULERS.md §1 is the reference for what happens in a step:
   for every running request. `mixed` mode (chunked prefill): one step carries a decode token for
   every decoding request and then prefill chunks, oldest admission first, within
   `max_batched_tokens`.
+- Admission leaves free the blocks the running batch needs for its next decode step (vLLM v1
+  schedules running requests before waiting ones).
 - Before a step that decodes, if the decoding requests need more new blocks than are free, running
   requests are evicted one at a time (newest admitted first by default) until the step fits:
   `recompute` frees all their blocks and re-prefills prompt + generated tokens on re-admission;
@@ -174,10 +176,15 @@ class ReplicaEngine:
     def _admission_round(self, now_s: float) -> tuple[list[int], float]:
         t, p = self.table, self.params
         rnd = self.scheduler.start_round(self._view(now_s))
+        decoding = self._decoding_ids()
         if p.mode == "separate":
             budget = p.max_batched_tokens
         else:
-            budget = p.max_batched_tokens - len(self._decoding_ids()) - int(t.prefill_left_tokens[self.running].sum())
+            budget = p.max_batched_tokens - len(decoding) - int(t.prefill_left_tokens[self.running].sum())
+        # Blocks the running batch takes at its next decode step stay out of admission, as vLLM v1
+        # schedules running requests before waiting ones; otherwise a request could be admitted
+        # into blocks this very step needs and be evicted before computing anything.
+        reserved = int(np.count_nonzero(t.kv_tokens[decoding] % p.block_size == 0))
         limit = self.scheduler.max_admissions_per_round
         admitted: list[int] = []
         swap_s = 0.0
@@ -191,7 +198,9 @@ class ReplicaEngine:
             prefill = 0 if swapped else cand.kv_tokens
             if prefill and (prefill > budget if p.mode == "separate" else budget <= 0):
                 break
-            if cand.blocks > self.kv.free_blocks:
+            # a swapped-in request decodes in this step: its own next token may need a block too
+            own = int(swapped and cand.kv_tokens % p.block_size == 0)
+            if cand.blocks + reserved + own > self.kv.free_blocks:
                 break
             forced = not self.running  # an empty replica always runs its head request
             accepted = rnd.admit(cand)
@@ -200,7 +209,8 @@ class ReplicaEngine:
             self.waiting.popleft()
             swap_s += self._admit(cand, swapped, now_s)
             admitted.append(cand.request_id)
-            budget -= prefill
+            budget -= prefill if prefill else int(p.mode == "mixed")  # a swap-in adds a decode token
+            reserved += own
             if not accepted:
                 break  # forced: the round did not count this request, so it cannot judge the next one
         return admitted, swap_s

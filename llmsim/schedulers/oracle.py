@@ -3,7 +3,10 @@ scheduler anyone can deploy). Results of an oracle run are labelled as such.
 
 With `per_request_slack_tokens` = block_size - 1 (the default) the token peak bounds the block
 peak, since a request holding t tokens uses at most t + block_size - 1 tokens of blocks; with
-headroom 0 the oracle then never evicts, and it admits as much as any eviction-free FCFS policy.
+headroom 0 the oracle then never evicts in `separate` engine mode, and it admits as much as any
+eviction-free FCFS policy. In `mixed` mode (chunked prefill) a candidate's growth starts only
+when its last chunk is done, while the running requests keep decoding; the peak formula does not
+model that delay, so rare evictions remain possible there.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """reserve-peak (extension, not from the paper): the future-peak admission with every request
 assumed to run to its cap, b = cap - generated. LightLLM's default router when busy: as safe as
-conservative when caps are honoured, but aware that requests finish at different times, so it
+conservative when caps are honoured (in `separate` mode; see llmsim.schedulers.oracle for the
+chunked-prefill caveat), but aware that requests finish at different times, so it
 admits more than the plain sum of reservations.
 """
 

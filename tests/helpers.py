@@ -1,0 +1,117 @@
+"""Small builders shared by the scheduler and engine tests (no SimPy: engines are driven by hand).
+
+- `make_table`: a RequestTable from plain lists.
+- `make_view` / `make_candidate`: hand-made inputs for a scheduler's admission round.
+- `make_engine`: a ReplicaEngine with a ConstantCostModel and a scheduler built through
+  `build_scheduler` + `BuildContext` (the way llmsim.cluster.simulation builds them).
+- `drive`: the replica loop of llmsim.cluster.simulation, by hand: enqueue arrivals due by `now`,
+  `plan_step(now)`, `finish_step(step, now + duration)`, `check_invariants()` after every step,
+  and one `StepRecord` per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmsim.cluster.engine import EngineParams, ReplicaEngine
+from llmsim.costmodel.constant import ConstantCostModel
+from llmsim.kvcache import blocks_for
+from llmsim.request import RequestTable
+from llmsim.schedulers import SCHEDULERS, BuildContext, Candidate, ReplicaView, RunningBatch, build_scheduler
+
+STEP_S = 0.01
+
+
+def make_table(prompts, outputs, caps=None, arrivals=None) -> RequestTable:
+    n = len(prompts)
+    caps = list(outputs) if caps is None else caps
+    arrivals = [0.0] * n if arrivals is None else arrivals
+    return RequestTable(np.asarray(arrivals, float), np.asarray(prompts), np.asarray(outputs), np.asarray(caps))
+
+
+def make_view(prompts=(), caps=(), generated=(), kv=None, *, total_blocks=10, block_size=4, free_blocks=None, now_s=0.0) -> ReplicaView:
+    """A ReplicaView of decoding requests; kv defaults to the KV convention prompt + generated - 1."""
+    p, c, g = (np.asarray(x, dtype=np.int64) for x in (prompts, caps, generated))
+    k = p + g - 1 if kv is None else np.asarray(kv, dtype=np.int64)
+    if free_blocks is None:
+        free_blocks = total_blocks - sum(blocks_for(int(t), block_size) for t in k)
+    run = RunningBatch(np.arange(len(p), dtype=np.int64), p, c, g, k)
+    return ReplicaView(now_s, block_size, total_blocks, free_blocks, run)
+
+
+def make_candidate(rid, prompt, cap, generated=0, *, block_size=4, arrival_s=0.0) -> Candidate:
+    kv = prompt + generated  # a fresh or recomputed request prefills prompt + generated tokens
+    return Candidate(rid, arrival_s, prompt, cap, generated, kv, blocks_for(kv, block_size))
+
+
+def make_scheduler(kind, config=None, *, seed=0, prior=1024, true_output_tokens=None, rng=None):
+    spec = SCHEDULERS[kind]
+    cfg = spec.config_cls(**(config or {}))
+    ctx = BuildContext(0, np.random.default_rng(seed) if rng is None else rng, prior, true_output_tokens)
+    return build_scheduler(kind, cfg, ctx)
+
+
+def make_engine(table, kind="aggressive", config=None, *, total_blocks=10, block_size=4, step_s=STEP_S,
+                host_link_gb_per_s=None, seed=0, prior=None, **params) -> ReplicaEngine:
+    """`params` are further EngineParams fields (mode, max_num_seqs, preemption, victim, ...)."""
+    prior = int(table.max_new_tokens.max()) if prior is None else prior
+    sched = make_scheduler(kind, config, seed=seed, prior=prior, true_output_tokens=table.output_tokens)
+    cost = ConstantCostModel(step_s, host_link_gb_per_s=host_link_gb_per_s)
+    return ReplicaEngine(0, table, sched, cost, EngineParams(total_blocks=total_blocks, block_size=block_size, **params))
+
+
+@dataclass
+class StepRecord:
+    start_s: float
+    end_s: float
+    duration_s: float
+    swap_s: float
+    decode_ids: list[int]
+    prefill: list[tuple[int, int]]  # (request id, chunk tokens)
+    used_blocks: int  # at plan time (after this step's allocations)
+    used_blocks_after: int  # after finish_step (finished requests freed)
+    running: list[int]  # after finish_step, admission order
+    waiting: list[int]  # after finish_step, queue order
+    finished: list[int]
+    kv: dict[int, int]  # KV tokens of every request, after the step
+    generated: dict[int, int]
+    status: dict[int, int]
+    swap_used_blocks: int
+    evicted: list[int]  # requests evicted while planning this step
+
+    @property
+    def tokens(self) -> int:
+        return len(self.decode_ids) + sum(c for _, c in self.prefill)
+
+
+def drive(engine: ReplicaEngine, ids=None, max_steps=10_000) -> list[StepRecord]:
+    """Run `engine` until it is idle and every request in `ids` (default: all) has arrived."""
+    t = engine.table
+    ids = range(len(t)) if ids is None else ids
+    pending = sorted(ids, key=lambda r: (t.arrival_s[r], r))
+    now, records = 0.0, []
+    for _ in range(max_steps):
+        while pending and t.arrival_s[pending[0]] <= now:
+            engine.enqueue(pending.pop(0), now)
+        evictions_before = t.evictions.copy()
+        step = engine.plan_step(now)
+        if step is None:
+            if not pending:
+                return records
+            now = max(now, float(t.arrival_s[pending[0]]))
+            continue
+        evicted = np.flatnonzero(t.evictions != evictions_before).tolist()
+        end = now + step.duration_s
+        finished = engine.finish_step(step, end)
+        engine.check_invariants()
+        records.append(StepRecord(
+            now, end, step.duration_s, step.swap_s, [int(r) for r in step.decode_ids],
+            list(zip(step.prefill_ids, step.prefill_chunk_tokens)), step.used_blocks, engine.kv.used_blocks,
+            list(engine.running), list(engine.waiting), list(finished),
+            {r: int(t.kv_tokens[r]) for r in range(len(t))}, {r: int(t.generated_tokens[r]) for r in range(len(t))},
+            {r: int(t.status[r]) for r in range(len(t))}, engine.swap.used_blocks, evicted,
+        ))
+        now = end
+    raise AssertionError(f"engine did not drain in {max_steps} steps")
