@@ -1,4 +1,4 @@
-"""Command line: `llmsim run | validate | list`.
+"""Command line: `llmsim run | validate | trace stats | trace convert | list`.
 
 A thin layer over the Python API. User errors (`LlmsimError`) print one line to stderr and exit
 with status 2, without a traceback; anything else is a bug and keeps its traceback.
@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .errors import LlmsimError
@@ -33,6 +34,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar or table; print the results folder only")
     val = sub.add_parser("validate", help="check a scenario (schema, files, capacity) without running it")
     _add_scenario_args(val)
+    tr = sub.add_parser("trace", help="inspect or convert a request trace")
+    trs = tr.add_subparsers(dest="trace_command", required=True)
+    st = trs.add_parser("stats", help="request count, span, mean rate, burstiness, length percentiles")
+    st.add_argument("file", type=Path)
+    st.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    cv = trs.add_parser("convert", help="write any supported trace in llmsim's own CSV/JSONL format")
+    cv.add_argument("file", type=Path)
+    cv.add_argument("out", type=Path, help="output .csv or .jsonl")
+    cv.add_argument("--poisson-rate", type=float, metavar="REQ_PER_S", help="for a length table (no timestamps): draw Poisson arrival times at this rate")
+    cv.add_argument("--seed", type=int, default=0, help="seed for --poisson-rate (default 0)")
+    for p in (st, cv):
+        p.add_argument("--format", choices=["azure", "mooncake", "length-table", "llmsim"], help="default: detected from the file")
+        p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows (counted and reported) instead of failing")
     ls = sub.add_parser("list", help="list schedulers, routers, models and hardware profiles")
     ls.add_argument("what", nargs="?", choices=["schedulers", "routers", "models", "hardware"], help="one category (default: all)")
     return parser
@@ -46,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args, console)
         if args.command == "validate":
             return _validate(args, console)
+        if args.command == "trace":
+            return _trace(args, console)
         return _list(args, console)
     except LlmsimError as e:
         for line in str(e).splitlines():
@@ -99,6 +115,53 @@ def _validate(args, console: Console) -> int:
     console.print(f"  scheduler {sc.scheduler.kind}, engine {sc.engine.mode}, preemption {sc.engine.preemption}")
     for note in wl.notes:
         console.print(f"  [yellow]note:[/yellow] {note}")
+    return 0
+
+
+def _trace(args, console: Console) -> int:
+    import json
+
+    from .workload.readers import read_trace, trace_stats, write_llmsim_trace
+
+    trace = read_trace(args.file, args.format, "skip" if args.skip_bad_rows else "error")
+    if trace.skipped_rows:
+        print(f"llmsim: warning: skipped {trace.skipped_rows} malformed rows of {args.file}", file=sys.stderr)
+        for example in trace.skipped_examples:
+            print(f"  {example}", file=sys.stderr)
+    if args.trace_command == "convert":
+        arrival = None
+        if trace.arrival_s is None and args.poisson_rate is None:
+            raise LlmsimError(f"{args.file}: a length table has no timestamps; pass --poisson-rate REQ_PER_S to draw arrival times")
+        if args.poisson_rate is not None:
+            from .rng import stream
+            from .workload.arrivals import poisson_arrivals
+
+            arrival = poisson_arrivals(stream(args.seed, "workload/arrivals"), args.poisson_rate, n=len(trace))
+        write_llmsim_trace(trace, args.out, arrival)
+        console.print(f"wrote {len(trace):,} requests ({trace.format} -> llmsim) to {args.out}")
+        return 0
+    stats = trace_stats(trace)
+    if args.json:
+        print(json.dumps({"file": str(args.file), "format": trace.format, **stats}, indent=2))
+        return 0
+    console.print(f"[bold]{args.file}[/bold]  (format {trace.format})")
+    console.print(f"  requests        {stats['requests']:,}")
+    if stats["span_s"] is None:
+        console.print("  arrivals        none recorded (a length table: arrival times come from the scenario)")
+    else:
+        rate = f"{stats['rate_per_s']:.3f} req/s" if stats["rate_per_s"] else "-"
+        cv = f"{stats['burstiness_cv']:.2f}" if stats["burstiness_cv"] is not None else "-"
+        console.print(f"  span            {stats['span_s']:,.1f} s")
+        console.print(f"  mean rate       {rate}")
+        console.print(f"  burstiness      CV of inter-arrival gaps {cv} (1 = Poisson); {stats['zero_gap_fraction']:.1%} of gaps are zero")
+    table = Table(header_style="bold", box=None)
+    table.add_column("tokens")
+    for c in ("p50", "p90", "p99", "mean", "max"):
+        table.add_column(c, justify="right")
+    for name in ("input_tokens", "output_tokens"):
+        d = stats[name]
+        table.add_row(name.removesuffix("_tokens"), *(f"{d[c]:,.0f}" for c in ("p50", "p90", "p99", "mean", "max")))
+    console.print(table)
     return 0
 
 

@@ -12,6 +12,7 @@ Units are in the key names: `_s` seconds, `_tokens` tokens, `_gib` GiB, `_per_s`
 from __future__ import annotations
 
 import difflib
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -40,6 +41,14 @@ class ClusterConfig(Strict):
         return _check_kind(v, ROUTERS, "router")
 
 
+class SLAGuardConfig(Strict):
+    """Server-side SLA guard (SCHEDULERS.md §3). The paper's artifact servers dropped requests that
+    waited more than 8 s and aborted requests whose token gap exceeded 1.49 s. Off by default."""
+
+    max_queue_s: float | None = Field(None, gt=0.0)  # drop a request not admitted within this
+    max_tbt_s: float | None = Field(None, gt=0.0)  # abort a request whose token gap exceeds this
+
+
 class EngineConfig(Strict):
     mode: Literal["separate", "mixed"] = "separate"
     block_size: int = Field(16, ge=1)  # vLLM default
@@ -53,6 +62,7 @@ class EngineConfig(Strict):
     swap_space_gib: float = Field(4.0, ge=0.0)  # per GPU, vLLM's --swap-space default
     victim: Literal["newest", "largest-remaining-cap", "longest-context"] = "newest"
     record_steps: bool = False  # keep a per-step time series (KV use, batch, queue)
+    sla_guard: "SLAGuardConfig" = Field(default_factory=lambda: SLAGuardConfig())
 
 
 # ------------------------------------------------------------------------------------ cost model
@@ -72,13 +82,25 @@ CostModelConfig = Annotated[Union[AnalyticCostConfig, ConstantCostConfig], Field
 
 
 # ------------------------------------------------------------------------------------ workload
+TRACE_FORMATS = Literal["azure", "mooncake", "length-table", "llmsim"]
+
+
+class TraceSource(Strict):
+    """Replay a recorded trace in order: its lengths, and its timestamps if it has them."""
+
+    path: str
+    format: TRACE_FORMATS | None = None  # None: detected from the file
+    on_bad_row: Literal["error", "skip"] = "error"  # skip: malformed rows are counted and reported
+
+
 class TableLengths(Strict):
-    """(prompt, output) pairs sampled from a CSV length table such as traces/sharegpt/."""
+    """(prompt, output) pairs drawn jointly from the rows of any trace file (the empirical
+    distribution), e.g. the ShareGPT and arXiv length tables."""
 
     kind: Literal["table"]
     path: str
-    input_column: str = "num_prefill_tokens"
-    output_column: str = "num_decode_tokens"
+    format: TRACE_FORMATS | None = None
+    on_bad_row: Literal["error", "skip"] = "error"
     replacement: bool = True  # sample rows with replacement
 
 
@@ -104,12 +126,44 @@ class FixedLengths(Strict):
     output_tokens: int = Field(ge=1)
 
 
-Lengths = Annotated[Union[TableLengths, UniformLengths, FixedLengths], Field(discriminator="kind")]
+class LognormalSpec(Strict):
+    median: float = Field(gt=0)
+    sigma: float = Field(ge=0)
+    min: int = Field(1, ge=1)
+    max: int = Field(1_000_000, ge=1)
+
+
+class LognormalLengths(Strict):
+    """round(median x exp(sigma x N(0,1))), clipped to [min, max], for prompt and output."""
+
+    kind: Literal["lognormal"]
+    input_tokens: LognormalSpec
+    output_tokens: LognormalSpec
+
+
+Lengths = Annotated[Union[TableLengths, UniformLengths, FixedLengths, LognormalLengths], Field(discriminator="kind")]
 
 
 class PoissonArrivals(Strict):
     kind: Literal["poisson"]
     rate_per_s: float = Field(gt=0.0)
+
+
+class GammaArrivals(Strict):
+    """Gamma inter-arrival gaps with coefficient of variation `cv` (vLLM --burstiness = 1/cv^2)."""
+
+    kind: Literal["gamma"]
+    rate_per_s: float = Field(gt=0.0)
+    cv: float = Field(gt=0.0)
+
+
+class TraceArrivals(Strict):
+    """The trace's own timestamps: as recorded, or rescaled to a mean `rate_per_s` (keeping their
+    burstiness); requests sharing a timestamp can be spread over `spread_ties_s` seconds."""
+
+    kind: Literal["trace"]
+    rate_per_s: float | None = Field(None, gt=0.0)
+    spread_ties_s: float | None = Field(None, gt=0.0)
 
 
 class AllAtOnceArrivals(Strict):
@@ -118,11 +172,25 @@ class AllAtOnceArrivals(Strict):
     kind: Literal["all-at-once"]
 
 
-Arrivals = Annotated[Union[PoissonArrivals, AllAtOnceArrivals], Field(discriminator="kind")]
+class ClosedLoopArrivals(Strict):
+    """N clients, each sending its next request when its previous one ends (the paper's benchmark)."""
+
+    kind: Literal["closed-loop"]
+    clients: int = Field(ge=1)
+    think_time_s: float = Field(0.0, ge=0.0)
+    resend_failed: bool = False  # re-send a request that missed the SLA until it succeeds...
+    max_attempts: int = Field(20, ge=1)  # ...or this many attempts were made
+
+
+Arrivals = Annotated[
+    Union[PoissonArrivals, GammaArrivals, TraceArrivals, AllAtOnceArrivals, ClosedLoopArrivals], Field(discriminator="kind")
+]
 
 
 class LengthFilter(Strict):
-    """Keep only requests inside these bounds (applied to the table before sampling)."""
+    """Keep only requests inside these bounds (applied to the trace or table before sampling).
+    vLLM's ShareGPT filter: min_input_tokens 4, max_input_tokens 1024, min_output_tokens 4,
+    max_total_tokens 2048."""
 
     min_input_tokens: int | None = Field(None, ge=1)
     max_input_tokens: int | None = Field(None, ge=1)
@@ -132,21 +200,29 @@ class LengthFilter(Strict):
 
 
 class WorkloadConfig(Strict):
-    lengths: Lengths
+    trace: TraceSource | None = None  # replay a trace in order ...
+    lengths: Lengths | None = None  # ... or draw lengths from a distribution
     arrivals: Arrivals
     num_requests: int | None = Field(None, ge=1)
-    duration_s: float | None = Field(None, gt=0.0)
+    duration_s: float | None = Field(None, gt=0.0)  # arrivals (or, closed loop, sends) stop here
     # A constant cap on generated tokens (outputs longer than it stop at it), or "exact": each
     # request's cap is its true output length (the paper's benchmark, sent with ignore_eos).
     max_new_tokens: int | Literal["exact"] = Field(...)
     filter: LengthFilter = LengthFilter()
 
     @model_validator(mode="after")
-    def _one_size(self):
-        if (self.num_requests is None) == (self.duration_s is None):
+    def _consistent(self):
+        if (self.trace is None) == (self.lengths is None):
+            raise ValueError("set exactly one of trace (replay a trace in order) and lengths (draw lengths)")
+        kind = self.arrivals.kind
+        if self.trace is None and self.num_requests is None and self.duration_s is None:
+            raise ValueError("set num_requests or duration_s")
+        if kind in ("poisson", "gamma") and (self.num_requests is None) == (self.duration_s is None) and self.trace is None:
             raise ValueError("set exactly one of num_requests and duration_s")
-        if self.duration_s is not None and self.arrivals.kind == "all-at-once":
+        if kind == "all-at-once" and self.duration_s is not None:
             raise ValueError("all-at-once arrivals need num_requests, not duration_s")
+        if kind == "trace" and self.trace is None:
+            raise ValueError("arrivals.kind 'trace' replays a trace's timestamps: set workload.trace")
         if isinstance(self.max_new_tokens, int) and self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be a positive integer or 'exact'")
         return self
@@ -313,10 +389,12 @@ def _validate(data, node, path, base_dir, overrides, scheduler, seed) -> LoadedS
 
 
 def _resolve_paths(data: dict, base_dir: Path) -> None:
-    lengths = (data.get("workload") or {}).get("lengths") if isinstance(data.get("workload"), dict) else None
-    if isinstance(lengths, dict) and isinstance(lengths.get("path"), str):
-        p = Path(lengths["path"]).expanduser()
-        lengths["path"] = str(p if p.is_absolute() else (base_dir / p).resolve())
+    workload = data.get("workload")
+    for section in ("lengths", "trace"):
+        src = workload.get(section) if isinstance(workload, dict) else None
+        if isinstance(src, dict) and isinstance(src.get("path"), str):
+            p = Path(src["path"]).expanduser()
+            src["path"] = str(p if p.is_absolute() else (base_dir / p).resolve())
     for key in ("model", "hardware"):
         v = data.get(key)
         if isinstance(v, str) and (v.endswith((".yaml", ".yml")) or "/" in v):
@@ -346,9 +424,12 @@ def _data_path(loc: tuple, data: Any) -> list:
     return out
 
 
+_UNIONS = (Lengths, Arrivals, CostModelConfig)
+
+
 def _union_tags() -> set[str]:
     tags = set()
-    for union in (Lengths, Arrivals, CostModelConfig):
+    for union in _UNIONS:
         for member in union.__origin__.__args__ if hasattr(union, "__origin__") else ():
             tags.update(member.model_fields["kind"].annotation.__args__)
     return tags
@@ -373,32 +454,63 @@ def _line(node, keys: list) -> int | None:
     return line
 
 
-def _allowed_keys(keys: list) -> list[str]:
+def _models_in(annotation) -> list:
+    """Pydantic model classes inside an annotation (through Optional, Annotated and Union)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _model_at(keys: list, data: Any):
+    """The model class that validates the section at `keys`, following discriminated unions by the
+    section's `kind` in the raw data; None if it cannot be told."""
     model: Any = Scenario
+    raw = data
     for k in keys:
-        field = model.model_fields.get(k) if hasattr(model, "model_fields") else None
+        fields = getattr(model, "model_fields", {})
+        field = fields.get(k) or {f.alias: f for f in fields.values() if f.alias}.get(k)
         if field is None:
-            by_alias = {f.alias: f for f in getattr(model, "model_fields", {}).values() if f.alias}
-            field = by_alias.get(k)
-        if field is None:
-            return []
-        model = field.annotation
-    if hasattr(model, "model_fields"):
-        return [f.alias or name for name, f in model.model_fields.items()]
-    return []
+            return None
+        raw = raw.get(k) if isinstance(raw, dict) else None
+        members = _models_in(field.annotation)
+        if len(members) > 1:
+            kind = raw.get("kind") if isinstance(raw, dict) else None
+            members = [m for m in members if "kind" in m.model_fields and kind in typing.get_args(m.model_fields["kind"].annotation)]
+        if len(members) != 1:
+            return None
+        model = members[0]
+    return model
+
+
+def _allowed_keys(keys: list, data: Any) -> list[str]:
+    model = _model_at(keys, data)
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
 
 
 def _format_errors(err: ValidationError, data, node, path, from_override) -> str:
+    errors = err.errors()
+    # A misspelt key also makes pydantic report the right key as missing: say it once, as a suggestion.
+    suggested = set()
+    for e in errors:
+        if e["type"] == "extra_forbidden":
+            keys = _data_path(e["loc"], data)
+            match = difflib.get_close_matches(str(keys[-1]), _allowed_keys(keys[:-1], data), n=1, cutoff=0.6)
+            if match:
+                suggested.add((*keys[:-1], match[0]))
     lines = []
-    for e in err.errors():
+    for e in errors:
         keys = _data_path(e["loc"], data)
+        if e["type"] == "missing" and tuple(keys) in suggested:
+            continue
         dotted = ".".join(str(k) for k in keys) or "(top level)"
         source = from_override.get(tuple(keys))
         line = _line(node, keys) if node is not None and not source else None
         where = source or (f"{path}:{line}" if path and line else (str(path) if path else "scenario"))
         if e["type"] == "extra_forbidden":
             parent, key = keys[:-1], keys[-1] if keys else ""
-            hint = _did_you_mean(key, _allowed_keys(parent))
+            hint = _did_you_mean(key, _allowed_keys(parent, data))
             section = ".".join(map(str, parent)) or "the top level"
             lines.append(f"{where}: unknown key '{dotted}' in {section}{hint}")
         elif e["type"] == "missing":

@@ -8,7 +8,8 @@ Definitions (vLLM's and the Past-Future paper's):
   meets a TPOT threshold).
 - goodput_rps: good requests per second (DistServe); goodput_tps: prompt + output tokens of good
   requests per second (the paper's Figure 7). Both over the run's duration: first arrival to last
-  finish. SLA attainment = good / all requests.
+  finish (or last drop or abort). SLA attainment = good / all requests (each closed-loop re-send
+  counts as a request).
 - KV utilisation: time-weighted mean over the run of used / total blocks across replicas, and the
   peak of any replica.
 """
@@ -20,34 +21,41 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .request import FINISHED, RequestTable
+from .request import FINISHED, OUTCOMES, RequestTable
 
 LATENCY_METRICS = ("ttft_s", "tpot_s", "max_tbt_s", "e2e_s", "queue_delay_s")
 SLA_FIELDS = ("ttft_s", "tpot_s", "max_tbt_s", "e2e_s")
 
 
 def request_frame(table: RequestTable, sla: dict[str, float | None]) -> pd.DataFrame:
-    """One row per request: trace fields, latencies, evictions, replica, SLA verdict."""
-    finished = table.status == FINISHED
-    out = table.generated_tokens
+    """One row per request: trace fields, latencies, evictions, replica, outcome, SLA verdict."""
+    c = table.column
+    status = c("status")
+    finished = status == FINISHED
+    out = c("generated_tokens")
+    arrival = c("arrival_s")
     with np.errstate(invalid="ignore", divide="ignore"):
-        tpot = np.where(out > 1, (table.finish_s - table.first_token_s) / (out - 1), np.nan)
+        tpot = np.where(finished & (out > 1), (c("finish_s") - c("first_token_s")) / (out - 1), np.nan)
     df = pd.DataFrame(
         {
             "request_id": np.arange(len(table)),
-            "replica": table.replica,
-            "arrival_s": table.arrival_s,
-            "prompt_tokens": table.prompt_tokens,
-            "output_tokens": table.output_tokens,
-            "max_new_tokens": table.max_new_tokens,
+            "origin_id": c("origin_id"),
+            "attempt": c("attempt"),
+            "client": c("client"),
+            "replica": c("replica"),
+            "arrival_s": arrival,
+            "prompt_tokens": c("prompt_tokens"),
+            "output_tokens": c("output_tokens"),
+            "max_new_tokens": c("max_new_tokens"),
             "generated_tokens": out,
-            "queue_delay_s": table.first_admit_s - table.arrival_s,
-            "ttft_s": table.first_token_s - table.arrival_s,
+            "queue_delay_s": c("first_admit_s") - arrival,
+            "ttft_s": c("first_token_s") - arrival,
             "tpot_s": tpot,
-            "max_tbt_s": np.where(out > 1, table.max_tbt_s, np.nan),
-            "e2e_s": table.finish_s - table.arrival_s,
-            "evictions": table.evictions,
-            "swaps": table.swaps,
+            "max_tbt_s": np.where(out > 1, c("max_tbt_s"), np.nan),
+            "e2e_s": c("finish_s") - arrival,
+            "evictions": c("evictions"),
+            "swaps": c("swaps"),
+            "outcome": [OUTCOMES.get(int(x), "unfinished") for x in status],
             "finished": finished,
         }
     )
@@ -61,6 +69,24 @@ def request_frame(table: RequestTable, sla: dict[str, float | None]) -> pd.DataF
     return df
 
 
+def good_checker(table: RequestTable, sla: dict[str, float | None]):
+    """A function rid -> bool: did this finished request meet every SLA threshold? (Used by
+    closed-loop clients deciding to re-send; same rule as `request_frame`.)"""
+    limits = {k: v for k, v in sla.items() if v is not None}
+
+    def is_good(rid: int) -> bool:
+        if table.status[rid] != FINISHED:
+            return False
+        arrival, out = table.arrival_s[rid], table.generated_tokens[rid]
+        values = {"ttft_s": table.first_token_s[rid] - arrival, "e2e_s": table.finish_s[rid] - arrival}
+        if out > 1:
+            values["tpot_s"] = (table.finish_s[rid] - table.first_token_s[rid]) / (out - 1)
+            values["max_tbt_s"] = table.max_tbt_s[rid]
+        return all(values.get(k, 0.0) <= v for k, v in limits.items())
+
+    return is_good
+
+
 def _dist(values: np.ndarray) -> dict[str, float | None]:
     v = values[~np.isnan(values)]
     if len(v) == 0:
@@ -69,13 +95,13 @@ def _dist(values: np.ndarray) -> dict[str, float | None]:
     return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(v.mean()), "max": float(v.max())}
 
 
-def summarize(df: pd.DataFrame, replica_stats: Sequence, total_blocks: int) -> dict:
-    """Headline numbers of a run (units in the key names)."""
+def summarize(df: pd.DataFrame, replica_stats: Sequence, total_blocks: int, end_s: np.ndarray) -> dict:
+    """Headline numbers of a run (units in the key names); `end_s`: when each request ended."""
     n = len(df)
     fin = df["finished"].to_numpy()
     good = df["good"].to_numpy()
     start = float(df["arrival_s"].min()) if n else 0.0
-    end = float(df.loc[fin, "arrival_s"].add(df.loc[fin, "e2e_s"]).max()) if fin.any() else start
+    end = float(np.nanmax(end_s)) if len(end_s) and not np.isnan(end_s).all() else start
     duration = max(end - start, 1e-12)
     good_tokens = int((df["prompt_tokens"] + df["generated_tokens"])[good].sum())
     out_tokens = int(df["generated_tokens"].sum())
@@ -92,6 +118,8 @@ def summarize(df: pd.DataFrame, replica_stats: Sequence, total_blocks: int) -> d
         "throughput_rps": fin.sum() / duration,
         "throughput_tps": out_tokens / duration,
         "throughput_total_tps": (out_tokens + int(df["prompt_tokens"][fin].sum())) / duration,
+        "dropped": int((df["outcome"] == "dropped").sum()),
+        "aborted": int((df["outcome"] == "aborted").sum()),
         "evictions": evictions,
         "eviction_rate": evictions / max(int(fin.sum()), 1),
         "evicted_requests": int((df["evictions"] > 0).sum()),

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..costmodel.base import BatchShape, CostModel
 from ..kvcache import BlockAllocator, SwapSpace, blocks_for
-from ..request import FINISHED, RUNNING, SWAPPED, WAITING, RequestTable
+from ..request import ABORTED, DROPPED, FINISHED, RUNNING, SWAPPED, WAITING, RequestTable
 from ..schedulers.base import Candidate, ReplicaView, RunningBatch, Scheduler
 
 VICTIM_ORDERS = ("newest", "largest-remaining-cap", "longest-context")
@@ -58,6 +58,10 @@ class EngineParams:
     swap_space_bytes: float = 0.0  # per GPU
     kv_bytes_per_token_per_gpu: float = 0.0  # prices swap transfers
     record_steps: bool = False
+    # Server-side SLA guard (the paper's artifact servers): drop a request that waited longer than
+    # this for its first admission; abort one whose gap since its last token exceeds this.
+    guard_max_queue_s: float | None = None
+    guard_max_tbt_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -81,6 +85,8 @@ class ReplicaStats:
     swap_outs: int = 0
     steps: int = 0
     busy_s: float = 0.0
+    dropped: int = 0
+    aborted: int = 0
     step_log: list[tuple] = field(default_factory=list)
 
 
@@ -107,6 +113,7 @@ class ReplicaEngine:
         self.outstanding_tokens = 0  # prefill + output tokens still to process (outputs counted at their cap)
         self.stats = ReplicaStats()
         self.wakeup = None  # set by the SimPy process while the replica idles
+        self.on_end = None  # callback(list of ids) when requests finish, are dropped or aborted
 
     # ---------------------------------------------------------------- arrivals
     def enqueue(self, rid: int, now_s: float) -> None:
@@ -127,6 +134,8 @@ class ReplicaEngine:
         """Decide the next iteration at `now_s`; None if there is nothing to run."""
         swap_s = 0.0
         admitted: list[int] = []
+        if self.params.guard_max_queue_s is not None and self.waiting:
+            self._drop_stale(now_s)
         if self.waiting and (not self.running or self.steps_since_round >= self.scheduler.decode_steps_between_rounds):
             admitted, swap_s = self._admission_round(now_s)
             self.steps_since_round = 0
@@ -302,6 +311,8 @@ class ReplicaEngine:
     def finish_step(self, step: Step, end_s: float) -> list[int]:
         """Apply a step that ended at `end_s`; returns the ids of requests that finished."""
         t = self.table
+        if self.params.guard_max_tbt_s is not None:
+            self._abort_stalled(step, end_s)
         emit = [step.decode_ids] if len(step.decode_ids) else []
         if len(step.decode_ids):
             t.kv_tokens[step.decode_ids] += 1
@@ -351,10 +362,75 @@ class ReplicaEngine:
             self.kv.free(blocks_for(int(t.kv_tokens[rid]), bs))
             t.status[rid] = FINISHED
             t.finish_s[rid] = end_s
+            t.end_s[rid] = end_s
             self.outstanding_tokens -= int(t.max_new_tokens[rid] - t.generated_tokens[rid])
             self.scheduler.record_finish(int(t.generated_tokens[rid]))
         self.running = [r for r in self.running if t.status[r] == RUNNING]
         self._running_ids = None
+        if self.on_end is not None:
+            self.on_end(finished.tolist())
+
+    # ---------------------------------------------------------------- SLA guard
+    def _drop_stale(self, now_s: float) -> None:
+        """Drop never-admitted requests that waited longer than guard_max_queue_s. Fresh requests
+        sit in the queue in arrival order (evicted ones, already admitted once, go to the head),
+        so the scan stops at the first fresh request still inside the limit."""
+        t, limit = self.table, self.params.guard_max_queue_s
+        stale = []
+        for rid in self.waiting:
+            if not math.isnan(t.first_admit_s[rid]):
+                continue
+            if now_s - t.arrival_s[rid] <= limit:
+                break
+            stale.append(rid)
+        if stale:
+            for rid in stale:
+                self._end_unfinished(rid, DROPPED, now_s)
+            self.stats.dropped += len(stale)
+            if self.on_end is not None:
+                self.on_end(stale)
+
+    def _abort_stalled(self, step: Step, end_s: float) -> None:
+        """Abort requests whose gap since their last token exceeds guard_max_tbt_s at this step's
+        end (the server would have aborted them when the gap passed the limit, so a token they
+        would emit now is not counted)."""
+        t, limit = self.table, self.params.guard_max_tbt_s
+        candidates = self.running + [r for r in self.waiting if t.generated_tokens[r] > 0]
+        stalled = [r for r in candidates if t.generated_tokens[r] > 0 and end_s - t.last_token_s[r] > limit]
+        if not stalled:
+            return
+        gone = set(stalled)
+        if len(step.decode_ids):
+            step.decode_ids = step.decode_ids[~np.isin(step.decode_ids, stalled)]
+        keep = [i for i, r in enumerate(step.prefill_ids) if r not in gone]
+        step.prefill_ids = [step.prefill_ids[i] for i in keep]
+        step.prefill_chunk_tokens = [step.prefill_chunk_tokens[i] for i in keep]
+        for rid in stalled:
+            self._end_unfinished(rid, ABORTED, end_s)
+        self.stats.aborted += len(stalled)
+        if self.on_end is not None:
+            self.on_end(stalled)
+
+    def _end_unfinished(self, rid: int, outcome: int, now_s: float) -> None:
+        """Remove a request that will not finish (dropped or aborted), freeing what it holds."""
+        t, bs = self.table, self.params.block_size
+        status = t.status[rid]
+        g = int(t.generated_tokens[rid])
+        if status == RUNNING:
+            self.kv.free(blocks_for(int(t.kv_tokens[rid]), bs))
+            self.running.remove(rid)
+            self._running_ids = None
+            pending_prefill = int(t.prefill_left_tokens[rid])
+        else:
+            self.waiting.remove(rid)
+            if status == SWAPPED:
+                self.swap.take(blocks_for(int(t.kv_tokens[rid]), bs))
+                pending_prefill = 0
+            else:
+                pending_prefill = int(t.prompt_tokens[rid]) + g
+        self.outstanding_tokens -= pending_prefill + int(t.max_new_tokens[rid]) - g
+        t.status[rid] = outcome
+        t.end_s[rid] = now_s
 
     # ---------------------------------------------------------------- checks
     def check_invariants(self) -> None:

@@ -26,11 +26,12 @@ from ..config import ConstantCostConfig, LoadedScenario, Scenario, scheduler_con
 from ..costmodel import AnalyticCostModel, ConstantCostModel, derive_kv_capacity_tokens, load_model, load_profile
 from ..costmodel.profile import Overheads
 from ..errors import LlmsimError
-from ..metrics import request_frame, summarize
-from ..request import RequestTable
+from ..metrics import good_checker, request_frame, summarize
+from ..request import RequestTable, TrueOutputLengths
 from ..rng import stream
 from ..schedulers import SCHEDULERS, BuildContext, build_scheduler
 from ..workload import Workload, build_workload
+from .clients import ClosedLoopClients
 from .engine import EngineParams, ReplicaEngine
 from .router import ROUTERS
 
@@ -132,7 +133,7 @@ class _UrgentTimeout(simpy.events.Event):
         env.schedule(self, URGENT, delay)
 
 
-def _replica_process(env: simpy.Environment, engine: ReplicaEngine, on_finish: Callable[[list[int]], None]):
+def _replica_process(env: simpy.Environment, engine: ReplicaEngine):
     while True:
         step = engine.plan_step(env.now)
         if step is None:
@@ -141,22 +142,21 @@ def _replica_process(env: simpy.Environment, engine: ReplicaEngine, on_finish: C
             engine.wakeup = None
             continue
         yield env.timeout(step.duration_s)
-        finished = engine.finish_step(step, env.now)
-        if finished:
-            on_finish(finished)
+        engine.finish_step(step, env.now)
 
 
-def _open_loop_arrivals(env: simpy.Environment, table: RequestTable, router, engines: list[ReplicaEngine]):
+def _open_loop_arrivals(env: simpy.Environment, table: RequestTable, dispatch: Callable[[int], None]):
     arrival = table.arrival_s
     for rid in range(len(table)):
         delay = float(arrival[rid]) - env.now
         if delay > 0:
             yield _UrgentTimeout(env, delay)
-        engines[router.route(rid, engines)].enqueue(rid, env.now)
+        dispatch(rid)
 
 
 def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None = None) -> SimulationResult:
-    """Run the scenario; `progress(finished, total)` is called as requests finish."""
+    """Run the scenario; `progress(ended, total)` is called as requests end (total is None for
+    closed-loop load bounded by duration)."""
     wall0 = time.perf_counter()
     sc = loaded.scenario
     res = resolve(loaded)
@@ -165,55 +165,69 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
         raise LlmsimError("workload: no requests (raise workload.num_requests or workload.duration_s)")
     check_requests(sc, res, wl)
     cost_model = build_cost_model(sc, res)
-    table = RequestTable(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, wl.max_new_tokens)
+    closed = sc.workload.arrivals.kind == "closed-loop"
+    if closed:
+        table = RequestTable(capacity=min(len(wl), 1 << 16))
+    else:
+        table = RequestTable(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, wl.max_new_tokens)
     kind = sc.scheduler.kind
-    eng = sc.engine
-    params = EngineParams(
-        total_blocks=res.total_blocks,
-        block_size=eng.block_size,
-        mode=eng.mode,
-        max_num_seqs=eng.max_num_seqs,
-        max_batched_tokens=eng.max_batched_tokens,
-        preemption=eng.preemption,
-        victim=eng.victim,
-        swap_space_bytes=eng.swap_space_gib * 2**30,
-        kv_bytes_per_token_per_gpu=res.kv_bytes_per_token_per_gpu,
-        record_steps=eng.record_steps,
-    )
+    params = engine_params(sc, res)
     engines = []
     for i in range(sc.cluster.replicas):
-        ctx = BuildContext(i, stream(sc.seed, f"scheduler/replica-{i}"), wl.default_prior_output_tokens, table.output_tokens)
+        ctx = BuildContext(i, stream(sc.seed, f"scheduler/replica-{i}"), wl.default_prior_output_tokens, TrueOutputLengths(table))
         sched = build_scheduler(kind, scheduler_config(sc.scheduler), ctx)
         engines.append(ReplicaEngine(i, table, sched, cost_model, params))
     router = ROUTERS[sc.cluster.router](stream(sc.seed, "router"))
 
     env = simpy.Environment()
-    done = [0]
-    total = len(table)
-    step_every = max(1, total // 200)
+    total = None if closed and sc.workload.num_requests is None else len(wl)
+    ended = [0]
+    every = max(1, (total or 10_000) // 200)
+    clients = None
 
-    def on_finish(ids: list[int]) -> None:
-        before = done[0]
-        done[0] += len(ids)
-        if progress is not None and (done[0] // step_every != before // step_every or done[0] == total):
-            progress(done[0], total)
+    def on_end(ids: list[int]) -> None:
+        before = ended[0]
+        ended[0] += len(ids)
+        if clients is not None:
+            clients.notify_done(ids)
+        if progress is not None and ended[0] // every != before // every:
+            progress(ended[0], total)
+
+    def dispatch(rid: int) -> None:
+        engines[router.route(rid, engines)].enqueue(rid, env.now)
 
     for e in engines:
-        env.process(_replica_process(env, e, on_finish))
-    env.process(_open_loop_arrivals(env, table, router, engines))
+        e.on_end = on_end
+        env.process(_replica_process(env, e))
+    if closed:
+        a = sc.workload.arrivals
+        clients = ClosedLoopClients(
+            env, table, wl.prompt_tokens, wl.output_tokens, wl.max_new_tokens, dispatch,
+            good_checker(table, sc.sla.model_dump()), a.clients, a.think_time_s, a.resend_failed, a.max_attempts,
+            stop_sending_s=sc.workload.duration_s,
+        )
+    else:
+        env.process(_open_loop_arrivals(env, table, dispatch))
     env.run()
+    if progress is not None:
+        progress(ended[0], total)
 
     df = request_frame(table, sc.sla.model_dump())
-    summary = summarize(df, [e.stats for e in engines], res.total_blocks)
+    summary = summarize(df, [e.stats for e in engines], res.total_blocks, table.column("end_s"))
     summary = {
         "scenario": sc.name,
         "scheduler": kind,
         "oracle_upper_bound": SCHEDULERS[kind].is_oracle,
         "max_new_tokens_mode": wl.cap_mode,
+        "load": "closed-loop" if closed else "open-loop",
         "seed": sc.seed,
         **summary,
         "sla": {k: v for k, v in sc.sla.model_dump().items() if v is not None},
     }
+    if clients is not None:
+        summary["clients"] = sc.workload.arrivals.clients
+        summary["max_in_flight"] = clients.max_in_flight
+        summary["num_origins"] = int(df["origin_id"].nunique())
     derived = {
         "kv_capacity_tokens": res.kv_capacity_tokens,
         "kv_blocks": res.total_blocks,
@@ -224,7 +238,25 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
         "replica_steps": [e.stats.steps for e in engines],
     }
     steps = None
-    if eng.record_steps:
+    if sc.engine.record_steps:
         frames = [pd.DataFrame(e.stats.step_log, columns=STEP_COLUMNS).assign(replica=e.index) for e in engines]
         steps = pd.concat(frames, ignore_index=True)
     return SimulationResult(sc, kind, df, summary, derived, wl.notes, steps, time.perf_counter() - wall0, engines, table)
+
+
+def engine_params(sc: Scenario, res: Resolved) -> EngineParams:
+    eng = sc.engine
+    return EngineParams(
+        total_blocks=res.total_blocks,
+        block_size=eng.block_size,
+        mode=eng.mode,
+        max_num_seqs=eng.max_num_seqs,
+        max_batched_tokens=eng.max_batched_tokens,
+        preemption=eng.preemption,
+        victim=eng.victim,
+        swap_space_bytes=eng.swap_space_gib * 2**30,
+        kv_bytes_per_token_per_gpu=res.kv_bytes_per_token_per_gpu,
+        record_steps=eng.record_steps,
+        guard_max_queue_s=eng.sla_guard.max_queue_s,
+        guard_max_tbt_s=eng.sla_guard.max_tbt_s,
+    )

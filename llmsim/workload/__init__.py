@@ -1,8 +1,9 @@
 """Workloads: materialise the scenario's request stream before the run.
 
-The whole stream (arrival times, prompt and true output lengths, caps) is drawn once from the
-scenario seed, so every scheduler in a comparison sees the identical requests. Filters and caps
-are reported in `Workload.notes`; nothing is dropped silently.
+The whole stream (prompt and true output lengths, caps, and for open-loop load the arrival times)
+is drawn once from the scenario seed, so every scheduler in a comparison sees the identical
+requests. Closed-loop load keeps the stream's order; its send times come from the simulation.
+Filters, caps and skipped rows are reported in `Workload.notes`; nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import numpy as np
 from ..config import WorkloadConfig
 from ..errors import LlmsimError
 from ..rng import stream
-from .tables import read_length_table
+from .arrivals import gamma_arrivals, poisson_arrivals, rescale_to_rate, spread_ties
+from .lengths import lognormal_lengths, sample_rows, uniform_lengths
+from .readers import Trace, read_trace
 
 # Past-future's history prior when caps are exact (no constant cap to start from): LightLLM PR.
 EXACT_MODE_PRIOR_OUTPUT_TOKENS = 1024
@@ -22,7 +25,7 @@ EXACT_MODE_PRIOR_OUTPUT_TOKENS = 1024
 
 @dataclass
 class Workload:
-    arrival_s: np.ndarray
+    arrival_s: np.ndarray | None  # None for closed-loop load
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray  # true lengths after the cap
     max_new_tokens: np.ndarray
@@ -31,14 +34,20 @@ class Workload:
     notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.arrival_s)
+        return len(self.prompt_tokens)
 
 
 def build_workload(cfg: WorkloadConfig, seed: int) -> Workload:
     notes: list[str] = []
-    arrivals = _arrivals(cfg, stream(seed, "workload/arrivals"))
-    n = len(arrivals)
-    prompt, output = _lengths(cfg, n, stream(seed, "workload/lengths"), notes)
+    arr_rng, len_rng = stream(seed, "workload/arrivals"), stream(seed, "workload/lengths")
+    if cfg.trace is not None:
+        prompt, output, arrival = _replay(cfg, arr_rng, notes)
+    else:
+        arrival = _generated_arrivals(cfg, arr_rng)
+        n = len(arrival) if arrival is not None else cfg.num_requests
+        if n is None:  # closed loop bounded by duration: draw a stream longer than can be sent
+            n = _closed_loop_stream_length(cfg)
+        prompt, output = _lengths(cfg, n, len_rng, notes)
     if cfg.max_new_tokens == "exact":
         caps = output.copy()
         cap_mode, prior = "exact", EXACT_MODE_PRIOR_OUTPUT_TOKENS
@@ -46,29 +55,72 @@ def build_workload(cfg: WorkloadConfig, seed: int) -> Workload:
         cap = int(cfg.max_new_tokens)
         cut = int(np.count_nonzero(output > cap))
         if cut:
-            notes.append(f"{cut} of {n} outputs were longer than max_new_tokens={cap} and stop at the cap")
+            notes.append(f"{cut} of {len(output)} outputs are longer than max_new_tokens={cap} and stop at the cap")
         output = np.minimum(output, cap)
-        caps = np.full(n, cap, dtype=np.int64)
+        caps = np.full(len(output), cap, dtype=np.int64)
         cap_mode, prior = f"cap={cap}", cap
-    return Workload(arrivals, prompt, output, caps, cap_mode, prior, notes)
+    return Workload(arrival, prompt.astype(np.int64), output.astype(np.int64), caps, cap_mode, prior, notes)
 
 
-def _arrivals(cfg: WorkloadConfig, rng: np.random.Generator) -> np.ndarray:
+def _closed_loop_stream_length(cfg: WorkloadConfig) -> int:
+    # Clients send at most one request per (very short) service; a stream of this length cannot run
+    # out within duration_s for any realistic step time, and it costs only two int arrays.
+    return max(10_000, int(cfg.arrivals.clients * cfg.duration_s * 20))
+
+
+def _generated_arrivals(cfg: WorkloadConfig, rng: np.random.Generator) -> np.ndarray | None:
     a = cfg.arrivals
+    if a.kind == "closed-loop":
+        return None
     if a.kind == "all-at-once":
         return np.zeros(cfg.num_requests)
     if a.kind == "poisson":
+        return poisson_arrivals(rng, a.rate_per_s, cfg.num_requests, cfg.duration_s)
+    if a.kind == "gamma":
+        return gamma_arrivals(rng, a.rate_per_s, a.cv, cfg.num_requests, cfg.duration_s)
+    raise LlmsimError(f"workload.arrivals.kind {a.kind!r} needs workload.trace")
+
+
+def _read(path, fmt, on_bad_row, notes: list[str]) -> Trace:
+    trace = read_trace(path, fmt, on_bad_row)
+    if trace.skipped_rows:
+        notes.append(f"skipped {trace.skipped_rows} malformed rows of {path} (on_bad_row: skip), e.g. {trace.skipped_examples[0]}")
+    return trace
+
+
+def _replay(cfg: WorkloadConfig, rng: np.random.Generator, notes: list[str]):
+    """A trace in file order: filter, then take the first num_requests (or those inside duration_s)."""
+    src = cfg.trace
+    trace = _read(src.path, src.format, src.on_bad_row, notes)
+    keep = filter_mask(cfg, trace.prompt_tokens, trace.output_tokens)
+    if not keep.all():
+        notes.append(f"filter kept {int(keep.sum()):,} of {len(keep):,} requests of {src.path}")
+    prompt, output = trace.prompt_tokens[keep], trace.output_tokens[keep]
+    if len(prompt) == 0:
+        raise LlmsimError(f"workload.filter: no request of {src.path} passes the filter")
+    a = cfg.arrivals
+    if a.kind == "trace":
+        if trace.arrival_s is None:
+            raise LlmsimError(f"workload.arrivals.kind is 'trace' but {src.path} is a length table with no timestamps; use poisson or gamma arrivals")
+        arrival = trace.arrival_s[keep]
+        arrival = arrival - arrival[0]
+        if a.spread_ties_s is not None:
+            arrival = spread_ties(rng, arrival, a.spread_ties_s)
+        if a.rate_per_s is not None:
+            arrival = rescale_to_rate(arrival, a.rate_per_s)
+        n = len(arrival)
+        if cfg.duration_s is not None:
+            n = int(np.searchsorted(arrival, cfg.duration_s, side="left"))
         if cfg.num_requests is not None:
-            gaps = rng.exponential(1.0 / a.rate_per_s, cfg.num_requests)
-            return np.concatenate([[0.0], np.cumsum(gaps[:-1])])
-        # duration: the first arrival at 0, then exponential gaps, drawn in chunks until past the end
-        chunk = max(16, int(a.rate_per_s * cfg.duration_s * 1.1) + 16)
-        parts = [np.zeros(1)]
-        while parts[-1][-1] < cfg.duration_s:
-            parts.append(parts[-1][-1] + np.cumsum(rng.exponential(1.0 / a.rate_per_s, chunk)))
-        times = np.concatenate(parts)
-        return times[times < cfg.duration_s]
-    raise LlmsimError(f"workload.arrivals.kind {a.kind!r} is not supported")
+            if cfg.num_requests > n:
+                raise LlmsimError(f"workload.num_requests={cfg.num_requests} but {src.path} has {n:,} requests (after filter and duration); ask for fewer")
+            n = cfg.num_requests
+        return prompt[:n], output[:n], arrival[:n]
+    arrival = _generated_arrivals(cfg, rng)
+    n = len(arrival) if arrival is not None else (cfg.num_requests or len(prompt))
+    if n > len(prompt):
+        raise LlmsimError(f"workload: {n:,} requests needed but {src.path} has {len(prompt):,} (after the filter); ask for fewer or sample with workload.lengths kind: table")
+    return prompt[:n], output[:n], arrival
 
 
 def _lengths(cfg: WorkloadConfig, n: int, rng: np.random.Generator, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -76,26 +128,24 @@ def _lengths(cfg: WorkloadConfig, n: int, rng: np.random.Generator, notes: list[
     if src.kind == "fixed":
         return np.full(n, src.input_tokens, dtype=np.int64), np.full(n, src.output_tokens, dtype=np.int64)
     if src.kind == "uniform":
-        lo_i, hi_i = src.input_tokens
-        lo_o, hi_o = src.output_tokens
-        return rng.integers(lo_i, hi_i + 1, n), rng.integers(lo_o, hi_o + 1, n)
-    prompt, output = read_length_table(src.path, src.input_column, src.output_column)
-    keep = _filter_mask(cfg, prompt, output)
+        return uniform_lengths(rng, n, *src.input_tokens), uniform_lengths(rng, n, *src.output_tokens)
+    if src.kind == "lognormal":
+        i, o = src.input_tokens, src.output_tokens
+        return lognormal_lengths(rng, n, i.median, i.sigma, i.min, i.max), lognormal_lengths(rng, n, o.median, o.sigma, o.min, o.max)
+    trace = _read(src.path, src.format, src.on_bad_row, notes)
+    keep = filter_mask(cfg, trace.prompt_tokens, trace.output_tokens)
     if not keep.all():
-        notes.append(f"filter kept {int(keep.sum())} of {len(keep)} rows of {src.path}")
-    prompt, output = prompt[keep], output[keep]
+        notes.append(f"filter kept {int(keep.sum()):,} of {len(keep):,} rows of {src.path}")
+    prompt, output = trace.prompt_tokens[keep], trace.output_tokens[keep]
     if len(prompt) == 0:
         raise LlmsimError(f"workload.filter: no row of {src.path} passes the filter")
-    if src.replacement:
-        idx = rng.integers(0, len(prompt), n)
-    else:
-        if n > len(prompt):
-            raise LlmsimError(f"workload: {n} requests asked without replacement but {src.path} has {len(prompt)} usable rows; set workload.lengths.replacement: true or ask for fewer")
-        idx = rng.permutation(len(prompt))[:n]
+    if not src.replacement and n > len(prompt):
+        raise LlmsimError(f"workload: {n:,} requests asked without replacement but {src.path} has {len(prompt):,} usable rows; set workload.lengths.replacement: true or ask for fewer")
+    idx = sample_rows(rng, len(prompt), n, src.replacement)
     return prompt[idx], output[idx]
 
 
-def _filter_mask(cfg: WorkloadConfig, prompt: np.ndarray, output: np.ndarray) -> np.ndarray:
+def filter_mask(cfg: WorkloadConfig, prompt: np.ndarray, output: np.ndarray) -> np.ndarray:
     f = cfg.filter
     keep = np.ones(len(prompt), dtype=bool)
     for bound, values, op in (
