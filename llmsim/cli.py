@@ -110,8 +110,11 @@ def _validate(args, console: Console) -> int:
     console.print(f"  model {sc.model} ({res.model.num_params / 1e9:.2f} B params), hardware {sc.hardware} ({res.profile.calibration.fidelity}), "
                   f"{sc.cluster.replicas} replica(s) x TP {sc.cluster.tensor_parallel}, router {sc.cluster.router}")
     console.print(f"  KV capacity {res.kv_capacity_tokens:,} tokens ({res.total_blocks:,} blocks of {sc.engine.block_size}) per replica, max_model_len {res.max_model_len}")
-    span = float(wl.arrival_s[-1] - wl.arrival_s[0]) if len(wl) > 1 else 0.0
-    console.print(f"  workload: {len(wl):,} requests over {span:,.1f} s, prompt mean {wl.prompt_tokens.mean():.0f}, output mean {wl.output_tokens.mean():.0f} tokens, max_new_tokens {wl.cap_mode}")
+    if wl.arrival_s is None:
+        load = f"closed loop, {sc.workload.arrivals.clients} clients"
+    else:
+        load = f"open loop over {float(wl.arrival_s[-1] - wl.arrival_s[0]) if len(wl) > 1 else 0.0:,.1f} s"
+    console.print(f"  workload: {len(wl):,} requests, {load}, prompt mean {wl.prompt_tokens.mean():.0f}, output mean {wl.output_tokens.mean():.0f} tokens, max_new_tokens {wl.cap_mode}")
     console.print(f"  scheduler {sc.scheduler.kind}, engine {sc.engine.mode}, preemption {sc.engine.preemption}")
     for note in wl.notes:
         console.print(f"  [yellow]note:[/yellow] {note}")

@@ -53,6 +53,7 @@ def request_frame(table: RequestTable, sla: dict[str, float | None]) -> pd.DataF
             "tpot_s": tpot,
             "max_tbt_s": np.where(out > 1, c("max_tbt_s"), np.nan),
             "e2e_s": c("finish_s") - arrival,
+            "end_s": c("end_s"),  # when it finished, or was dropped or aborted (simulated time)
             "evictions": c("evictions"),
             "swaps": c("swaps"),
             "outcome": [OUTCOMES.get(int(x), "unfinished") for x in status],
