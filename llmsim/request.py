@@ -71,6 +71,8 @@ class RequestTable:
         self.output_tokens[:n] = output_tokens
         self.max_new_tokens[:n] = max_new_tokens
         self.origin_id[:n] = np.arange(n)
+        # Per workload request (index = origin_id): prompt block hash ids, for a prefix-cache model.
+        self.block_hash_ids: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return self.n

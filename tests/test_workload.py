@@ -107,6 +107,15 @@ def test_trace_replay_keeps_file_order_and_recorded_times():
     assert (wl.prompt_tokens == tr.prompt_tokens[:1000]).all() and (wl.arrival_s == tr.arrival_s[:1000]).all()
 
 
+def test_mooncake_block_hash_ids_are_kept_on_the_requests_of_a_run():
+    sc = load_scenario(REPO / "scenarios/mooncake-conv.yaml", ["workload.num_requests=30"])
+    r = simulate(sc)
+    tr = read_trace(REPO / "traces/mooncake/conversation_trace.jsonl")
+    ids = r.table.block_hash_ids
+    assert len(ids) == 30 and all((a == b).all() for a, b in zip(ids, tr.hash_ids[:30]))
+    assert all(len(h) == -(-p // 512) for h, p in zip(ids, r.requests["prompt_tokens"]))
+
+
 def test_trace_arrivals_need_a_trace_with_timestamps():
     with pytest.raises(Exception, match="length table"):
         build_workload(_workload(trace={"path": str(SHAREGPT)}, arrivals={"kind": "trace"}), 0)

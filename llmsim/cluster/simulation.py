@@ -170,6 +170,7 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
         table = RequestTable(capacity=min(len(wl), 1 << 16))
     else:
         table = RequestTable(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, wl.max_new_tokens)
+    table.block_hash_ids = wl.block_hash_ids
     kind = sc.scheduler.kind
     params = engine_params(sc, res)
     engines = []

@@ -32,6 +32,9 @@ class Workload:
     cap_mode: str  # "exact" or "cap=N"
     default_prior_output_tokens: int
     notes: list[str] = field(default_factory=list)
+    # Mooncake: per request, the ids of its 512-token prompt blocks (shared ids = shared prefix),
+    # kept for a prefix-cache model; None when the source has none.
+    block_hash_ids: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.prompt_tokens)
@@ -40,8 +43,9 @@ class Workload:
 def build_workload(cfg: WorkloadConfig, seed: int) -> Workload:
     notes: list[str] = []
     arr_rng, len_rng = stream(seed, "workload/arrivals"), stream(seed, "workload/lengths")
+    hash_ids = None
     if cfg.trace is not None:
-        prompt, output, arrival = _replay(cfg, arr_rng, notes)
+        prompt, output, arrival, hash_ids = _replay(cfg, arr_rng, notes)
     else:
         arrival = _generated_arrivals(cfg, arr_rng)
         n = len(arrival) if arrival is not None else cfg.num_requests
@@ -59,7 +63,7 @@ def build_workload(cfg: WorkloadConfig, seed: int) -> Workload:
         output = np.minimum(output, cap)
         caps = np.full(len(output), cap, dtype=np.int64)
         cap_mode, prior = f"cap={cap}", cap
-    return Workload(arrival, prompt.astype(np.int64), output.astype(np.int64), caps, cap_mode, prior, notes)
+    return Workload(arrival, prompt.astype(np.int64), output.astype(np.int64), caps, cap_mode, prior, notes, hash_ids)
 
 
 def _closed_loop_stream_length(cfg: WorkloadConfig) -> int:
@@ -96,6 +100,7 @@ def _replay(cfg: WorkloadConfig, rng: np.random.Generator, notes: list[str]):
     if not keep.all():
         notes.append(f"filter kept {int(keep.sum()):,} of {len(keep):,} requests of {src.path}")
     prompt, output = trace.prompt_tokens[keep], trace.output_tokens[keep]
+    hashes = [h for h, k in zip(trace.hash_ids, keep) if k] if trace.hash_ids is not None else None
     if len(prompt) == 0:
         raise LlmsimError(f"workload.filter: no request of {src.path} passes the filter")
     a = cfg.arrivals
@@ -115,12 +120,12 @@ def _replay(cfg: WorkloadConfig, rng: np.random.Generator, notes: list[str]):
             if cfg.num_requests > n:
                 raise LlmsimError(f"workload.num_requests={cfg.num_requests} but {src.path} has {n:,} requests (after filter and duration); ask for fewer")
             n = cfg.num_requests
-        return prompt[:n], output[:n], arrival[:n]
+        return prompt[:n], output[:n], arrival[:n], (hashes[:n] if hashes is not None else None)
     arrival = _generated_arrivals(cfg, rng)
     n = len(arrival) if arrival is not None else (cfg.num_requests or len(prompt))
     if n > len(prompt):
         raise LlmsimError(f"workload: {n:,} requests needed but {src.path} has {len(prompt):,} (after the filter); ask for fewer or sample with workload.lengths kind: table")
-    return prompt[:n], output[:n], arrival
+    return prompt[:n], output[:n], arrival, (hashes[:n] if hashes is not None else None)
 
 
 def _lengths(cfg: WorkloadConfig, n: int, rng: np.random.Generator, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
