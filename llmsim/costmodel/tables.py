@@ -1,0 +1,306 @@
+"""Table cost model: one engine iteration's wall time (seconds) from a measured schema-2 profile.
+
+The decomposition is COSTMODEL.md section 1, the same as analytic.py, but each kernel is read from
+the profile's tables instead of a roofline:
+
+- GEMMs: per (n, k) shape after TP sharding, the measured time-vs-tokens table interpolated
+  log-log (`_numeric.TimeCurve`: flat below the smallest measured token count, growing in
+  proportion to tokens above the largest, i.e. constant achieved TFLOP/s). A shape without a
+  table reads the generic TFLOP/s surface (`surface_curve`). MoE experts: the expected number
+  of experts hit, each on its share of the T x top-k rows (fractional rows interpolate).
+- Attention: the per-head-configuration fits (PrefillAttentionFit, DecodeAttentionFit); a
+  configuration that was not measured borrows the closest measured one (same head_dim first),
+  which is sound because the fits are on FLOPs and bytes, not on head counts. Bytes are counted
+  in the measured dtype (attention.dtype_bytes), as the fits were. Prefill chunks are one varlen
+  launch, decode sequences another.
+- Elementwise kernels: bytes moved over the measured bandwidth table, at least the kernel floor;
+  efficiency x HBM peak when the profile has no elementwise table.
+- All-reduce (TP > 1): the measured table for that TP degree, else the comm scalars (ring formula).
+- Pipeline parallel (PP > 1): layers are split into stages and one step carries one micro-batch
+  through every stage in turn, so its time is the sum over stages (= all layers) plus PP - 1
+  activation sends of tokens x hidden x dtype bytes over the interconnect (one direction, half
+  the bidirectional total), each with the all-reduce latency as its launch cost. Overlap of
+  several micro-batches is not modelled.
+- Swap: bytes over the slower measured host-link direction (hardware.host_link_gb_per_s without
+  a host_link table). Engine overheads from `overheads`.
+
+Everything is turned into numpy arrays / curves at construction; parts that depend only on the
+token count or the sequence count are cached per integer, so a decode-only call is two dict
+lookups and a few float operations.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from llmsim.costmodel import _attention as feat
+from llmsim.costmodel._numeric import TimeCurve
+from llmsim.costmodel.analytic import AnalyticCostModel
+from llmsim.costmodel.base import BatchShape, CostModel
+from llmsim.costmodel.catalog import ModelArch
+from llmsim.costmodel.profile import AttentionConfig, GemmSurface, HardwareProfile
+from llmsim.errors import LlmsimError
+
+_COMPONENTS = ("gemm", "attention", "elementwise", "communication", "overheads")
+
+
+def surface_curve(surface: GemmSurface, n: int, k: int) -> TimeCurve:
+    """The time-vs-tokens curve the generic surface gives an (n, k) GEMM.
+
+    log TFLOP/s is interpolated linearly in log N*K and held constant beyond the grid (time then
+    grows in proportion to N*K); the result is read over the grid's token counts like a measured
+    table.
+    """
+    tokens = np.asarray(surface.tokens)
+    log_nk = np.log(np.asarray(surface.nk))
+    log_tflops = np.log(np.asarray(surface.tflops))  # [tokens, nk]
+    nk = float(n) * float(k)
+    rate_flops_per_s = np.exp([np.interp(np.log(nk), log_nk, row) for row in log_tflops]) * 1e12
+    return TimeCurve(tokens, 2.0 * tokens * nk / rate_flops_per_s)
+
+
+def closest_attention_config(configs: tuple[AttentionConfig, ...], q_heads: int, kv_heads: int, head_dim: int) -> AttentionConfig:
+    """The exact configuration if measured, else the nearest: same head_dim first, then by
+    log-distance in query and KV head counts. Only configurations with both fits qualify."""
+    usable = [c for c in configs if c.prefill is not None and c.decode is not None]
+    if not usable:
+        raise LlmsimError("the profile's attention section has no configuration with both prefill and decode fits")
+
+    def distance(c: AttentionConfig) -> tuple[bool, float]:
+        return (c.head_dim != head_dim, abs(math.log(c.q_heads / q_heads)) + abs(math.log(c.kv_heads / kv_heads)))
+
+    return min(usable, key=distance)
+
+
+class TableCostModel:
+    """CostModel from a model architecture, a measured (schema-2) profile, TP and PP degrees."""
+
+    def __init__(self, model: ModelArch, profile: HardwareProfile, tensor_parallel: int = 1, pipeline_parallel: int = 1) -> None:
+        if not profile.has_tables:
+            raise LlmsimError(
+                f"hardware profile '{profile.hardware.name}' has no measured GEMM and attention tables "
+                "(schema 2, from llmsim calibrate-hardware); use cost_model_for() to fall back to the analytic model"
+            )
+        model.check_tensor_parallel(tensor_parallel)
+        layers = model.num_hidden_layers
+        if not 1 <= pipeline_parallel <= layers:
+            raise LlmsimError(f"pipeline_parallel={pipeline_parallel} must be between 1 and the {layers} layers of {model.name}")
+        self.model, self.profile = model, profile
+        self.tensor_parallel = tp = tensor_parallel
+        self.pipeline_parallel = pp = pipeline_parallel
+        self._analytic = AnalyticCostModel(model, profile, tp)  # physical floors, shared definitions
+        hw, eff = profile.hardware, profile.efficiency
+        self._layers = layers
+        self.stage_layers = tuple(layers // pp + (1 if s < layers % pp else 0) for s in range(pp))
+        self._dtype_bytes = dt = model.dtype_bytes
+        hidden, head_dim = model.hidden_size, model.head_dim
+        q_heads, kv_heads = model.q_heads_per_gpu(tp), model.kv_heads_per_gpu(tp)
+        q_dim, kv_dim = q_heads * head_dim, kv_heads * head_dim
+        inter = -(-model.intermediate_size // tp)
+        self._hidden = hidden
+        self._experts, self._top_k = model.num_experts, model.experts_per_token
+
+        # GEMM curves, one per per-GPU shape (n, k).
+        measured = {(t.n, t.k): TimeCurve(t.tokens, t.seconds) for t in profile.gemm.shapes}  # type: ignore[union-attr]
+        surface = profile.gemm.surface  # type: ignore[union-attr]
+        self.unmeasured_gemm_shapes: list[tuple[int, int]] = []
+
+        def curve(n: int, k: int) -> TimeCurve:
+            if (n, k) in measured:
+                return measured[(n, k)]
+            if surface is None:
+                raise LlmsimError(f"profile '{hw.name}' has no GEMM table for n={n} k={k} and no generic surface")
+            self.unmeasured_gemm_shapes.append((n, k))
+            return surface_curve(surface, n, k)
+
+        self._attn_gemms = [curve(q_dim + 2 * kv_dim, hidden), curve(hidden, q_dim)]
+        self._mlp_gemms = [curve(2 * inter, hidden), curve(hidden, inter)]
+        self._router = curve(model.num_local_experts, hidden) if model.is_moe else None  # type: ignore[arg-type]
+        self._lm_head = curve(-(-model.vocab_size // tp), hidden)
+
+        # Elementwise: bytes per token of each kernel (the same kernels as analytic.py).
+        self._elem_bytes_per_token = (4 * hidden * dt, 4 * hidden * dt, 2 * (q_dim + kv_dim) * dt, 3 * inter * dt * self._top_k, 4 * kv_dim * dt)
+        self._head_elem_bytes_per_token = (2 * hidden * dt, 4 * hidden * dt)
+        if profile.elementwise is not None:
+            self._floor_s = profile.elementwise.floor_us * 1e-6
+            ew = profile.elementwise
+            self._elem_curve: TimeCurve | None = TimeCurve(ew.num_bytes, [b / (g * 1e9) for b, g in zip(ew.num_bytes, ew.gb_per_s, strict=True)])
+        else:
+            self._floor_s = eff.kernel_floor_us * 1e-6
+            self._elem_curve = None
+        self._elem_bytes_per_s = hw.hbm_gb_per_s * 1e9 * eff.elementwise_bandwidth
+
+        # Attention fits for this per-GPU head configuration.
+        att = profile.attention
+        cfg = closest_attention_config(att.configs, q_heads, kv_heads, head_dim)  # type: ignore[union-attr]
+        self.attention_config = (cfg.q_heads, cfg.kv_heads, cfg.head_dim)
+        self.attention_config_exact = self.attention_config == (q_heads, kv_heads, head_dim)
+        pf, df = cfg.prefill, cfg.decode
+        self._pf = (pf.launch_s, pf.s_per_flop, pf.s_per_byte)  # type: ignore[union-attr]
+        self._q_heads, self._kv_heads, self._head_dim = q_heads, kv_heads, head_dim
+        # Features in the measured dtype (as the fits were made): the tables describe the kernels
+        # that were timed, like the GEMM tables (a CPU profile measures float32).
+        self._attn_dtype_bytes = att_dt = att.dtype_bytes  # type: ignore[union-attr]
+        self._flops_per_pair = feat.prefill_flops_per_pair(q_heads, head_dim)
+        self._dec_launch_s = df.launch_s  # type: ignore[union-attr]
+        self._dec_s_per_seq = df.s_per_seq  # type: ignore[union-attr]
+        # Seconds per context token in one layer: KV bytes per token x seconds per byte.
+        self._dec_s_per_ctx = df.s_per_byte * feat.kv_bytes_per_token(kv_heads, head_dim, att_dt)  # type: ignore[union-attr]
+
+        # Communication: all-reduces (2 per layer + the vocab-parallel embedding) and PP sends.
+        self._num_allreduces = 2 * layers + 1 if tp > 1 else 0
+        tables = {t.tp: t for t in profile.comm.allreduce_tables or ()}
+        self._allreduce_curve = TimeCurve(tables[tp].num_bytes, tables[tp].seconds) if tp in tables else None
+        self._allreduce_latency_s = profile.comm.allreduce_latency_us * 1e-6
+        self._allreduce_s_per_byte = 2.0 * (tp - 1) / tp / (profile.comm.allreduce_bus_gb_per_s * 1e9)
+        self._send_s_per_byte = 1.0 / (hw.interconnect_gb_per_s / 2.0 * 1e9)
+        hl = profile.host_link
+        self._host_bytes_per_s = (min(hl.h2d_gb_per_s, hl.d2h_gb_per_s) if hl else hw.host_link_gb_per_s) * 1e9
+
+        self._per_token_cache: dict[int, tuple[float, float, float]] = {}
+        self._per_seq_cache: dict[int, tuple[float, float]] = {}
+        self._decode_fixed_cache: dict[int, float] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"TableCostModel({self.model.name}, {self.profile.hardware.name}, "
+            f"tensor_parallel={self.tensor_parallel}, pipeline_parallel={self.pipeline_parallel})"
+        )
+
+    # ----- parts -----
+
+    def _elem_s(self, num_bytes: float) -> float:
+        t = self._elem_curve(num_bytes) if self._elem_curve is not None else num_bytes / self._elem_bytes_per_s
+        return t if t > self._floor_s else self._floor_s
+
+    def _moe_s(self, c: TimeCurve, tokens: int) -> float:
+        active = self._experts * (1.0 - (1.0 - self._top_k / self._experts) ** tokens)
+        return active * c(tokens * self._top_k / active)
+
+    def _allreduce_s(self, num_bytes: float) -> float:
+        if self._allreduce_curve is not None:
+            return self._allreduce_curve(num_bytes)
+        return self._allreduce_latency_s + num_bytes * self._allreduce_s_per_byte
+
+    def _per_token_parts(self, tokens: int) -> tuple[float, float, float]:
+        """(GEMM, elementwise, communication) seconds of a step with `tokens` new tokens."""
+        parts = self._per_token_cache.get(tokens)
+        if parts is not None:
+            return parts
+        layer_gemm_s = sum(c(tokens) for c in self._attn_gemms)
+        if self._router is None:
+            layer_gemm_s += sum(c(tokens) for c in self._mlp_gemms)
+        else:
+            layer_gemm_s += self._router(tokens) + sum(self._moe_s(c, tokens) for c in self._mlp_gemms)
+        layer_elem_s = sum(self._elem_s(tokens * b) for b in self._elem_bytes_per_token)
+        head_elem_s = sum(self._elem_s(tokens * b) for b in self._head_elem_bytes_per_token)
+        activation_bytes = tokens * self._hidden * self._dtype_bytes
+        comm_s = self._num_allreduces * self._allreduce_s(activation_bytes) if self._num_allreduces else 0.0
+        if self.pipeline_parallel > 1:
+            comm_s += (self.pipeline_parallel - 1) * (self._allreduce_latency_s + activation_bytes * self._send_s_per_byte)
+        parts = (self._layers * layer_gemm_s, self._layers * layer_elem_s + head_elem_s, comm_s)
+        self._per_token_cache[tokens] = parts
+        return parts
+
+    def _per_seq_parts(self, seqs: int) -> tuple[float, float]:
+        """(LM-head GEMM, engine overheads) seconds for `seqs` sequences."""
+        parts = self._per_seq_cache.get(seqs)
+        if parts is None:
+            o = self.profile.overheads
+            parts = self._per_seq_cache[seqs] = (self._lm_head(seqs), o.step_s + o.per_seq_s * seqs)
+        return parts
+
+    def _fixed_s(self, tokens: int, seqs: int) -> float:
+        gemm_t, elem_t, comm_t = self._per_token_parts(tokens)
+        gemm_n, over_n = self._per_seq_parts(seqs)
+        return (gemm_t + gemm_n) + elem_t + comm_t + over_n
+
+    def _prefill_attention_s(self, chunks: tuple[int, ...], prefixes: tuple[int, ...]) -> float:
+        """One layer's prefill attention: all chunks in one varlen launch."""
+        if not prefixes:
+            prefixes = (0,) * len(chunks)
+        pairs = 0.0
+        query_tokens = key_tokens = 0
+        for c, p in zip(chunks, prefixes, strict=True):
+            pairs += feat.prefill_pairs(c, p)
+            query_tokens += c
+            key_tokens += p + c
+        launch_s, s_per_flop, s_per_byte = self._pf
+        moved = feat.prefill_bytes(query_tokens, key_tokens, self._q_heads, self._kv_heads, self._head_dim, self._attn_dtype_bytes)
+        t = launch_s + s_per_flop * self._flops_per_pair * pairs + s_per_byte * moved
+        return t if t > self._floor_s else self._floor_s
+
+    def _decode_attention_s(self, seqs: int, context_sum_tokens: int) -> float:
+        t = self._dec_launch_s + self._dec_s_per_seq * seqs + self._dec_s_per_ctx * context_sum_tokens
+        return t if t > self._floor_s else self._floor_s
+
+    # ----- CostModel interface -----
+
+    def step_time_s(self, shape: BatchShape) -> float:
+        chunks = shape.prefill_chunk_tokens
+        decode_seqs = shape.decode_seqs
+        if not chunks:  # decode-only fast path; the arithmetic matches decode_steps_s exactly
+            if decode_seqs <= 0:
+                return 0.0
+            fixed = self._decode_fixed_cache.get(decode_seqs)
+            if fixed is None:
+                fixed = self._decode_fixed_cache[decode_seqs] = self._fixed_s(decode_seqs, decode_seqs)
+            t = (self._dec_launch_s + self._dec_s_per_seq * decode_seqs) + self._dec_s_per_ctx * shape.decode_context_sum_tokens
+            if t < self._floor_s:
+                t = self._floor_s
+            return fixed + self._layers * t
+        attn = self._prefill_attention_s(chunks, shape.prefill_prefix_tokens)
+        if decode_seqs > 0:
+            attn += self._decode_attention_s(decode_seqs, shape.decode_context_sum_tokens)
+        return self._fixed_s(sum(chunks) + decode_seqs, len(chunks) + decode_seqs) + self._layers * attn
+
+    def decode_steps_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int, num_steps: int) -> np.ndarray:
+        """Vectorised decode-only steps; the same arithmetic as `step_time_s`, element-wise."""
+        if num_steps <= 0:
+            return np.zeros(0)
+        if decode_seqs <= 0:
+            return np.zeros(num_steps)
+        fixed = self._decode_fixed_cache.get(decode_seqs)
+        if fixed is None:
+            fixed = self._decode_fixed_cache[decode_seqs] = self._fixed_s(decode_seqs, decode_seqs)
+        ctx = (context_sum_tokens + decode_seqs * np.arange(num_steps, dtype=np.int64)).astype(np.float64)
+        t = (self._dec_launch_s + self._dec_s_per_seq * decode_seqs) + self._dec_s_per_ctx * ctx
+        return fixed + self._layers * np.maximum(t, self._floor_s)
+
+    def swap_time_s(self, num_bytes_per_gpu: float) -> float:
+        return num_bytes_per_gpu / self._host_bytes_per_s
+
+    # ----- diagnostics -----
+
+    def breakdown(self, shape: BatchShape) -> dict[str, float]:
+        """Seconds per component (gemm, attention, elementwise, communication, overheads); the
+        values sum to `step_time_s(shape)` up to rounding. Communication includes PP sends."""
+        chunks, decode_seqs = shape.prefill_chunk_tokens, shape.decode_seqs
+        tokens, seqs = sum(chunks) + decode_seqs, len(chunks) + decode_seqs
+        if tokens <= 0:
+            return dict.fromkeys(_COMPONENTS, 0.0)
+        attn = self._prefill_attention_s(chunks, shape.prefill_prefix_tokens) if chunks else 0.0
+        if decode_seqs > 0:
+            attn += self._decode_attention_s(decode_seqs, shape.decode_context_sum_tokens)
+        gemm_t, elem_t, comm_t = self._per_token_parts(tokens)
+        gemm_n, over_n = self._per_seq_parts(seqs)
+        return {"gemm": gemm_t + gemm_n, "attention": self._layers * attn, "elementwise": elem_t, "communication": comm_t, "overheads": over_n}
+
+    def floors(self, shape: BatchShape) -> dict[str, float]:
+        """Physical lower bounds at spec peaks, as AnalyticCostModel.floors (pipeline sends excluded)."""
+        return self._analytic.floors(shape)
+
+
+def cost_model_for(model: ModelArch, profile: HardwareProfile, tp: int = 1, pp: int = 1) -> CostModel:
+    """A TableCostModel when the profile has measured GEMM and attention tables, otherwise the
+    AnalyticCostModel (spec peaks x efficiency factors), which has no pipeline-parallel model."""
+    if profile.has_tables:
+        return TableCostModel(model, profile, tp, pp)
+    if pp != 1:
+        raise LlmsimError(
+            f"pipeline_parallel={pp} needs a measured hardware profile with tables (llmsim calibrate-hardware); "
+            f"'{profile.hardware.name}' is {profile.calibration.fidelity} and the analytic model has no pipeline stages"
+        )
+    return AnalyticCostModel(model, profile, tp)
