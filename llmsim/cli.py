@@ -1,4 +1,4 @@
-"""Command line: `llmsim run | validate | trace stats | trace convert | list`.
+"""Command line: `llmsim run | validate | trace stats | trace convert | step-time | list`.
 
 A thin layer over the Python API. User errors (`LlmsimError`) print one line to stderr and exit
 with status 2, without a traceback; anything else is a bug and keeps its traceback.
@@ -47,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (st, cv):
         p.add_argument("--format", choices=["azure", "mooncake", "length-table", "llmsim"], help="default: detected from the file")
         p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows (counted and reported) instead of failing")
+    stp = sub.add_parser("step-time", help="predicted iteration time of one batch, with a breakdown and the roofline floors")
+    stp.add_argument("--model", required=True, help="catalog name (llmsim list models) or a model YAML")
+    stp.add_argument("--hardware", required=True, help="profile name (llmsim list hardware) or a profile YAML")
+    stp.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (default 1)")
+    shape = stp.add_mutually_exclusive_group(required=True)
+    shape.add_argument("--prefill", type=int, metavar="TOKENS", help="one prefill of this many prompt tokens")
+    shape.add_argument("--decode", type=int, metavar="BATCH", help="a decode step of this many sequences (with --context)")
+    shape.add_argument("--batch", type=Path, metavar="FILE", help="YAML/JSON with BatchShape fields (prefill_chunk_tokens, prefill_prefix_tokens, decode_seqs, decode_context_sum_tokens, decode_context_max_tokens)")
+    stp.add_argument("--context", type=int, metavar="TOKENS", help="context length of every decoding sequence")
+    stp.add_argument("--json", action="store_true", help="print JSON for scripts")
     ls = sub.add_parser("list", help="list schedulers, routers, models and hardware profiles")
     ls.add_argument("what", nargs="?", choices=["schedulers", "routers", "models", "hardware"], help="one category (default: all)")
     return parser
@@ -62,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(args, console)
         if args.command == "trace":
             return _trace(args, console)
+        if args.command == "step-time":
+            return _step_time(args, console)
         return _list(args, console)
     except LlmsimError as e:
         for line in str(e).splitlines():
@@ -165,6 +177,71 @@ def _trace(args, console: Console) -> int:
         d = stats[name]
         table.add_row(name.removesuffix("_tokens"), *(f"{d[c]:,.0f}" for c in ("p50", "p90", "p99", "mean", "max")))
     console.print(table)
+    return 0
+
+
+def _batch_shape(args):
+    import yaml
+
+    from .costmodel import BatchShape
+
+    if args.prefill is not None:
+        return BatchShape((args.prefill,), (0,))
+    if args.decode is not None:
+        if args.context is None:
+            raise LlmsimError("--decode needs --context TOKENS (the context length of every sequence)")
+        ctx = args.context + 1  # the new token attends to itself as well
+        return BatchShape(decode_seqs=args.decode, decode_context_sum_tokens=args.decode * ctx, decode_context_max_tokens=ctx)
+    try:
+        data = yaml.safe_load(args.batch.read_text())
+    except OSError as e:
+        raise LlmsimError(f"{args.batch}: cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise LlmsimError(f"{args.batch}: invalid YAML/JSON: {e}") from None
+    fields = set(BatchShape.__dataclass_fields__)
+    if not isinstance(data, dict) or set(data) - fields:
+        bad = sorted(set(data) - fields) if isinstance(data, dict) else []
+        raise LlmsimError(f"{args.batch}: expected a mapping with keys from {', '.join(sorted(fields))}" + (f"; unknown: {', '.join(bad)}" if bad else ""))
+    data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return BatchShape(**data)
+
+
+def _step_time(args, console: Console) -> int:
+    import dataclasses
+    import json
+
+    from .cluster.simulation import profile_search_dirs
+    from .costmodel import load_model, load_profile
+    from .costmodel.tables import cost_model_for
+
+    model = load_model(args.model)
+    profile = load_profile(args.hardware, profile_search_dirs(Path.cwd()))
+    cm = cost_model_for(model, profile, args.tp)
+    shape = _batch_shape(args)
+    total = cm.step_time_s(shape)
+    parts = cm.breakdown(shape)
+    floors = cm.floors(shape)
+    out = {
+        "model": model.name, "hardware": profile.hardware.name, "fidelity": profile.calibration.fidelity,
+        "tensor_parallel": args.tp, "cost_model": type(cm).__name__, "shape": dataclasses.asdict(shape),
+        "step_ms": total * 1e3, "breakdown_ms": {k: v * 1e3 for k, v in parts.items()},
+        "bandwidth_floor_ms": floors["bandwidth_floor_s"] * 1e3, "flop_floor_ms": floors["flop_floor_s"] * 1e3,
+        "bandwidth_efficiency": floors["bandwidth_floor_s"] / total if total else None,
+        "model_flops_utilisation": floors["flop_floor_s"] / total if total else None,
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    console.print(f"[bold]{model.name}[/bold] on {profile.hardware.name} (TP {args.tp}, profile {profile.calibration.fidelity}, {type(cm).__name__})")
+    table = Table(header_style="bold", box=None)
+    table.add_column("component")
+    table.add_column("ms", justify="right")
+    for k, v in parts.items():
+        table.add_row(k, f"{v * 1e3:.3f}")
+    table.add_row("[bold]step[/bold]", f"[bold]{total * 1e3:.3f}[/bold]")
+    console.print(table)
+    console.print(f"floors: bandwidth {out['bandwidth_floor_ms']:.3f} ms ({out['bandwidth_efficiency']:.0%} of it achieved), "
+                  f"FLOP {out['flop_floor_ms']:.3f} ms (MFU {out['model_flops_utilisation']:.0%})")
     return 0
 
 

@@ -62,6 +62,7 @@ class EngineConfig(Strict):
     swap_space_gib: float = Field(4.0, ge=0.0)  # per GPU, vLLM's --swap-space default
     victim: Literal["newest", "largest-remaining-cap", "longest-context"] = "newest"
     record_steps: bool = False  # keep a per-step time series (KV use, batch, queue)
+    fast_forward: bool = True  # advance runs of decode steps in one timeout; false: step by step (same results)
     sla_guard: "SLAGuardConfig" = Field(default_factory=lambda: SLAGuardConfig())
 
 

@@ -55,7 +55,9 @@ def make_scheduler(kind, config=None, *, seed=0, prior=1024, true_output_tokens=
 
 def make_engine(table, kind="aggressive", config=None, *, total_blocks=10, block_size=4, step_s=STEP_S,
                 host_link_gb_per_s=None, seed=0, prior=None, **params) -> ReplicaEngine:
-    """`params` are further EngineParams fields (mode, max_num_seqs, preemption, victim, ...)."""
+    """`params` are further EngineParams fields (mode, max_num_seqs, preemption, victim, ...).
+    Step-by-step unless fast_forward=True is passed: these tests check individual steps."""
+    params.setdefault("fast_forward", False)
     prior = int(table.max_new_tokens.max()) if prior is None else prior
     sched = make_scheduler(kind, config, seed=seed, prior=prior, true_output_tokens=table.output_tokens)
     cost = ConstantCostModel(step_s, host_link_gb_per_s=host_link_gb_per_s)

@@ -40,6 +40,7 @@ from ..costmodel.base import BatchShape, CostModel
 from ..kvcache import BlockAllocator, SwapSpace, blocks_for
 from ..request import ABORTED, DROPPED, FINISHED, RUNNING, SWAPPED, WAITING, RequestTable
 from ..schedulers.base import Candidate, ReplicaView, RunningBatch, Scheduler
+from .fastforward import DecodeRun, apply_run, plan_run
 
 VICTIM_ORDERS = ("newest", "largest-remaining-cap", "longest-context")
 
@@ -58,6 +59,7 @@ class EngineParams:
     swap_space_bytes: float = 0.0  # per GPU
     kv_bytes_per_token_per_gpu: float = 0.0  # prices swap transfers
     record_steps: bool = False
+    fast_forward: bool = True  # advance runs of decode steps in one timeout (exact; see fastforward.py)
     # Server-side SLA guard (the paper's artifact servers): drop a request that waited longer than
     # this for its first admission; abort one whose gap since its last token exceeds this.
     guard_max_queue_s: float | None = None
@@ -75,6 +77,7 @@ class Step:
     prefill_chunk_tokens: list[int]
     used_blocks: int
     swap_s: float = 0.0
+    run: DecodeRun | None = None  # set when this is a fast-forwarded run of decode steps
 
 
 @dataclass
@@ -84,6 +87,7 @@ class ReplicaStats:
     evictions: int = 0
     swap_outs: int = 0
     steps: int = 0
+    timeouts: int = 0  # plan/finish cycles: one per step, or one per fast-forwarded run
     busy_s: float = 0.0
     dropped: int = 0
     aborted: int = 0
@@ -114,16 +118,32 @@ class ReplicaEngine:
         self.stats = ReplicaStats()
         self.wakeup = None  # set by the SimPy process while the replica idles
         self.on_end = None  # callback(list of ids) when requests finish, are dropped or aborted
+        self.active_run: DecodeRun | None = None  # the fast-forward run in progress, if any
+        self.interrupt = None  # callback the SimPy process sets: cut the active run at an arrival
+        self.head_refused_at_s: float | None = None  # last round that ended on a stable refusal
 
     # ---------------------------------------------------------------- arrivals
     def enqueue(self, rid: int, now_s: float) -> None:
         t = self.table
         t.replica[rid] = self.index
         t.status[rid] = WAITING
+        was_empty = not self.waiting
         self.waiting.append(rid)
         self.outstanding_tokens += int(t.prompt_tokens[rid] + t.max_new_tokens[rid])
         if self.wakeup is not None and not self.wakeup.triggered:
             self.wakeup.succeed()
+        run = self.active_run
+        if run is not None:
+            run.arrivals_s.append(now_s)
+            if was_empty and self.interrupt is not None:
+                self.interrupt()  # a new head of the queue: the next boundary must decide
+
+    def outstanding_tokens_at(self, now_s: float) -> int:
+        """Outstanding tokens as step-by-step mode would have them at `now_s` (routers use this)."""
+        run = self.active_run
+        if run is None:
+            return self.outstanding_tokens
+        return self.outstanding_tokens - len(self._ids()) * run.steps_done(now_s)
 
     @property
     def idle(self) -> bool:
@@ -150,6 +170,10 @@ class ReplicaEngine:
                 return self._step(now_s, shape, np.empty(0, dtype=np.int64), prefill_ids, chunks, swap_s)
         swap_s += self._make_room_for_decode()
         decode_ids = self._decoding_ids()
+        if self.params.fast_forward and swap_s == 0.0 and len(decode_ids) == len(self.running):
+            run = plan_run(self, now_s, decode_ids)
+            if run is not None:
+                return Step(now_s, float(run.ends_s[-1] - now_s), decode_ids, [], [], self.kv.used_blocks, 0.0, run)
         self.kv.allocate(int(np.count_nonzero(t.kv_tokens[decode_ids] % self.params.block_size == 0)))
         prefill_ids, chunks = self._prefill_chunks(len(decode_ids)) if self.params.mode == "mixed" else ([], [])
         ctx = t.kv_tokens[decode_ids] + 1  # each decode token attends to its own KV as well
@@ -184,7 +208,7 @@ class ReplicaEngine:
     # ---------------------------------------------------------------- admission
     def _admission_round(self, now_s: float) -> tuple[list[int], float]:
         t, p = self.table, self.params
-        rnd = self.scheduler.start_round(self._view(now_s))
+        rnd = None  # created when a candidate first passes the engine limits (no draws otherwise)
         decoding = self._decoding_ids()
         if p.mode == "separate":
             budget = p.max_batched_tokens
@@ -197,9 +221,13 @@ class ReplicaEngine:
         limit = self.scheduler.max_admissions_per_round
         admitted: list[int] = []
         swap_s = 0.0
+        self.head_refused_at_s = None
         while self.waiting:
             if limit is not None and len(admitted) >= limit:
                 break
+            # From here on a break means the head was refused by a check that cannot change before
+            # a finish or an eviction (engine limits; a stable policy's refusal): fast-forward uses it.
+            self.head_refused_at_s = now_s
             if len(self.running) >= p.max_num_seqs:
                 break
             cand = self._candidate(self.waiting[0])
@@ -212,9 +240,14 @@ class ReplicaEngine:
             if cand.blocks + reserved + own > self.kv.free_blocks:
                 break
             forced = not self.running  # an empty replica always runs its head request
+            if rnd is None:
+                rnd = self.scheduler.start_round(self._view(now_s))
             accepted = rnd.admit(cand)
             if not accepted and not forced:
+                if not getattr(self.scheduler, "refusal_stable", False):
+                    self.head_refused_at_s = None
                 break
+            self.head_refused_at_s = None
             self.waiting.popleft()
             swap_s += self._admit(cand, swapped, now_s)
             admitted.append(cand.request_id)
@@ -311,6 +344,12 @@ class ReplicaEngine:
     def finish_step(self, step: Step, end_s: float) -> list[int]:
         """Apply a step that ended at `end_s`; returns the ids of requests that finished."""
         t = self.table
+        self.stats.timeouts += 1
+        if step.run is not None:
+            finished = apply_run(self, step, step.run)
+            if len(finished):
+                self._finish(finished, float(step.run.ends_s[-1]))
+            return finished.tolist()
         if self.params.guard_max_tbt_s is not None:
             self._abort_stalled(step, end_s)
         emit = [step.decode_ids] if len(step.decode_ids) else []

@@ -15,7 +15,7 @@ from .engine import ReplicaEngine
 
 
 class Router(Protocol):
-    def route(self, rid: int, replicas: Sequence[ReplicaEngine]) -> int: ...
+    def route(self, rid: int, replicas: Sequence[ReplicaEngine], now_s: float = 0.0) -> int: ...
 
 
 class RoundRobinRouter:
@@ -24,7 +24,7 @@ class RoundRobinRouter:
     def __init__(self, rng: np.random.Generator) -> None:
         self._next = 0
 
-    def route(self, rid: int, replicas: Sequence[ReplicaEngine]) -> int:
+    def route(self, rid: int, replicas: Sequence[ReplicaEngine], now_s: float = 0.0) -> int:
         i = self._next
         self._next = (i + 1) % len(replicas)
         return i
@@ -36,7 +36,7 @@ class RandomRouter:
     def __init__(self, rng: np.random.Generator) -> None:
         self._rng = rng
 
-    def route(self, rid: int, replicas: Sequence[ReplicaEngine]) -> int:
+    def route(self, rid: int, replicas: Sequence[ReplicaEngine], now_s: float = 0.0) -> int:
         return int(self._rng.integers(len(replicas)))
 
 
@@ -48,10 +48,10 @@ class LeastOutstandingTokensRouter:
     def __init__(self, rng: np.random.Generator) -> None:
         pass
 
-    def route(self, rid: int, replicas: Sequence[ReplicaEngine]) -> int:
+    def route(self, rid: int, replicas: Sequence[ReplicaEngine], now_s: float = 0.0) -> int:
         best, best_load = 0, None
         for i, r in enumerate(replicas):
-            load = r.outstanding_tokens
+            load = r.outstanding_tokens_at(now_s)
             if best_load is None or load < best_load:
                 best, best_load = i, load
         return best

@@ -12,6 +12,7 @@ taken at time t sees every request that arrived at or before t.
 
 from __future__ import annotations
 
+import heapq
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import simpy
-from simpy.events import URGENT
+from simpy.events import NORMAL, URGENT
 
 from ..config import ConstantCostConfig, LoadedScenario, Scenario, scheduler_config
 from ..costmodel import AnalyticCostModel, ConstantCostModel, derive_kv_capacity_tokens, load_model, load_profile
@@ -133,7 +134,21 @@ class _UrgentTimeout(simpy.events.Event):
         env.schedule(self, URGENT, delay)
 
 
-def _replica_process(env: simpy.Environment, engine: ReplicaEngine):
+class _Environment(simpy.Environment):
+    """simpy.Environment with an event at an absolute time. A fast-forwarded run must end exactly
+    at its last step's end (closed-loop clients send at the clock's time); now + (end - now) can
+    miss it by an ulp, and sometimes no delay lands on it at all."""
+
+    def timeout_at(self, at_s: float) -> simpy.events.Event:
+        ev = simpy.events.Event(self)
+        ev._ok = True
+        ev._value = None
+        # Environment.schedule pushes (now + delay, priority, id, event); this pushes the exact time.
+        heapq.heappush(self._queue, (max(at_s, self._now), NORMAL, next(self._eid), ev))
+        return ev
+
+
+def _replica_process(env: _Environment, engine: ReplicaEngine):
     while True:
         step = engine.plan_step(env.now)
         if step is None:
@@ -141,8 +156,22 @@ def _replica_process(env: simpy.Environment, engine: ReplicaEngine):
             yield engine.wakeup
             engine.wakeup = None
             continue
-        yield env.timeout(step.duration_s)
-        engine.finish_step(step, env.now)
+        if step.run is None:
+            yield env.timeout(step.duration_s)
+            engine.finish_step(step, env.now)
+            continue
+        # A fast-forwarded run: an arrival at an empty queue interrupts it, and the run is cut at
+        # the first step boundary at or after that arrival.
+        engine.active_run = step.run
+        end_s = float(step.run.ends_s[-1])
+        while True:
+            try:
+                yield env.timeout_at(end_s)
+                break
+            except simpy.Interrupt:
+                end_s = step.run.truncate(env.now)
+        engine.active_run = None
+        engine.finish_step(step, end_s)
 
 
 def _open_loop_arrivals(env: simpy.Environment, table: RequestTable, dispatch: Callable[[int], None]):
@@ -180,7 +209,7 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
         engines.append(ReplicaEngine(i, table, sched, cost_model, params))
     router = ROUTERS[sc.cluster.router](stream(sc.seed, "router"))
 
-    env = simpy.Environment()
+    env = _Environment()
     total = None if closed and sc.workload.num_requests is None else len(wl)
     ended = [0]
     every = max(1, (total or 10_000) // 200)
@@ -195,11 +224,12 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
             progress(ended[0], total)
 
     def dispatch(rid: int) -> None:
-        engines[router.route(rid, engines)].enqueue(rid, env.now)
+        engines[router.route(rid, engines, env.now)].enqueue(rid, env.now)
 
     for e in engines:
         e.on_end = on_end
-        env.process(_replica_process(env, e))
+        proc = env.process(_replica_process(env, e))
+        e.interrupt = (lambda pr: (lambda: pr.interrupt() if not pr.triggered else None))(proc)
     if closed:
         a = sc.workload.arrivals
         clients = ClosedLoopClients(
@@ -237,6 +267,7 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
         "hardware_fidelity": res.profile.calibration.fidelity,
         "replica_busy_s": [e.stats.busy_s for e in engines],
         "replica_steps": [e.stats.steps for e in engines],
+        "replica_timeouts": [e.stats.timeouts for e in engines],
     }
     steps = None
     if sc.engine.record_steps:
@@ -258,6 +289,7 @@ def engine_params(sc: Scenario, res: Resolved) -> EngineParams:
         swap_space_bytes=eng.swap_space_gib * 2**30,
         kv_bytes_per_token_per_gpu=res.kv_bytes_per_token_per_gpu,
         record_steps=eng.record_steps,
+        fast_forward=eng.fast_forward,
         guard_max_queue_s=eng.sla_guard.max_queue_s,
         guard_max_tbt_s=eng.sla_guard.max_tbt_s,
     )

@@ -34,6 +34,10 @@ class _Round:
 
 @register("aggressive", AggressiveConfig, "admit while free KV stays above a watermark (vLLM); evicts when memory runs out")
 class AggressiveScheduler:
+    # A refused head stays refused until a request finishes or is evicted (free blocks only shrink
+    # while decoding; reservations do not change), so the engine need not ask again in between.
+    refusal_stable = True
+
     def __init__(self, config: AggressiveConfig, ctx) -> None:
         self.config = config
         self.decode_steps_between_rounds = config.decode_steps_between_rounds

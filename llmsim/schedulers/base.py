@@ -73,6 +73,9 @@ class AdmissionRound(Protocol):
 class Scheduler(Protocol):
     kind: ClassVar[str]
     is_oracle: ClassVar[bool]
+    # Optional: True if a refused candidate stays refused until a request finishes or is evicted,
+    # which lets the engine fast-forward decode steps while requests wait (llmsim.cluster.fastforward).
+    refusal_stable: ClassVar[bool]
     decode_steps_between_rounds: int
     max_admissions_per_round: int | None
 

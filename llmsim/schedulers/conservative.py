@@ -41,6 +41,10 @@ class _Round:
 
 @register("conservative", ConservativeConfig, "reserve prompt + max_new_tokens for every request; never evicts")
 class ConservativeScheduler:
+    # A refused head stays refused until a request finishes or is evicted (free blocks only shrink
+    # while decoding; reservations do not change), so the engine need not ask again in between.
+    refusal_stable = True
+
     def __init__(self, config: ConservativeConfig, ctx) -> None:
         self.config = config
         self.decode_steps_between_rounds = config.decode_steps_between_rounds

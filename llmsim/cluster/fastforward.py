@@ -1,0 +1,156 @@
+"""Fast-forward: advance a replica by k decode steps in one SimPy timeout, exactly.
+
+Between two events that can change a decision, decode steps differ only in context length
+(ARCHITECTURE.md, Performance). A run of k steps starts at a step boundary where the next step is
+a pure decode step (no prefill pending, no swap, no admission made) and ends at the first of:
+
+- a finish: the step at which some running request reaches its true output length;
+- memory: the step before one whose new blocks would not fit (that step evicts, step by step);
+- an admission round that could decide differently: with requests waiting, a policy whose refusal
+  can change between finishes (past-future redraws, the oracle's peak moves) gets a round every
+  `decode_steps_between_rounds` steps; aggressive and conservative refusals cannot change until a
+  finish or an eviction (free blocks only shrink, reservations stay), so they do not stop a run;
+- an arrival at an empty waiting queue: the SimPy process is interrupted and the run is cut at
+  the first step boundary at or after the arrival (arrivals at a boundary are seen there, as in
+  step-by-step mode);
+- the SLA guard: with requests waiting, no run; otherwise a run stops before a step longer than
+  the abort limit.
+
+Per-step times come from `CostModel.decode_steps_s`, whose element-wise arithmetic equals the
+single-step call, and every sum is accumulated in step order, so per-request timestamps, max time
+between tokens and the summary are bit-identical to step-by-step mode (tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_RUN_STEPS = 65_536  # bounds the per-run arrays; a longer run just continues in another
+
+
+@dataclass(slots=True)
+class DecodeRun:
+    """k consecutive decode steps of the same requests, planned at `start_s`."""
+
+    ends_s: np.ndarray  # end time of each step (sequential sums from start_s)
+    durations_s: np.ndarray
+    cum_new_blocks: np.ndarray  # blocks allocated up to and including each step
+    used_blocks_before: int
+    waiting_before: int
+    arrivals_s: list  # times of arrivals at this replica during the run (for the step log)
+    head_refused: bool = False  # a stable refusal at the first boundary: rounds during the run refuse too
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.ends_s)
+
+    def truncate(self, now_s: float) -> float:
+        """Cut the run at the first step boundary at or after `now_s`; returns its end time."""
+        k = int(np.searchsorted(self.ends_s, now_s, side="left")) + 1
+        if k < self.num_steps:
+            self.ends_s = self.ends_s[:k]
+            self.durations_s = self.durations_s[:k]
+            self.cum_new_blocks = self.cum_new_blocks[:k]
+        return float(self.ends_s[-1])
+
+    def steps_done(self, now_s: float) -> int:
+        """Steps completed strictly before `now_s` (what step-by-step mode has applied then)."""
+        return int(np.searchsorted(self.ends_s, now_s, side="left"))
+
+
+def plan_run(engine, now_s: float, decode_ids: np.ndarray) -> DecodeRun | None:
+    """A run of at least 2 decode steps starting now, or None to take a single step."""
+    t, p = engine.table, engine.params
+    n = len(decode_ids)
+    if n == 0:
+        return None
+    gen = t.generated_tokens[decode_ids]
+    k = min(int((t.output_tokens[decode_ids] - gen).min()), MAX_RUN_STEPS)
+    sched = engine.scheduler
+    if engine.waiting:
+        if p.guard_max_queue_s is not None or p.guard_max_tbt_s is not None:
+            return None
+        if engine.head_refused_at_s != now_s:
+            # No round refused the head at this boundary (none was due, or the policy may decide
+            # differently next time): stop where the next round is due, i.e. when the counter
+            # (incremented per decode step) reaches r.
+            k = min(k, max(sched.decode_steps_between_rounds - engine.steps_since_round, 1))
+    if k < 2:
+        return None
+    kv = t.kv_tokens[decode_ids]
+    bs = p.block_size
+    # step j writes token kv+j+1 of each request: a new block iff (kv + j) % bs == 0
+    per_class = np.bincount(kv % bs, minlength=bs)
+    cum = np.add.accumulate(per_class[(-np.arange(k)) % bs])
+    fits = int(np.searchsorted(cum, engine.kv.free_blocks, side="right"))  # steps whose blocks fit
+    k = min(k, fits)
+    if k < 2:
+        return None
+    durations = engine.cost_model.decode_steps_s(n, int(kv.sum()) + n, int(kv.max()) + 1, k)
+    if p.guard_max_tbt_s is not None:
+        gap0 = now_s + durations[0] - t.last_token_s[decode_ids]
+        if (gap0 > p.guard_max_tbt_s).any():
+            return None
+        over = np.flatnonzero(durations > p.guard_max_tbt_s)
+        if len(over):
+            k = int(over[0])
+            if k < 2:
+                return None
+            durations, cum = durations[:k], cum[:k]
+    ends = np.add.accumulate(np.concatenate(([now_s], durations)))[1:]
+    refused = bool(engine.waiting) and engine.head_refused_at_s == now_s
+    return DecodeRun(ends, durations, cum[:k], engine.kv.used_blocks, len(engine.waiting), [], refused)
+
+
+def apply_run(engine, step, run: DecodeRun) -> np.ndarray:
+    """Apply a (possibly truncated) run; returns the ids that finished at its last step."""
+    t, st = engine.table, engine.stats
+    ids = step.decode_ids
+    k = run.num_steps
+    n = len(ids)
+    engine.kv.allocate(int(run.cum_new_blocks[-1]))
+    t.kv_tokens[ids] += k
+    gen = t.generated_tokens[ids] + k
+    t.generated_tokens[ids] = gen
+    first_gap = run.ends_s[0] - t.last_token_s[ids]
+    # gaps as step-by-step mode computes them (end - previous end), not the durations: the float
+    # subtraction can differ from the duration in the last bit
+    later = float(np.diff(run.ends_s).max()) if k > 1 else 0.0
+    t.max_tbt_s[ids] = np.maximum(np.maximum(t.max_tbt_s[ids], first_gap), later)
+    t.last_token_s[ids] = run.ends_s[-1]
+    engine.outstanding_tokens -= n * k
+    used = run.used_blocks_before + run.cum_new_blocks
+    st.kv_block_s = float(np.add.accumulate(np.concatenate(([st.kv_block_s], used * run.durations_s)))[-1])
+    st.busy_s = float(np.add.accumulate(np.concatenate(([st.busy_s], run.durations_s)))[-1])
+    st.peak_used_blocks = max(st.peak_used_blocks, int(used[-1]))
+    st.steps += k
+    engine.steps_since_round = _round_counter_after(engine, run, k)
+    if engine.params.record_steps:
+        starts = np.concatenate(([step.start_s], run.ends_s[:-1]))
+        arrived = np.searchsorted(np.asarray(run.arrivals_s, dtype=np.float64), run.ends_s, side="right")
+        for j in range(k):
+            st.step_log.append((float(starts[j]), float(run.durations_s[j]), n, 0, len(engine.running),
+                                run.waiting_before + int(arrived[j]), int(used[j]), st.evictions))
+    return ids[gen >= t.output_tokens[ids]]
+
+
+def _round_counter_after(engine, run: DecodeRun, k: int) -> int:
+    """The `steps_since_round` value step-by-step mode would have after these k decode steps.
+
+    If no round could run during the run (nothing waiting, or a policy whose run stops at its next
+    round), the counter grows by k. With requests waiting under a stable policy, step-by-step mode
+    runs a (refused) round at every boundary where the counter has reached r, resetting it to 0
+    before the step adds 1; the counter then cycles through 1..r.
+    """
+    c0 = engine.steps_since_round  # after the run's first boundary was handled by plan_step
+    if run.waiting_before == 0 or not run.head_refused:
+        return c0 + k
+    r = engine.scheduler.decode_steps_between_rounds
+    c, m = c0 + 1, k - 1  # value after the first step; transitions left
+    if r <= 1:
+        return 1
+    if c <= r:
+        return (c - 1 + m) % r + 1
+    return c if m == 0 else (m - 1) % r + 1

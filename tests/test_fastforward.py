@@ -1,0 +1,81 @@
+"""Fast-forward and step-by-step mode give identical per-request results (every column, bit for
+bit) and identical summaries, on randomised scenarios for every scheduler and both engine modes."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from llmsim import scenario_from_dict, simulate
+from llmsim.schedulers import SCHEDULERS
+
+
+def _scenario(draw) -> dict:
+    kind = draw(st.sampled_from(sorted(SCHEDULERS)))
+    mode = draw(st.sampled_from(["separate", "mixed"]))
+    block = draw(st.sampled_from([1, 4, 16]))
+    closed = draw(st.booleans())
+    replicas = draw(st.integers(1, 3))
+    arrivals = (
+        {"kind": "closed-loop", "clients": draw(st.integers(1, 24))}
+        if closed
+        else {"kind": "poisson", "rate_per_s": draw(st.floats(0.5, 40.0))}
+    )
+    knobs = {"decode_steps_between_rounds": draw(st.integers(0, 3))}
+    if kind == "past-future":
+        knobs["history_window"] = draw(st.integers(5, 50))
+    engine = {
+        "mode": mode, "block_size": block, "max_model_len": 4096, "max_batched_tokens": draw(st.sampled_from([256, 2048, 4096])),
+        "kv_capacity_tokens": draw(st.integers(1200, 12000)), "max_num_seqs": draw(st.integers(2, 64)),
+        "preemption": draw(st.sampled_from(["recompute", "swap"])), "swap_space_gib": draw(st.sampled_from([0.001, 1.0])),
+        "record_steps": True,
+    }
+    if draw(st.booleans()):
+        engine["sla_guard"] = {"max_queue_s": draw(st.floats(0.5, 5.0)), "max_tbt_s": draw(st.floats(0.05, 1.0))}
+    if mode == "separate":
+        engine["max_batched_tokens"] = 4096
+    return {
+        "name": "ff", "seed": draw(st.integers(0, 10_000)), "model": "llama-2-7b", "hardware": "h100-80g-sxm",
+        "cluster": {"replicas": replicas, "router": draw(st.sampled_from(["round-robin", "random", "least-outstanding-tokens"]))},
+        "engine": engine,
+        "cost_model": draw(st.sampled_from([{"kind": "analytic"}, {"kind": "constant", "step_time_s": 0.01, "per_token_s": 1e-5}])),
+        "scheduler": {"kind": kind, kind: knobs},
+        "workload": {
+            "lengths": {"kind": "uniform", "input_tokens": [4, 600], "output_tokens": [1, 500]},
+            "arrivals": arrivals, "num_requests": draw(st.integers(5, 120)),
+            "max_new_tokens": draw(st.sampled_from(["exact", 300, 600])),
+        },
+        "sla": {"ttft_s": 2.0, "max_tbt_s": 0.3},
+    }
+
+
+def _run(sc: dict, fast: bool):
+    return simulate(scenario_from_dict(sc, overrides=[f"engine.fast_forward={'true' if fast else 'false'}"]))
+
+
+@pytest.mark.slow
+# No shrink phase: a failing scenario is already small, and shrinking whole simulations takes minutes.
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(st.data())
+def test_fast_forward_gives_the_same_results_as_step_by_step(data):
+    sc = _scenario(data.draw)
+    step, fast = _run(sc, False), _run(sc, True)
+    assert step.requests.equals(fast.requests)
+    assert step.summary == fast.summary
+    assert step.steps.equals(fast.steps)  # the per-step series too, row for row
+
+
+def test_fast_forward_takes_far_fewer_simpy_timeouts_on_a_decode_heavy_run():
+    sc = {
+        "name": "ff", "seed": 1, "model": "llama-2-7b", "hardware": "h100-80g-sxm",
+        "engine": {"max_model_len": 8192, "kv_capacity_tokens": 120000},
+        "scheduler": {"kind": "aggressive"},
+        "workload": {"lengths": {"kind": "uniform", "input_tokens": [32, 512], "output_tokens": [500, 1000]},
+                     "arrivals": {"kind": "poisson", "rate_per_s": 2.0}, "num_requests": 100, "max_new_tokens": "exact"},
+    }
+    step, fast = _run(sc, False), _run(sc, True)
+    assert step.requests.equals(fast.requests)
+    assert fast.derived["replica_steps"] == step.derived["replica_steps"]
+    assert step.derived["replica_timeouts"] == step.derived["replica_steps"]
+    assert fast.derived["replica_timeouts"][0] < step.derived["replica_steps"][0] / 5
