@@ -1,4 +1,4 @@
-"""Command line: `llmsim run | validate | trace stats | trace convert | step-time | list`.
+"""Command line: `llmsim run | validate | trace stats | trace convert | calibrate-hardware | step-time | list`.
 
 A thin layer over the Python API. User errors (`LlmsimError`) print one line to stderr and exit
 with status 2, without a traceback; anything else is a bug and keeps its traceback.
@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (st, cv):
         p.add_argument("--format", choices=["azure", "mooncake", "length-table", "llmsim"], help="default: detected from the file")
         p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows (counted and reported) instead of failing")
+    cal = sub.add_parser("calibrate-hardware", help="measure this GPU (or CPU) with torch microbenchmarks and write a hardware profile")
+    cal.add_argument("--device", choices=["cuda", "cpu"], help="default: cuda if torch sees a GPU")
+    cal.add_argument("--models", default="llama-2-7b,llama-2-13b,llama-3.1-8b,mistral-7b,qwen2.5-7b",
+                     help="comma-separated catalog models whose shapes to measure (default: the dense 7-13B models)")
+    cal.add_argument("--tp", default="1", help="comma-separated tensor-parallel degrees, e.g. 1,2,4,8 (default 1)")
+    cal.add_argument("--quick", action="store_true", help="a small grid (seconds on CPU; for tests and a first look)")
+    cal.add_argument("--base", help="profile whose spec peaks and overheads to keep (default: the shipped one matching the GPU)")
+    cal.add_argument("--out", type=Path, help="profile to write (default hardware_profiles/<device>.yaml)")
     stp = sub.add_parser("step-time", help="predicted iteration time of one batch, with a breakdown and the roofline floors")
     stp.add_argument("--model", required=True, help="catalog name (llmsim list models) or a model YAML")
     stp.add_argument("--hardware", required=True, help="profile name (llmsim list hardware) or a profile YAML")
@@ -74,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             return _trace(args, console)
         if args.command == "step-time":
             return _step_time(args, console)
+        if args.command == "calibrate-hardware":
+            from .calibrate_command import run_calibration
+
+            return run_calibration(args, console)
         return _list(args, console)
     except LlmsimError as e:
         for line in str(e).splitlines():

@@ -24,7 +24,8 @@ import simpy
 from simpy.events import NORMAL, URGENT
 
 from ..config import ConstantCostConfig, LoadedScenario, Scenario, scheduler_config
-from ..costmodel import AnalyticCostModel, ConstantCostModel, derive_kv_capacity_tokens, load_model, load_profile
+from ..costmodel import ConstantCostModel, derive_kv_capacity_tokens, load_model, load_profile
+from ..costmodel.tables import cost_model_for
 from ..costmodel.profile import Overheads
 from ..errors import LlmsimError
 from ..metrics import good_checker, request_frame, summarize
@@ -120,7 +121,7 @@ def build_cost_model(sc: Scenario, res: Resolved):
         new = Overheads(step_s=o.step_s if cm.step_overhead_s is None else cm.step_overhead_s,
                         per_seq_s=o.per_seq_s if cm.per_seq_overhead_s is None else cm.per_seq_overhead_s)
         profile = profile.model_copy(update={"overheads": new})
-    return AnalyticCostModel(res.model, profile, sc.cluster.tensor_parallel)
+    return cost_model_for(res.model, profile, sc.cluster.tensor_parallel)
 
 
 class _UrgentTimeout(simpy.events.Event):

@@ -1,0 +1,99 @@
+"""`llmsim calibrate-hardware`: measure this machine's GPU (or CPU), fit, check, write a profile.
+
+Steps: plan the microbenchmarks for the chosen models and TP degrees (COSTMODEL.md §3), run them
+with a progress bar (torch, imported lazily), fit the profile tables (llmsim.costmodel.fit), run
+the sanity checks of COSTMODEL.md §4, print the fit-quality report and the checks, and write the
+profile YAML. What is not measured (spec peaks, engine overheads, all-reduce on one GPU) comes
+from a template profile: the shipped profile matching the device, or `--base`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import re
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .errors import LlmsimError
+
+
+def _template_name(device_name: str, device: str) -> str:
+    name = device_name.lower()
+    if "a100" in name:
+        return "a100-80g-sxm"
+    return "h100-80g-sxm"  # also the CPU template: its spec peaks are placeholders, and the checks skip them
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "device"
+
+
+def _host_memory_gib() -> float:
+    try:
+        pages, size = __import__("os").sysconf("SC_PHYS_PAGES"), __import__("os").sysconf("SC_PAGE_SIZE")
+        return pages * size / 2**30
+    except (ValueError, OSError, AttributeError):
+        return 16.0
+
+
+def run_calibration(args, console: Console) -> int:
+    from .cluster.simulation import profile_search_dirs
+    from .costmodel import load_model, load_profile
+    from .costmodel.calibrate import plan_for, require_torch, run_microbenchmarks
+    from .costmodel.checks import checks_text, fit_report_text, sanity_checks
+    from .costmodel.fit import fit_profile
+
+    torch = require_torch()
+    device = args.device or ("cuda" if torch.cuda.is_available() else None)
+    if device is None:
+        raise LlmsimError("no CUDA GPU is visible to torch; run on a GPU machine, or pass --device cpu for a coarse CPU profile")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LlmsimError("--device cuda, but torch sees no CUDA GPU (a CPU build of torch, or no driver); use --device cpu for a coarse CPU profile")
+    models = [load_model(m.strip()) for m in args.models.split(",") if m.strip()]
+    try:
+        tps = [int(x) for x in args.tp.split(",") if x.strip()]
+    except ValueError:
+        raise LlmsimError(f"--tp {args.tp!r}: expected a comma-separated list of integers, e.g. 1,2,4") from None
+    plan = plan_for(models, tps, args.quick, device)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("calibrating", total=None)
+
+        def progress(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, description=f"calibrating: {label[:40]:<40}")
+
+        raw = run_microbenchmarks(plan, device=device, progress=progress)
+
+    search = profile_search_dirs(Path.cwd())
+    base = load_profile(args.base or _template_name(raw.device_name, raw.device), search)
+    out = args.out or Path("hardware_profiles") / f"{_slug(raw.device_name if raw.device == 'cuda' else 'cpu-' + platform.machine())}.yaml"
+    name = out.stem
+    hw_update = {"name": name, "device_name": raw.device_name}
+    if raw.device == "cuda":
+        props = torch.cuda.get_device_properties(torch.device(device))
+        hw_update.update(memory_gib=props.total_memory / 2**30, sm_count=props.multi_processor_count)
+    else:
+        hw_update.update(memory_gib=_host_memory_gib(), sm_count=1)
+    base = base.model_copy(update={"hardware": base.hardware.model_copy(update=hw_update)})
+    profile = fit_profile(raw, base, models, plan.tps, datetime.date.today(), name)
+
+    console.print(f"[bold]calibrated[/bold] {raw.device_name} ({raw.device}, {raw.dtype}) in {raw.duration_s:.1f} s; "
+                  f"fidelity {profile.calibration.fidelity}; spec peaks and overheads from the '{args.base or _template_name(raw.device_name, raw.device)}' profile")
+    console.print(fit_report_text(profile))
+    checks = sanity_checks(profile, models, plan.tps)
+    console.print(checks_text(checks))
+    failed = [c for c in checks if not c.passed and not c.skipped]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# Hardware profile measured by `llmsim calibrate-hardware` on {datetime.date.today()}.\n"
+        f"# Device: {raw.device_name}; models: {', '.join(m.name for m in models)}; TP {', '.join(map(str, plan.tps))}; "
+        f"{'quick grid' if args.quick else 'full grid'}; {raw.duration_s:.0f} s.\n"
+    )
+    out.write_text(header + yaml.safe_dump(profile.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    console.print(f"wrote {out}" + (f"  [yellow]({len(failed)} sanity check(s) failed: see above)[/yellow]" if failed else ""))
+    return 0
