@@ -114,7 +114,8 @@ class ReplicaEngine:
         self.running: list[int] = []  # admission order, oldest first
         self._running_ids: np.ndarray | None = None
         self.steps_since_round = 0
-        self.outstanding_tokens = 0  # prefill + output tokens still to process (outputs counted at their cap)
+        self.load_board = None  # (upper, lower) arrays of a load-aware router, see publish_load
+        self._outstanding = 0  # prefill + output tokens still to process (outputs counted at their cap)
         self.stats = ReplicaStats()
         self.wakeup = None  # set by the SimPy process while the replica idles
         self.on_end = None  # callback(list of ids) when requests finish, are dropped or aborted
@@ -137,6 +138,24 @@ class ReplicaEngine:
             run.arrivals_s.append(now_s)
             if was_empty and self.interrupt is not None:
                 self.interrupt()  # a new head of the queue: the next boundary must decide
+
+    @property
+    def outstanding_tokens(self) -> int:
+        return self._outstanding
+
+    @outstanding_tokens.setter
+    def outstanding_tokens(self, value: int) -> None:
+        self._outstanding = value
+        if self.load_board is not None:
+            self.publish_load()
+
+    def publish_load(self) -> None:
+        """Tell a load-aware router the range this replica's outstanding tokens lie in until the
+        next change: exact without a run; during a run, from the run's start to its end value."""
+        upper, lower = self.load_board
+        upper[self.index] = self._outstanding
+        run = self.active_run
+        lower[self.index] = self._outstanding - (len(self._ids()) * run.num_steps if run is not None else 0)
 
     def outstanding_tokens_at(self, now_s: float) -> int:
         """Outstanding tokens as step-by-step mode would have them at `now_s` (routers use this)."""

@@ -43,16 +43,37 @@ class RandomRouter:
 class LeastOutstandingTokensRouter:
     """The replica with the fewest tokens still to process: prefill tokens not yet computed plus,
     for each unfinished request, its cap minus what it has generated (the cap, not the true length,
-    which no router may see). Ties go to the lowest index."""
+    which no router may see). Ties go to the lowest index.
+
+    Replicas publish, in two arrays, bounds on their load (exact, or during a fast-forwarded run
+    its start and end values); only replicas whose lower bound does not exceed the smallest upper
+    bound can be the minimum, and only those are evaluated exactly. Same choice as a full scan."""
 
     def __init__(self, rng: np.random.Generator) -> None:
-        pass
+        self.upper: np.ndarray | None = None
+        self.lower: np.ndarray | None = None
+
+    def attach(self, replicas: Sequence[ReplicaEngine]) -> None:
+        self.upper = np.zeros(len(replicas), dtype=np.int64)
+        self.lower = np.zeros(len(replicas), dtype=np.int64)
+        for r in replicas:
+            r.load_board = (self.upper, self.lower)
+            r.publish_load()
 
     def route(self, rid: int, replicas: Sequence[ReplicaEngine], now_s: float = 0.0) -> int:
-        best, best_load = 0, None
-        for i, r in enumerate(replicas):
-            load = r.outstanding_tokens_at(now_s)
-            if best_load is None or load < best_load:
+        if self.upper is None:
+            self.attach(replicas)
+        candidates = np.flatnonzero(self.lower <= self.upper.min())
+        if len(candidates) == 1:
+            return int(candidates[0])
+        # Evaluate the lowest lower bound first: its exact load usually prunes the rest.
+        order = candidates[np.argsort(self.lower[candidates], kind="stable")].tolist()
+        best, best_load = None, None
+        for i in order:
+            if best_load is not None and self.lower[i] > best_load:
+                continue
+            load = replicas[i].outstanding_tokens_at(now_s)
+            if best_load is None or load < best_load or (load == best_load and i < best):
                 best, best_load = i, load
         return best
 

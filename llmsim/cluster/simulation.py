@@ -164,6 +164,8 @@ def _replica_process(env: _Environment, engine: ReplicaEngine):
         # A fast-forwarded run: an arrival at an empty queue interrupts it, and the run is cut at
         # the first step boundary at or after that arrival.
         engine.active_run = step.run
+        if engine.load_board is not None:
+            engine.publish_load()
         end_s = float(step.run.ends_s[-1])
         while True:
             try:
@@ -171,6 +173,8 @@ def _replica_process(env: _Environment, engine: ReplicaEngine):
                 break
             except simpy.Interrupt:
                 end_s = step.run.truncate(env.now)
+                if engine.load_board is not None:
+                    engine.publish_load()
         engine.active_run = None
         engine.finish_step(step, end_s)
 
@@ -209,6 +213,8 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
         sched = build_scheduler(kind, scheduler_config(sc.scheduler), ctx)
         engines.append(ReplicaEngine(i, table, sched, cost_model, params))
     router = ROUTERS[sc.cluster.router](stream(sc.seed, "router"))
+    if hasattr(router, "attach"):
+        router.attach(engines)
 
     env = _Environment()
     total = None if closed and sc.workload.num_requests is None else len(wl)

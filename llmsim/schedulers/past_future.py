@@ -80,15 +80,14 @@ def sample_final_output_tokens(generated, caps, history_sorted: np.ndarray, u: n
     first = np.searchsorted(history_sorted, o, side="right")  # history values > o start here
     points = w - first + 2  # o, the larger history values, cap
     x = u * (points - 1)
-    lo = np.minimum(np.floor(x).astype(np.int64), points - 2)
+    lo = np.minimum(x.astype(np.int64), points - 2)  # x >= 0, so truncation is floor
     frac = x - lo
-
-    def point(p):
-        inner = history_sorted[np.clip(first + p - 1, 0, max(w - 1, 0))] if w else cap
-        return np.where(p == 0, o, np.where(p == points - 1, cap, inner))
-
-    v0, v1 = point(lo), point(lo + 1)
-    return np.clip(v0 + frac * (v1 - v0), o, cap)
+    # Both ends of each interval in one gather: support position p maps to o (p = 0), cap
+    # (p = points - 1) or history_sorted[first + p - 1].
+    pos = np.stack([lo, lo + 1])
+    inner = history_sorted[np.minimum(np.maximum(first + pos - 1, 0), max(w - 1, 0))] if w else cap
+    v = np.where(pos == 0, o, np.where(pos == points - 1, cap, inner))
+    return np.minimum(np.maximum(v[0] + frac * (v[1] - v[0]), o), cap)
 
 
 class _Round:
