@@ -1,4 +1,5 @@
-"""Command line: `llmsim run | validate | trace stats | trace convert | calibrate-hardware | step-time | list`.
+"""Command line: `llmsim run | validate | sweep | capacity | compare | plot | trace stats | trace convert |
+calibrate-hardware | step-time | list`.
 
 A thin layer over the Python API. User errors (`LlmsimError`) print one line to stderr and exit
 with status 2, without a traceback; anything else is a bug and keeps its traceback.
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     shape.add_argument("--batch", type=Path, metavar="FILE", help="YAML/JSON with BatchShape fields (prefill_chunk_tokens, prefill_prefix_tokens, decode_seqs, decode_context_sum_tokens, decode_context_max_tokens)")
     stp.add_argument("--context", type=int, metavar="TOKENS", help="context length of every decoding sequence")
     stp.add_argument("--json", action="store_true", help="print JSON for scripts")
+    from .sweep_cli import add_parsers  # sweep, capacity, compare, plot
+
+    add_parsers(sub)
     ls = sub.add_parser("list", help="list schedulers, routers, models and hardware profiles")
     ls.add_argument("what", nargs="?", choices=["schedulers", "routers", "models", "hardware"], help="one category (default: all)")
     return parser
@@ -74,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
     try:
+        if hasattr(args, "handler"):
+            return args.handler(args, console)
         if args.command == "run":
             return _run(args, console)
         if args.command == "validate":
