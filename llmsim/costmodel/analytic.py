@@ -22,12 +22,11 @@ import numpy as np
 
 from llmsim.costmodel.base import BatchShape
 from llmsim.costmodel.catalog import ModelArch
+from llmsim.costmodel.composed import ComposedCostModel
 from llmsim.costmodel.profile import HardwareProfile
 
-_COMPONENTS = ("gemm", "attention", "elementwise", "communication", "overheads")
 
-
-class AnalyticCostModel:
+class AnalyticCostModel(ComposedCostModel):
     """CostModel from a model architecture, an (analytic) hardware profile and a TP degree."""
 
     def __init__(self, model: ModelArch, profile: HardwareProfile, tensor_parallel: int = 1) -> None:
@@ -87,9 +86,7 @@ class AnalyticCostModel:
         self._allreduce_latency_s = profile.comm.allreduce_latency_us * 1e-6
         self._allreduce_s_per_byte = ring_factor / (profile.comm.allreduce_bus_gb_per_s * 1e9)
 
-        self._per_token_cache: dict[int, tuple[float, float, float]] = {}
-        self._per_seq_cache: dict[int, tuple[float, float]] = {}
-        self._decode_fixed_cache: dict[int, float] = {}
+        self._init_caches()
 
     def __repr__(self) -> str:
         return (
@@ -146,23 +143,8 @@ class AnalyticCostModel:
         self._per_token_cache[tokens] = parts
         return parts
 
-    def _per_seq_parts(self, seqs: int) -> tuple[float, float]:
-        """(LM-head GEMM, engine overheads) seconds for `seqs` sequences."""
-        parts = self._per_seq_cache.get(seqs)
-        if parts is None:
-            overheads = self.profile.overheads
-            parts = (
-                self._gemm_s(seqs, self._vocab_shard, self._hidden),
-                overheads.step_s + overheads.per_seq_s * seqs,
-            )
-            self._per_seq_cache[seqs] = parts
-        return parts
-
-    def _fixed_s(self, tokens: int, seqs: int) -> float:
-        """Everything but attention: depends only on token and sequence counts."""
-        gemm_t, elem_t, comm_t = self._per_token_parts(tokens)
-        gemm_n, over_n = self._per_seq_parts(seqs)
-        return (gemm_t + gemm_n) + elem_t + comm_t + over_n
+    def _lm_head_s(self, seqs: int) -> float:
+        return self._gemm_s(seqs, self._vocab_shard, self._hidden)
 
     def _prefill_attention_s(self, chunks: tuple[int, ...], prefixes: tuple[int, ...]) -> float:
         """One layer's causal flash attention over all prefill chunks (one varlen launch)."""
@@ -191,74 +173,18 @@ class AnalyticCostModel:
         flops = context_sum_tokens * self._attn_flops_per_pair
         return max(moved_bytes / self._attn_bytes_per_s, flops / self._attn_flops_per_s, self._floor_s)
 
+    def _decode_attention_vec_s(self, seqs: int, context_sum_tokens: np.ndarray) -> np.ndarray:
+        """`_decode_attention_s` element-wise over an array of context sums (same arithmetic)."""
+        moved = (context_sum_tokens * self._kv_bytes_per_token_layer + seqs * self._q_bytes_per_token) / self._attn_bytes_per_s
+        flops = context_sum_tokens * self._attn_flops_per_pair / self._attn_flops_per_s
+        return np.maximum(np.maximum(moved, flops), self._floor_s)
+
     # ----- CostModel interface -----
-
-    def step_time_s(self, shape: BatchShape) -> float:
-        chunks = shape.prefill_chunk_tokens
-        decode_seqs = shape.decode_seqs
-        if not chunks:  # decode-only fast path
-            if decode_seqs <= 0:
-                return 0.0
-            fixed = self._decode_fixed_cache.get(decode_seqs)
-            if fixed is None:
-                fixed = self._decode_fixed_cache[decode_seqs] = self._fixed_s(decode_seqs, decode_seqs)
-            ctx = shape.decode_context_sum_tokens
-            t = (ctx * self._kv_bytes_per_token_layer + decode_seqs * self._q_bytes_per_token) / self._attn_bytes_per_s
-            f = ctx * self._attn_flops_per_pair / self._attn_flops_per_s
-            if f > t:
-                t = f
-            if t < self._floor_s:
-                t = self._floor_s
-            return fixed + self._layers * t
-        attn = self._prefill_attention_s(chunks, shape.prefill_prefix_tokens)
-        if decode_seqs > 0:
-            attn += self._decode_attention_s(decode_seqs, shape.decode_context_sum_tokens)
-        fixed = self._fixed_s(sum(chunks) + decode_seqs, len(chunks) + decode_seqs)
-        return fixed + self._layers * attn
-
-    def decode_steps_s(
-        self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int, num_steps: int
-    ) -> np.ndarray:
-        """Vectorised decode-only steps; the same arithmetic as `step_time_s`, element-wise."""
-        if num_steps <= 0:
-            return np.zeros(0)
-        if decode_seqs <= 0:
-            return np.zeros(num_steps)
-        fixed = self._decode_fixed_cache.get(decode_seqs)
-        if fixed is None:
-            fixed = self._decode_fixed_cache[decode_seqs] = self._fixed_s(decode_seqs, decode_seqs)
-        ctx = (context_sum_tokens + decode_seqs * np.arange(num_steps, dtype=np.int64)).astype(np.float64)
-        t = (ctx * self._kv_bytes_per_token_layer + decode_seqs * self._q_bytes_per_token) / self._attn_bytes_per_s
-        f = ctx * self._attn_flops_per_pair / self._attn_flops_per_s
-        t = np.maximum(np.maximum(t, f), self._floor_s)
-        return fixed + self._layers * t
 
     def swap_time_s(self, num_bytes_per_gpu: float) -> float:
         return num_bytes_per_gpu / self._host_link_bytes_per_s
 
     # ----- diagnostics -----
-
-    def breakdown(self, shape: BatchShape) -> dict[str, float]:
-        """Seconds per component: gemm, attention, elementwise, communication, overheads.
-
-        The values sum to `step_time_s(shape)` up to floating-point rounding.
-        """
-        chunks, decode_seqs = shape.prefill_chunk_tokens, shape.decode_seqs
-        tokens, seqs = sum(chunks) + decode_seqs, len(chunks) + decode_seqs
-        if tokens <= 0:
-            return dict.fromkeys(_COMPONENTS, 0.0)
-        attn = self._prefill_attention_s(chunks, shape.prefill_prefix_tokens) if chunks else 0.0
-        if decode_seqs > 0:
-            attn += self._decode_attention_s(decode_seqs, shape.decode_context_sum_tokens)
-        gemm_t, elem_t, comm_t = self._per_token_parts(tokens)
-        gemm_n, over_n = self._per_seq_parts(seqs)
-        return {
-            "gemm": gemm_t + gemm_n,
-            "attention": self._layers * attn,
-            "elementwise": elem_t,
-            "communication": comm_t,
-            "overheads": over_n,
-        }
 
     def floors(self, shape: BatchShape) -> dict[str, float]:
         """Physical lower bounds of one step on one GPU, at spec peaks (no efficiency factors).

@@ -40,10 +40,10 @@ from llmsim.costmodel._numeric import TimeCurve
 from llmsim.costmodel.analytic import AnalyticCostModel
 from llmsim.costmodel.base import BatchShape, CostModel
 from llmsim.costmodel.catalog import ModelArch
+from llmsim.costmodel.composed import ComposedCostModel
 from llmsim.costmodel.profile import AttentionConfig, GemmSurface, HardwareProfile
 from llmsim.errors import LlmsimError
 
-_COMPONENTS = ("gemm", "attention", "elementwise", "communication", "overheads")
 
 
 def surface_curve(surface: GemmSurface, n: int, k: int) -> TimeCurve:
@@ -74,7 +74,7 @@ def closest_attention_config(configs: tuple[AttentionConfig, ...], q_heads: int,
     return min(usable, key=distance)
 
 
-class TableCostModel:
+class TableCostModel(ComposedCostModel):
     """CostModel from a model architecture, a measured (schema-2) profile, TP and PP degrees."""
 
     def __init__(self, model: ModelArch, profile: HardwareProfile, tensor_parallel: int = 1, pipeline_parallel: int = 1) -> None:
@@ -159,9 +159,7 @@ class TableCostModel:
         hl = profile.host_link
         self._host_bytes_per_s = (min(hl.h2d_gb_per_s, hl.d2h_gb_per_s) if hl else hw.host_link_gb_per_s) * 1e9
 
-        self._per_token_cache: dict[int, tuple[float, float, float]] = {}
-        self._per_seq_cache: dict[int, tuple[float, float]] = {}
-        self._decode_fixed_cache: dict[int, float] = {}
+        self._init_caches()
 
     def __repr__(self) -> str:
         return (
@@ -204,18 +202,8 @@ class TableCostModel:
         self._per_token_cache[tokens] = parts
         return parts
 
-    def _per_seq_parts(self, seqs: int) -> tuple[float, float]:
-        """(LM-head GEMM, engine overheads) seconds for `seqs` sequences."""
-        parts = self._per_seq_cache.get(seqs)
-        if parts is None:
-            o = self.profile.overheads
-            parts = self._per_seq_cache[seqs] = (self._lm_head(seqs), o.step_s + o.per_seq_s * seqs)
-        return parts
-
-    def _fixed_s(self, tokens: int, seqs: int) -> float:
-        gemm_t, elem_t, comm_t = self._per_token_parts(tokens)
-        gemm_n, over_n = self._per_seq_parts(seqs)
-        return (gemm_t + gemm_n) + elem_t + comm_t + over_n
+    def _lm_head_s(self, seqs: int) -> float:
+        return self._lm_head(seqs)
 
     def _prefill_attention_s(self, chunks: tuple[int, ...], prefixes: tuple[int, ...]) -> float:
         """One layer's prefill attention: all chunks in one varlen launch."""
@@ -236,57 +224,17 @@ class TableCostModel:
         t = self._dec_launch_s + self._dec_s_per_seq * seqs + self._dec_s_per_ctx * context_sum_tokens
         return t if t > self._floor_s else self._floor_s
 
+    def _decode_attention_vec_s(self, seqs: int, context_sum_tokens: np.ndarray) -> np.ndarray:
+        """`_decode_attention_s` element-wise over an array of context sums (same arithmetic)."""
+        t = (self._dec_launch_s + self._dec_s_per_seq * seqs) + self._dec_s_per_ctx * context_sum_tokens
+        return np.maximum(t, self._floor_s)
+
     # ----- CostModel interface -----
-
-    def step_time_s(self, shape: BatchShape) -> float:
-        chunks = shape.prefill_chunk_tokens
-        decode_seqs = shape.decode_seqs
-        if not chunks:  # decode-only fast path; the arithmetic matches decode_steps_s exactly
-            if decode_seqs <= 0:
-                return 0.0
-            fixed = self._decode_fixed_cache.get(decode_seqs)
-            if fixed is None:
-                fixed = self._decode_fixed_cache[decode_seqs] = self._fixed_s(decode_seqs, decode_seqs)
-            t = (self._dec_launch_s + self._dec_s_per_seq * decode_seqs) + self._dec_s_per_ctx * shape.decode_context_sum_tokens
-            if t < self._floor_s:
-                t = self._floor_s
-            return fixed + self._layers * t
-        attn = self._prefill_attention_s(chunks, shape.prefill_prefix_tokens)
-        if decode_seqs > 0:
-            attn += self._decode_attention_s(decode_seqs, shape.decode_context_sum_tokens)
-        return self._fixed_s(sum(chunks) + decode_seqs, len(chunks) + decode_seqs) + self._layers * attn
-
-    def decode_steps_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int, num_steps: int) -> np.ndarray:
-        """Vectorised decode-only steps; the same arithmetic as `step_time_s`, element-wise."""
-        if num_steps <= 0:
-            return np.zeros(0)
-        if decode_seqs <= 0:
-            return np.zeros(num_steps)
-        fixed = self._decode_fixed_cache.get(decode_seqs)
-        if fixed is None:
-            fixed = self._decode_fixed_cache[decode_seqs] = self._fixed_s(decode_seqs, decode_seqs)
-        ctx = (context_sum_tokens + decode_seqs * np.arange(num_steps, dtype=np.int64)).astype(np.float64)
-        t = (self._dec_launch_s + self._dec_s_per_seq * decode_seqs) + self._dec_s_per_ctx * ctx
-        return fixed + self._layers * np.maximum(t, self._floor_s)
 
     def swap_time_s(self, num_bytes_per_gpu: float) -> float:
         return num_bytes_per_gpu / self._host_bytes_per_s
 
     # ----- diagnostics -----
-
-    def breakdown(self, shape: BatchShape) -> dict[str, float]:
-        """Seconds per component (gemm, attention, elementwise, communication, overheads); the
-        values sum to `step_time_s(shape)` up to rounding. Communication includes PP sends."""
-        chunks, decode_seqs = shape.prefill_chunk_tokens, shape.decode_seqs
-        tokens, seqs = sum(chunks) + decode_seqs, len(chunks) + decode_seqs
-        if tokens <= 0:
-            return dict.fromkeys(_COMPONENTS, 0.0)
-        attn = self._prefill_attention_s(chunks, shape.prefill_prefix_tokens) if chunks else 0.0
-        if decode_seqs > 0:
-            attn += self._decode_attention_s(decode_seqs, shape.decode_context_sum_tokens)
-        gemm_t, elem_t, comm_t = self._per_token_parts(tokens)
-        gemm_n, over_n = self._per_seq_parts(seqs)
-        return {"gemm": gemm_t + gemm_n, "attention": self._layers * attn, "elementwise": elem_t, "communication": comm_t, "overheads": over_n}
 
     def floors(self, shape: BatchShape) -> dict[str, float]:
         """Physical lower bounds at spec peaks, as AnalyticCostModel.floors (pipeline sends excluded)."""

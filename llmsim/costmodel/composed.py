@@ -1,0 +1,104 @@
+"""The composition of one iteration's time, shared by every cost model (COSTMODEL.md section 1).
+
+    t_step = per-token parts (GEMMs, elementwise, communication; depend on new tokens T only)
+           + per-sequence parts (LM head, engine overheads; depend on sequences n only)
+           + layers x (prefill attention + decode attention)
+
+`ComposedCostModel` caches the per-token and per-sequence parts by their integer key and composes
+them; a subclass says how long the kernels take: `_per_token_parts(T)`, `_lm_head_s(n)`,
+`_prefill_attention_s(chunks, prefixes)`, `_decode_attention_s(n, context_sum)` and its element-wise
+twin `_decode_attention_vec_s(n, context_sums)` (the same arithmetic on an array, so a fast-forwarded
+run of decode steps costs exactly what the steps cost one by one). All times are seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from llmsim.costmodel.base import BatchShape
+
+COMPONENTS = ("gemm", "attention", "elementwise", "communication", "overheads")
+
+
+class ComposedCostModel:
+    """Base of AnalyticCostModel and TableCostModel: caching and composition, no kernel timings."""
+
+    _layers: int
+
+    def _init_caches(self) -> None:
+        self._per_token_cache: dict[int, tuple[float, float, float]] = {}
+        self._per_seq_cache: dict[int, tuple[float, float]] = {}
+        self._decode_fixed_cache: dict[int, float] = {}
+
+    # ----- hooks -----
+    def _per_token_parts(self, tokens: int) -> tuple[float, float, float]:
+        """(GEMM, elementwise, communication) seconds of a step with `tokens` new tokens (cached)."""
+        raise NotImplementedError
+
+    def _lm_head_s(self, seqs: int) -> float:
+        raise NotImplementedError
+
+    def _prefill_attention_s(self, chunks: tuple[int, ...], prefixes: tuple[int, ...]) -> float:
+        raise NotImplementedError
+
+    def _decode_attention_s(self, seqs: int, context_sum_tokens: int) -> float:
+        raise NotImplementedError
+
+    def _decode_attention_vec_s(self, seqs: int, context_sum_tokens: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    # ----- composition -----
+    def _per_seq_parts(self, seqs: int) -> tuple[float, float]:
+        """(LM-head GEMM, engine overheads) seconds for `seqs` sequences."""
+        parts = self._per_seq_cache.get(seqs)
+        if parts is None:
+            o = self.profile.overheads
+            parts = self._per_seq_cache[seqs] = (self._lm_head_s(seqs), o.step_s + o.per_seq_s * seqs)
+        return parts
+
+    def _fixed_s(self, tokens: int, seqs: int) -> float:
+        """Everything but attention: depends only on token and sequence counts."""
+        gemm_t, elem_t, comm_t = self._per_token_parts(tokens)
+        gemm_n, over_n = self._per_seq_parts(seqs)
+        return (gemm_t + gemm_n) + elem_t + comm_t + over_n
+
+    def _decode_fixed_s(self, decode_seqs: int) -> float:
+        fixed = self._decode_fixed_cache.get(decode_seqs)
+        if fixed is None:
+            fixed = self._decode_fixed_cache[decode_seqs] = self._fixed_s(decode_seqs, decode_seqs)
+        return fixed
+
+    def step_time_s(self, shape: BatchShape) -> float:
+        chunks = shape.prefill_chunk_tokens
+        decode_seqs = shape.decode_seqs
+        if not chunks:  # decode-only fast path: one cache lookup and the attention formula
+            if decode_seqs <= 0:
+                return 0.0
+            return self._decode_fixed_s(decode_seqs) + self._layers * self._decode_attention_s(decode_seqs, shape.decode_context_sum_tokens)
+        attn = self._prefill_attention_s(chunks, shape.prefill_prefix_tokens)
+        if decode_seqs > 0:
+            attn += self._decode_attention_s(decode_seqs, shape.decode_context_sum_tokens)
+        return self._fixed_s(sum(chunks) + decode_seqs, len(chunks) + decode_seqs) + self._layers * attn
+
+    def decode_steps_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int, num_steps: int) -> np.ndarray:
+        """Vectorised decode-only steps; the same arithmetic as `step_time_s`, element-wise."""
+        if num_steps <= 0:
+            return np.zeros(0)
+        if decode_seqs <= 0:
+            return np.zeros(num_steps)
+        ctx = (context_sum_tokens + decode_seqs * np.arange(num_steps, dtype=np.int64)).astype(np.float64)
+        return self._decode_fixed_s(decode_seqs) + self._layers * self._decode_attention_vec_s(decode_seqs, ctx)
+
+    def breakdown(self, shape: BatchShape) -> dict[str, float]:
+        """Seconds per component (gemm, attention, elementwise, communication, overheads); the
+        values sum to `step_time_s(shape)` up to floating-point rounding."""
+        chunks, decode_seqs = shape.prefill_chunk_tokens, shape.decode_seqs
+        tokens, seqs = sum(chunks) + decode_seqs, len(chunks) + decode_seqs
+        if tokens <= 0:
+            return dict.fromkeys(COMPONENTS, 0.0)
+        attn = self._prefill_attention_s(chunks, shape.prefill_prefix_tokens) if chunks else 0.0
+        if decode_seqs > 0:
+            attn += self._decode_attention_s(decode_seqs, shape.decode_context_sum_tokens)
+        gemm_t, elem_t, comm_t = self._per_token_parts(tokens)
+        gemm_n, over_n = self._per_seq_parts(seqs)
+        return {"gemm": gemm_t + gemm_n, "attention": self._layers * attn, "elementwise": elem_t, "communication": comm_t, "overheads": over_n}
