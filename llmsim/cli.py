@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scenario_args(run)
     run.add_argument("--out", type=Path, help="results folder (default results/<scenario>-<scheduler>-seed<N>)")
     run.add_argument("--quiet", action="store_true", help="no progress bar or table; print the results folder only")
+    run.add_argument("--steps", action="store_true", help="also write steps.csv, a per-step time series (KV use, running and waiting requests, batch tokens); plot it with llmsim plot")
     val = sub.add_parser("validate", help="check a scenario (schema, files, capacity) without running it")
     _add_scenario_args(val)
     tr = sub.add_parser("trace", help="inspect or convert a request trace")
@@ -107,7 +108,8 @@ def _run(args, console: Console) -> int:
     from .config import load_scenario
     from .report import print_summary, write_results
 
-    loaded = load_scenario(args.scenario, args.overrides, args.scheduler, args.seed)
+    overrides = list(args.overrides) + (["engine.record_steps=true"] if args.steps else [])
+    loaded = load_scenario(args.scenario, overrides, args.scheduler, args.seed)
     sc = loaded.scenario
     if args.quiet or not console.is_terminal:
         result = simulate(loaded)
@@ -120,7 +122,8 @@ def _run(args, console: Console) -> int:
     write_results(result, out)
     if not args.quiet:
         print_summary(result, console)
-        console.print(f"results: {out}/ (requests.csv, summary.json, scenario.yaml)  [{result.wall_s:.2f} s wall]")
+        files = "requests.csv, summary.json, scenario.yaml" + (", steps.csv" if result.steps is not None else "")
+        console.print(f"results: {out}/ ({files})  [{result.wall_s:.2f} s wall]")
     else:
         print(out)
     return 0

@@ -69,3 +69,14 @@ def test_step_time_reads_a_batch_file_and_rejects_unknown_fields(tmp_path, capsy
 def test_step_time_decode_needs_a_context(capsys):
     assert main(["step-time", "--model", "llama-2-7b", "--hardware", "h100-80g-sxm", "--decode", "4"]) == 2
     assert "--context" in capsys.readouterr().err
+
+
+def test_run_steps_flag_writes_a_step_series_that_llmsim_plot_draws(tmp_path):
+    out = tmp_path / "r"
+    assert main(["run", str(REPO / "scenarios/sharegpt.yaml"), "--set", "workload.num_requests=60", "--steps", "--quiet", "--out", str(out)]) == 0
+    import pandas as pd
+
+    steps = pd.read_csv(out / "steps.csv")
+    assert {"start_s", "used_blocks", "running", "waiting", "decode_seqs", "prefill_tokens"} <= set(steps.columns) and len(steps) > 60
+    assert main(["plot", str(out)]) == 0
+    assert any(p.suffix == ".png" for p in out.rglob("*.png"))
