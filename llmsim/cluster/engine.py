@@ -245,7 +245,8 @@ class ReplicaEngine:
             if limit is not None and len(admitted) >= limit:
                 break
             # From here on a break means the head was refused by a check that cannot change before
-            # a finish or an eviction (engine limits; a stable policy's refusal): fast-forward uses it.
+            # a finish or an eviction (max_num_seqs, free blocks, a stable policy's refusal), unless
+            # reset below: fast-forward relies on it.
             self.head_refused_at_s = now_s
             if len(self.running) >= p.max_num_seqs:
                 break
@@ -253,6 +254,7 @@ class ReplicaEngine:
             swapped = t.status[cand.request_id] == SWAPPED
             prefill = 0 if swapped else cand.kv_tokens
             if prefill and (prefill > budget if p.mode == "separate" else budget <= 0):
+                self.head_refused_at_s = None  # the token budget is this round's: the next round has it anew
                 break
             # a swapped-in request decodes in this step: its own next token may need a block too
             own = int(swapped and cand.kv_tokens % p.block_size == 0)
