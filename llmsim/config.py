@@ -11,7 +11,6 @@ Units are in the key names: `_s` seconds, `_tokens` tokens, `_gib` GiB, `_per_s`
 
 from __future__ import annotations
 
-import difflib
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from .cluster.router import ROUTERS
-from .errors import LlmsimError
+from .errors import LlmsimError, closest, did_you_mean
 from .schedulers import SCHEDULERS
 
 
@@ -241,7 +240,7 @@ class SLAConfig(Strict):
 # ------------------------------------------------------------------------------------ scheduler
 def _check_kind(value: str, registry, what: str) -> str:
     if value not in registry:
-        raise ValueError(f"unknown {what} {value!r}; known: {', '.join(registry)}{_did_you_mean(value, registry)}")
+        raise ValueError(f"unknown {what} {value!r}; known: {', '.join(registry)}{did_you_mean(value, registry)}")
     return value
 
 
@@ -404,11 +403,6 @@ def _resolve_paths(data: dict, base_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ error text
-def _did_you_mean(word: str, options) -> str:
-    match = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
 def _data_path(loc: tuple, data: Any) -> list:
     """The pydantic error location as keys into the raw data (drops union tags)."""
     out, cur = [], data
@@ -497,9 +491,9 @@ def _format_errors(err: ValidationError, data, node, path, from_override) -> str
     for e in errors:
         if e["type"] == "extra_forbidden":
             keys = _data_path(e["loc"], data)
-            match = difflib.get_close_matches(str(keys[-1]), _allowed_keys(keys[:-1], data), n=1, cutoff=0.6)
+            match = closest(keys[-1], _allowed_keys(keys[:-1], data))
             if match:
-                suggested.add((*keys[:-1], match[0]))
+                suggested.add((*keys[:-1], match))
     lines = []
     for e in errors:
         keys = _data_path(e["loc"], data)
@@ -511,7 +505,7 @@ def _format_errors(err: ValidationError, data, node, path, from_override) -> str
         where = source or (f"{path}:{line}" if path and line else (str(path) if path else "scenario"))
         if e["type"] == "extra_forbidden":
             parent, key = keys[:-1], keys[-1] if keys else ""
-            hint = _did_you_mean(key, _allowed_keys(parent, data))
+            hint = did_you_mean(key, _allowed_keys(parent, data))
             section = ".".join(map(str, parent)) or "the top level"
             lines.append(f"{where}: unknown key '{dotted}' in {section}{hint}")
         elif e["type"] == "missing":

@@ -2,9 +2,30 @@
 
 `LlmsimError` carries a one-line message meant for the person running llmsim: the CLI prints it
 without a traceback and exits non-zero. Raise it for bad input (a malformed file, an unknown key,
-an impossible configuration), never for bugs.
+an impossible configuration), never for bugs. `did_you_mean` and `unknown_name` word the common
+"not a known name" case the same way everywhere.
 """
+
+
+import difflib
 
 
 class LlmsimError(Exception):
     """A problem with the user's input, reported as one clear line."""
+
+
+def closest(word: str, options) -> str | None:
+    """The option most like `word` (a likely misspelling), or None."""
+    match = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def did_you_mean(word: str, options) -> str:
+    """' (did you mean 'x'?)' when an option is close to `word`, else ''."""
+    match = closest(word, options)
+    return f" (did you mean {match!r}?)" if match else ""
+
+
+def unknown_name(what: str, name: str, known: list[str]) -> LlmsimError:
+    """The error for a name that is not in a catalog: suggestion, the known names, the path escape."""
+    return LlmsimError(f"unknown {what} '{name}'{did_you_mean(name, known)}; known: {', '.join(known) or 'none'} (or give a path to a YAML file)")

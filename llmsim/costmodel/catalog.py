@@ -9,14 +9,13 @@ the KV head count, KV heads replicated).
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmsim.costmodel._yamlio import load_yaml_model, looks_like_path
-from llmsim.errors import LlmsimError
+from llmsim.errors import LlmsimError, unknown_name
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 
@@ -213,10 +212,5 @@ def load_model(name_or_path: str | Path) -> ModelArch:
     name = str(name_or_path)
     path = MODELS_DIR / f"{name}.yaml"
     if not path.is_file():
-        known = list_models()
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise LlmsimError(
-            f"unknown model '{name}'{hint}; known models: {', '.join(known)} (or give a path to a YAML file)"
-        )
+        raise unknown_name("model", name, list_models())
     return load_yaml_model(ModelArch, path, "model")

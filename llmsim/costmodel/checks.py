@@ -68,39 +68,34 @@ def _valid_tps(model: ModelArch, tps: Sequence[int]) -> list[int]:
     return valid
 
 
+def _floor_check(name: str, cm, shape: BatchShape, floor_key: str, band: tuple[float, float], what: str, floor_what: str, ratio_what: str) -> CheckResult:
+    """A prediction must lie above its roofline floor, and floor / prediction (the achieved share of
+    the peak) inside `band`."""
+    predicted, floor = cm.step_time_s(shape), cm.floors(shape)[floor_key]
+    lo, hi = band
+    share = floor / predicted
+    return CheckResult(
+        name, predicted > floor and lo <= share <= hi,
+        f"{what}: {predicted * 1e3:.3f} ms vs {floor_what} {floor * 1e3:.3f} ms: {share:.0%} {ratio_what} (expected {lo:.0%} to {hi:.0%})",
+        predicted_s=predicted, bound_s=floor,
+    )
+
+
 def _model_checks(profile: HardwareProfile, model: ModelArch, tps: Sequence[int], on_gpu: bool) -> list[CheckResult]:
     out: list[CheckResult] = []
     name, hw = model.name, profile.hardware
     cm = cost_model_for(model, profile, 1)
     skip_reason = "coarse-cpu profile: CPU timings are not compared with GPU spec peaks"
 
-    shape = _decode(1, 512)
     if on_gpu:
-        predicted, floor = cm.step_time_s(shape), cm.floors(shape)["bandwidth_floor_s"]
-        lo, hi = DECODE_BANDWIDTH_EFFICIENCY
-        eff = floor / predicted
-        out.append(CheckResult(
-            f"decode floor {name}", predicted > floor and lo <= eff <= hi,
-            f"batch-1 decode at 512 tokens: {predicted * 1e3:.3f} ms vs HBM floor {floor * 1e3:.3f} ms "
-            f"({hw.hbm_gb_per_s:g} GB/s): {eff:.0%} of peak bandwidth (expected {lo:.0%} to {hi:.0%})",
-            predicted_s=predicted, bound_s=floor,
-        ))
+        out.append(_floor_check(
+            f"decode floor {name}", cm, _decode(1, 512), "bandwidth_floor_s", DECODE_BANDWIDTH_EFFICIENCY,
+            "batch-1 decode at 512 tokens", f"HBM floor ({hw.hbm_gb_per_s:g} GB/s)", "of peak bandwidth"))
+        out.append(_floor_check(
+            f"prefill floor {name}", cm, _prefill(2048), "flop_floor_s", PREFILL_MFU,
+            "2048-token prefill", f"FLOP floor ({hw.peak_bf16_tflops:g} TFLOP/s)", "model FLOPs utilisation"))
     else:
-        out.append(CheckResult(f"decode floor {name}", False, skip_reason, skipped=True))
-
-    shape = _prefill(2048)
-    if on_gpu:
-        predicted, floor = cm.step_time_s(shape), cm.floors(shape)["flop_floor_s"]
-        lo, hi = PREFILL_MFU
-        mfu = floor / predicted
-        out.append(CheckResult(
-            f"prefill floor {name}", predicted > floor and lo <= mfu <= hi,
-            f"2048-token prefill: {predicted * 1e3:.2f} ms vs FLOP floor {floor * 1e3:.2f} ms "
-            f"({hw.peak_bf16_tflops:g} TFLOP/s): MFU {mfu:.0%} (expected {lo:.0%} to {hi:.0%})",
-            predicted_s=predicted, bound_s=floor,
-        ))
-    else:
-        out.append(CheckResult(f"prefill floor {name}", False, skip_reason, skipped=True))
+        out += [CheckResult(f"{kind} floor {name}", False, skip_reason, skipped=True) for kind in ("decode", "prefill")]
 
     prefill_s = [cm.step_time_s(_prefill(t)) for t in range(1, 8193, 97)]
     batch_s = [cm.step_time_s(_decode(b, 1024)) for b in range(1, 513, 3)]

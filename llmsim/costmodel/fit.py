@@ -145,6 +145,14 @@ def _decode_features(cfg: tuple[int, int, int], dtype_bytes: int, pts) -> np.nda
     ).reshape(-1, 3)
 
 
+def _fit_features(x: np.ndarray, pts) -> tuple[list[float], FitQuality]:
+    """Non-negative coefficients of t = x @ c on the points' times (relative residuals), with the
+    fit's quality against those same points."""
+    y = np.array([p.seconds for p in pts])
+    c = relative_nnls(x, y)
+    return [float(v) for v in c], _quality(x @ c, y)
+
+
 def fit_attention(raw: RawMeasurements, dtype_bytes: int) -> AttentionSection | None:
     if not raw.prefill_attention and not raw.decode_attention:
         return None
@@ -158,21 +166,11 @@ def fit_attention(raw: RawMeasurements, dtype_bytes: int) -> AttentionSection | 
     for cfg in sorted(set(prefill) | set(decode)):
         prefill_fit = decode_fit = None
         if prefill.get(cfg):
-            pts = prefill[cfg]
-            x = _prefill_features(cfg, dtype_bytes, pts)
-            y = np.array([p.seconds for p in pts])
-            c = relative_nnls(x, y)
-            prefill_fit = PrefillAttentionFit(
-                launch_s=float(c[0]), s_per_flop=float(c[1]), s_per_byte=float(c[2]), fit=_quality(x @ c, y)
-            )
+            c, quality = _fit_features(_prefill_features(cfg, dtype_bytes, prefill[cfg]), prefill[cfg])
+            prefill_fit = PrefillAttentionFit(launch_s=c[0], s_per_flop=c[1], s_per_byte=c[2], fit=quality)
         if decode.get(cfg):
-            pts = decode[cfg]
-            x = _decode_features(cfg, dtype_bytes, pts)
-            y = np.array([p.seconds for p in pts])
-            c = relative_nnls(x, y)
-            decode_fit = DecodeAttentionFit(
-                launch_s=float(c[0]), s_per_seq=float(c[1]), s_per_byte=float(c[2]), fit=_quality(x @ c, y)
-            )
+            c, quality = _fit_features(_decode_features(cfg, dtype_bytes, decode[cfg]), decode[cfg])
+            decode_fit = DecodeAttentionFit(launch_s=c[0], s_per_seq=c[1], s_per_byte=c[2], fit=quality)
         fresh = [p for p in prefill.get(cfg, []) if p.prefix_tokens == 0]
         chunked = [p for p in prefill.get(cfg, []) if p.prefix_tokens > 0]
         configs.append(

@@ -18,7 +18,6 @@ Schema versions:
 from __future__ import annotations
 
 import datetime
-import difflib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -26,7 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmsim.costmodel._yamlio import load_yaml_model, looks_like_path
-from llmsim.errors import LlmsimError
+from llmsim.errors import LlmsimError, unknown_name
 
 # A repository checkout keeps profiles at the top level; an installed wheel carries a copy.
 REPO_PROFILES_DIR = Path(__file__).resolve().parents[2] / "hardware_profiles"
@@ -366,10 +365,4 @@ def load_profile(name_or_path: str | Path, search_dirs: Sequence[Path] = ()) -> 
         path = directory / f"{name}.yaml"
         if path.is_file():
             return load_yaml_model(HardwareProfile, path, "hardware profile")
-    known = list_profiles(search_dirs)
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise LlmsimError(
-        f"unknown hardware profile '{name}'{hint}; known profiles: {', '.join(known) or 'none'} "
-        "(or give a path to a YAML file)"
-    )
+    raise unknown_name("hardware profile", name, list_profiles(search_dirs))
