@@ -27,6 +27,9 @@ def looks_like_path(name_or_path: str | Path) -> bool:
 
 def load_yaml_model(cls: type[M], path: Path, what: str) -> M:
     """Validate the YAML mapping in `path` as `cls`; `what` names the kind of file in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise LlmsimError(f"{what} file {path} does not exist")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -205,10 +205,7 @@ def list_models() -> list[str]:
 def load_model(name_or_path: str | Path) -> ModelArch:
     """A catalog model by name (e.g. 'llama-2-7b') or a ModelArch YAML file by path."""
     if looks_like_path(name_or_path):
-        path = Path(name_or_path)
-        if not path.is_file():
-            raise LlmsimError(f"model file {path} does not exist")
-        return load_yaml_model(ModelArch, path, "model")
+        return load_yaml_model(ModelArch, Path(name_or_path), "model")
     name = str(name_or_path)
     path = MODELS_DIR / f"{name}.yaml"
     if not path.is_file():

@@ -25,7 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmsim.costmodel._yamlio import load_yaml_model, looks_like_path
-from llmsim.errors import LlmsimError, unknown_name
+from llmsim.errors import unknown_name
 
 # A repository checkout keeps profiles at the top level; an installed wheel carries a copy.
 REPO_PROFILES_DIR = Path(__file__).resolve().parents[2] / "hardware_profiles"
@@ -356,10 +356,7 @@ def load_profile(name_or_path: str | Path, search_dirs: Sequence[Path] = ()) -> 
     then the copy packaged in the wheel (`llmsim/_data/hardware_profiles`).
     """
     if looks_like_path(name_or_path):
-        path = Path(name_or_path)
-        if not path.is_file():
-            raise LlmsimError(f"hardware profile file {path} does not exist")
-        return load_yaml_model(HardwareProfile, path, "hardware profile")
+        return load_yaml_model(HardwareProfile, Path(name_or_path), "hardware profile")
     name = str(name_or_path)
     for directory in _profile_dirs(search_dirs):
         path = directory / f"{name}.yaml"
