@@ -275,6 +275,6 @@ def test_peak_policies_never_evict_in_mixed_mode(kind):
     # A (17 tokens, 5 blocks) and B (21 tokens, 6 blocks) need 11 of 10 blocks.
     t = make_table([4, 12], [20, 10], arrivals=[0.0, 0.005])
     e = make_engine(t, kind, mode="mixed", max_batched_tokens=4)
-    recs = drive(e)
+    drive(e)
     assert t.first_admit_s[1] == approx(0.01)
     assert t.evictions.tolist() == [0, 0]
