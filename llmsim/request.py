@@ -5,7 +5,9 @@ append rows as they send). The trace part (arrival time, prompt length, true out
 `max_new_tokens` cap, client, attempt) never changes once written; the progress part is mutated by
 the replica engines and read by the metrics. Keeping every request in a few numpy arrays, rather
 than one Python object per request, lets the engine update a whole running batch with one
-vectorised operation. Arrays are allocated with spare capacity and grow by doubling; code must
+vectorised operation. The progress of a decoding request is written lazily (see
+llmsim.cluster.decode_batch): between the engine's writes it can lag behind; the engine brings it
+up to date (`ReplicaEngine.sync`) before anything reads it, and at the end of a simulation. Arrays are allocated with spare capacity and grow by doubling; code must
 read them through the table (`table.kv_tokens[...]`) rather than keep a reference across steps.
 
 Units: times in seconds of simulated time (`_s`), lengths in tokens.
@@ -50,6 +52,7 @@ _COLUMNS = {
     "finish_s": (np.float64, np.nan),
     "end_s": (np.float64, np.nan),  # when it finished, was dropped or aborted
     "max_tbt_s": (np.float64, 0.0),
+    "clock_base": (np.int64, 0),  # engine-private: decode clock at the last write of progress (cluster/decode_batch.py)
     "evictions": (np.int64, 0),
     "swaps": (np.int64, 0),
 }

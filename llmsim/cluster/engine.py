@@ -21,6 +21,9 @@ hand. SCHEDULERS.md §1 is the reference for what happens in a step:
   `swap` copies their blocks to bounded host memory (priced by the host link) and copies them back
   on re-admission, falling back to recompute when the swap space is full.
 
+Decoding requests advance together: their progress columns in the request table are written
+lazily by a `DecodeBatch` (decode_batch.py); `sync()` writes them before anything reads them.
+
 Blocks for a whole prefill (prompt + tokens generated before an eviction) are allocated at
 admission in both modes, so a policy sees the same memory either way (LightLLM allocates this way;
 vLLM v1 allocates chunk by chunk).
@@ -40,6 +43,7 @@ from ..costmodel.base import BatchShape, CostModel
 from ..kvcache import BlockAllocator, SwapSpace, blocks_for
 from ..request import ABORTED, DROPPED, FINISHED, RUNNING, SWAPPED, WAITING, RequestTable
 from ..schedulers.base import Candidate, ReplicaView, RunningBatch, Scheduler
+from .decode_batch import DecodeBatch
 from .fastforward import DecodeRun, apply_run, plan_run
 
 VICTIM_ORDERS = ("newest", "largest-remaining-cap", "longest-context")
@@ -113,6 +117,7 @@ class ReplicaEngine:
         self.waiting: deque[int] = deque()
         self.running: list[int] = []  # admission order, oldest first
         self._running_ids: np.ndarray | None = None
+        self.batch = DecodeBatch(table, params.block_size)  # the running requests whose prefill is done
         self.steps_since_round = 0
         self.load_board = None  # (upper, lower) arrays of a load-aware router, see publish_load
         self._outstanding = 0  # prefill + output tokens still to process (outputs counted at their cap)
@@ -120,7 +125,8 @@ class ReplicaEngine:
         self.wakeup = None  # set by the SimPy process while the replica idles
         self.on_end = None  # callback(list of ids) when requests finish, are dropped or aborted
         self.active_run: DecodeRun | None = None  # the fast-forward run in progress, if any
-        self.interrupt = None  # callback the SimPy process sets: cut the active run at an arrival
+        self.interrupt = None  # callback the simulation sets: cut the active run at an arrival
+        self.run_end = None  # the SimPy event that ends the active run
         self.head_refused_at_s: float | None = None  # last round that ended on a stable refusal
 
     # ---------------------------------------------------------------- arrivals
@@ -155,14 +161,18 @@ class ReplicaEngine:
         upper, lower = self.load_board
         upper[self.index] = self._outstanding
         run = self.active_run
-        lower[self.index] = self._outstanding - (len(self._ids()) * run.num_steps if run is not None else 0)
+        lower[self.index] = self._outstanding - (self.batch.size * run.num_steps if run is not None else 0)
 
     def outstanding_tokens_at(self, now_s: float) -> int:
         """Outstanding tokens as step-by-step mode would have them at `now_s` (routers use this)."""
         run = self.active_run
         if run is None:
             return self.outstanding_tokens
-        return self.outstanding_tokens - len(self._ids()) * run.steps_done(now_s)
+        return self.outstanding_tokens - self.batch.size * run.steps_done(now_s)
+
+    def sync(self) -> None:
+        """Write the progress of every decoding request to the request table (see decode_batch.py)."""
+        self.batch.materialize_all()
 
     @property
     def idle(self) -> bool:
@@ -188,20 +198,21 @@ class ReplicaEngine:
                 shape = BatchShape(tuple(chunks), (0,) * len(chunks))
                 return self._step(now_s, shape, np.empty(0, dtype=np.int64), prefill_ids, chunks, swap_s)
         swap_s += self._make_room_for_decode()
-        decode_ids = self._decoding_ids()
-        if self.params.fast_forward and swap_s == 0.0 and len(decode_ids) == len(self.running):
-            run = plan_run(self, now_s, decode_ids)
+        if self.params.fast_forward and swap_s == 0.0 and self.batch.size == len(self.running):
+            run = plan_run(self, now_s)
             if run is not None:
-                return Step(now_s, float(run.ends_s[-1] - now_s), decode_ids, [], [], self.kv.used_blocks, 0.0, run)
-        self.kv.allocate(int(np.count_nonzero(t.kv_tokens[decode_ids] % self.params.block_size == 0)))
-        prefill_ids, chunks = self._prefill_chunks(len(decode_ids)) if self.params.mode == "mixed" else ([], [])
-        ctx = t.kv_tokens[decode_ids] + 1  # each decode token attends to its own KV as well
+                return Step(now_s, float(run.ends_s[-1] - now_s), self._ids(), [], [], self.kv.used_blocks, 0.0, run)
+        decode_ids = self._decoding_ids()
+        batch = self.batch
+        self.kv.allocate(batch.blocks_next_step())
+        prefill_ids, chunks = self._prefill_chunks(batch.size) if self.params.mode == "mixed" else ([], [])
         shape = BatchShape(
             tuple(chunks),
             tuple(int(t.kv_tokens[r] - t.prefill_left_tokens[r]) for r in prefill_ids),
-            len(decode_ids),
-            int(ctx.sum()),
-            int(ctx.max()) if len(ctx) else 0,
+            batch.size,
+            # each decode token attends to its own KV as well
+            batch.kv_sum_tokens() + batch.size,
+            batch.kv_max_tokens() + 1 if batch.size else 0,
         )
         return self._step(now_s, shape, decode_ids, prefill_ids, chunks, swap_s)
 
@@ -228,15 +239,14 @@ class ReplicaEngine:
     def _admission_round(self, now_s: float) -> tuple[list[int], float]:
         t, p = self.table, self.params
         rnd = None  # created when a candidate first passes the engine limits (no draws otherwise)
-        decoding = self._decoding_ids()
         if p.mode == "separate":
             budget = p.max_batched_tokens
         else:
-            budget = p.max_batched_tokens - len(decoding) - int(t.prefill_left_tokens[self.running].sum())
+            budget = p.max_batched_tokens - self.batch.size - int(t.prefill_left_tokens[self._ids()].sum())
         # Blocks the running batch takes at its next decode step stay out of admission, as vLLM v1
         # schedules running requests before waiting ones; otherwise a request could be admitted
         # into blocks this very step needs and be evicted before computing anything.
-        reserved = int(np.count_nonzero(t.kv_tokens[decoding] % p.block_size == 0))
+        reserved = self.batch.blocks_next_step()
         limit = self.scheduler.max_admissions_per_round
         admitted: list[int] = []
         swap_s = 0.0
@@ -288,6 +298,7 @@ class ReplicaEngine:
         self._running_ids = None
         if swapped:
             self.swap.take(cand.blocks)
+            self.batch.join(rid)  # its prefill was done before the swap-out: it decodes next
             return self.cost_model.swap_time_s(cand.blocks * self.swap.block_bytes)
         t.kv_tokens[rid] = cand.kv_tokens
         t.prefill_left_tokens[rid] = cand.kv_tokens
@@ -303,10 +314,12 @@ class ReplicaEngine:
         return Candidate(rid, float(t.arrival_s[rid]), int(t.prompt_tokens[rid]), int(t.max_new_tokens[rid]), g, kv, blocks_for(kv, self.params.block_size))
 
     def _view(self, now_s: float) -> ReplicaView:
-        t = self.table
-        ids = self._ids()
-        run = RunningBatch(ids, t.prompt_tokens[ids], t.max_new_tokens[ids], t.generated_tokens[ids], t.kv_tokens[ids])
-        return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, self.kv.free_blocks, run)
+        def running() -> RunningBatch:  # built only if the policy looks at it
+            self.sync()
+            t, ids = self.table, self._ids()
+            return RunningBatch(ids, t.prompt_tokens[ids], t.max_new_tokens[ids], t.generated_tokens[ids], t.kv_tokens[ids])
+
+        return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, self.kv.free_blocks, running)
 
     # ---------------------------------------------------------------- eviction
     def _ids(self) -> np.ndarray:
@@ -322,14 +335,11 @@ class ReplicaEngine:
 
     def _make_room_for_decode(self) -> float:
         """Evict until the coming decode tokens fit in the free blocks; returns swap-out seconds."""
-        t, bs = self.table, self.params.block_size
         swap_s = 0.0
-        while True:
-            ids = self._decoding_ids()
-            need = int(np.count_nonzero(t.kv_tokens[ids] % bs == 0))
-            if need <= self.kv.free_blocks:
-                return swap_s
+        while self.batch.blocks_next_step() > self.kv.free_blocks:
+            self.sync()
             swap_s += self._evict(self._pick_victim())
+        return swap_s
 
     def _pick_victim(self) -> int:
         if self.params.victim == "newest" or len(self.running) == 1:
@@ -341,6 +351,8 @@ class ReplicaEngine:
 
     def _evict(self, rid: int) -> float:
         t = self.table
+        if rid in self.batch:
+            self.batch.remove([rid])
         blocks = blocks_for(int(t.kv_tokens[rid]), self.params.block_size)
         self.kv.free(blocks)
         self.running.remove(rid)
@@ -368,22 +380,22 @@ class ReplicaEngine:
         self.stats.timeouts += 1
         if step.run is not None:
             finished = apply_run(self, step, step.run)
-            if len(finished):
+            if finished:
                 self._finish(finished, float(step.run.ends_s[-1]))
-            return finished.tolist()
+            return finished
         if self.params.guard_max_tbt_s is not None:
+            self.sync()
             self._abort_stalled(step, end_s)
-        emit = [step.decode_ids] if len(step.decode_ids) else []
+        finished = []
         if len(step.decode_ids):
-            t.kv_tokens[step.decode_ids] += 1
+            self.batch.advance(end_s)  # every decoding request emitted a token
+            finished = self._in_running_order(self.batch.finished_now())
         done_prefill = []
         for rid, chunk in zip(step.prefill_ids, step.prefill_chunk_tokens):
             t.prefill_left_tokens[rid] -= chunk
             if t.prefill_left_tokens[rid] == 0:
                 done_prefill.append(rid)
         self.outstanding_tokens -= sum(step.prefill_chunk_tokens)
-        if done_prefill:
-            emit.append(np.asarray(done_prefill, dtype=np.int64))
         st = self.stats
         st.kv_block_s += step.used_blocks * step.duration_s
         st.peak_used_blocks = max(st.peak_used_blocks, step.used_blocks)
@@ -394,41 +406,52 @@ class ReplicaEngine:
         if self.params.record_steps:
             st.step_log.append((step.start_s, step.duration_s, len(step.decode_ids), sum(step.prefill_chunk_tokens),
                                 len(self.running), len(self.waiting), step.used_blocks, self.stats.evictions))
-        if not emit:
-            return []
-        ids = np.concatenate(emit) if len(emit) > 1 else emit[0]
-        return self._emit_tokens(ids, end_s)
-
-    def _emit_tokens(self, ids: np.ndarray, end_s: float) -> list[int]:
-        t = self.table
-        gen = t.generated_tokens[ids] + 1
-        t.generated_tokens[ids] = gen
-        self.outstanding_tokens -= len(ids)
-        first = gen == 1
-        if first.any():
-            t.first_token_s[ids[first]] = end_s
-        later = ids[~first]
-        if len(later):
-            t.max_tbt_s[later] = np.maximum(t.max_tbt_s[later], end_s - t.last_token_s[later])
-        t.last_token_s[ids] = end_s
-        finished = ids[gen >= t.output_tokens[ids]]
-        if len(finished):
+        self.outstanding_tokens -= len(step.decode_ids)
+        for rid in done_prefill:
+            finished += self._emit_first_token_after_prefill(rid, end_s)
+        if finished:
             self._finish(finished, end_s)
-        return finished.tolist()
+        return finished
 
-    def _finish(self, finished: np.ndarray, end_s: float) -> None:
+    def _in_running_order(self, ids: list[int]) -> list[int]:
+        return sorted(ids, key=self.running.index) if len(ids) > 1 else ids
+
+    def _emit_first_token_after_prefill(self, rid: int, end_s: float) -> list[int]:
+        """A prefill (or re-prefill after an eviction) ended: the request emits a token and joins
+        the decoding batch, or finishes. Returns [rid] if it finished."""
+        t = self.table
+        gen = int(t.generated_tokens[rid]) + 1
+        t.generated_tokens[rid] = gen
+        self.outstanding_tokens -= 1
+        if gen == 1:
+            t.first_token_s[rid] = end_s
+        else:
+            t.max_tbt_s[rid] = max(t.max_tbt_s[rid], end_s - t.last_token_s[rid])
+        t.last_token_s[rid] = end_s
+        if gen >= t.output_tokens[rid]:
+            return [rid]
+        self.batch.join(rid)
+        return []
+
+    def _finish(self, finished: list[int], end_s: float) -> None:
+        """Free and record requests that emitted their last token at `end_s` (decoders that were in
+        the batch first, in admission order, then those that finished at their prefill)."""
         t, bs = self.table, self.params.block_size
-        for rid in sorted(finished.tolist(), key=self.running.index):
+        members = [r for r in finished if r in self.batch]
+        if members:
+            self.batch.remove(members)
+        for rid in self._in_running_order(finished):
             self.kv.free(blocks_for(int(t.kv_tokens[rid]), bs))
             t.status[rid] = FINISHED
             t.finish_s[rid] = end_s
             t.end_s[rid] = end_s
             self.outstanding_tokens -= int(t.max_new_tokens[rid] - t.generated_tokens[rid])
             self.scheduler.record_finish(int(t.generated_tokens[rid]))
-        self.running = [r for r in self.running if t.status[r] == RUNNING]
+        for rid in finished:
+            self.running.remove(rid)
         self._running_ids = None
         if self.on_end is not None:
-            self.on_end(finished.tolist())
+            self.on_end(list(finished))
 
     # ---------------------------------------------------------------- SLA guard
     def _drop_stale(self, now_s: float) -> None:
@@ -477,6 +500,8 @@ class ReplicaEngine:
         status = t.status[rid]
         g = int(t.generated_tokens[rid])
         if status == RUNNING:
+            if rid in self.batch:
+                self.batch.remove([rid])
             self.kv.free(blocks_for(int(t.kv_tokens[rid]), bs))
             self.running.remove(rid)
             self._running_ids = None
@@ -495,6 +520,7 @@ class ReplicaEngine:
     # ---------------------------------------------------------------- checks
     def check_invariants(self) -> None:
         """Raise AssertionError if block accounting disagrees with the requests (used by tests)."""
+        self.batch.check()
         t, bs = self.table, self.params.block_size
         held = sum(blocks_for(int(t.kv_tokens[r]), bs) for r in self.running)
         assert held == self.kv.used_blocks, (held, self.kv.used_blocks)
@@ -504,3 +530,4 @@ class ReplicaEngine:
         for r in self.running:
             if t.prefill_left_tokens[r] == 0:
                 assert t.kv_tokens[r] == t.prompt_tokens[r] + t.generated_tokens[r] - 1, r
+            assert (r in self.batch) == (t.prefill_left_tokens[r] == 0 and t.status[r] == RUNNING), r

@@ -60,14 +60,14 @@ class DecodeRun:
         return int(np.searchsorted(self.ends_s, now_s, side="left"))
 
 
-def plan_run(engine, now_s: float, decode_ids: np.ndarray) -> DecodeRun | None:
-    """A run of at least 2 decode steps starting now, or None to take a single step."""
-    t, p = engine.table, engine.params
-    n = len(decode_ids)
+def plan_run(engine, now_s: float) -> DecodeRun | None:
+    """A run of at least 2 decode steps of the whole (decoding) batch starting now, or None to
+    take a single step. Reads only the batch's aggregates (llmsim.cluster.decode_batch)."""
+    p, batch = engine.params, engine.batch
+    n = batch.size
     if n == 0:
         return None
-    gen = t.generated_tokens[decode_ids]
-    k = min(int((t.output_tokens[decode_ids] - gen).min()), MAX_RUN_STEPS)
+    k = min(batch.steps_to_next_finish(), MAX_RUN_STEPS)
     sched = engine.scheduler
     if engine.waiting:
         if p.guard_max_queue_s is not None or p.guard_max_tbt_s is not None:
@@ -79,18 +79,16 @@ def plan_run(engine, now_s: float, decode_ids: np.ndarray) -> DecodeRun | None:
             k = min(k, max(sched.decode_steps_between_rounds - engine.steps_since_round, 1))
     if k < 2:
         return None
-    kv = t.kv_tokens[decode_ids]
-    bs = p.block_size
-    # step j writes token kv+j+1 of each request: a new block iff (kv + j) % bs == 0
-    per_class = np.bincount(kv % bs, minlength=bs)
-    cum = np.add.accumulate(per_class[(-np.arange(k)) % bs])
+    cum = batch.blocks_cumulative(k)
     fits = int(np.searchsorted(cum, engine.kv.free_blocks, side="right"))  # steps whose blocks fit
     k = min(k, fits)
     if k < 2:
         return None
-    durations = engine.cost_model.decode_steps_s(n, int(kv.sum()) + n, int(kv.max()) + 1, k)
+    durations = engine.cost_model.decode_steps_s(n, batch.kv_sum_tokens() + n, batch.kv_max_tokens() + 1, k)
     if p.guard_max_tbt_s is not None:
-        gap0 = now_s + durations[0] - t.last_token_s[decode_ids]
+        engine.sync()
+        ids = engine.batch.member_ids()
+        gap0 = now_s + durations[0] - engine.table.last_token_s[ids]
         if (gap0 > p.guard_max_tbt_s).any():
             return None
         over = np.flatnonzero(durations > p.guard_max_tbt_s)
@@ -104,22 +102,14 @@ def plan_run(engine, now_s: float, decode_ids: np.ndarray) -> DecodeRun | None:
     return DecodeRun(ends, durations, cum[:k], engine.kv.used_blocks, len(engine.waiting), [], refused)
 
 
-def apply_run(engine, step, run: DecodeRun) -> np.ndarray:
-    """Apply a (possibly truncated) run; returns the ids that finished at its last step."""
-    t, st = engine.table, engine.stats
-    ids = step.decode_ids
+def apply_run(engine, step, run: DecodeRun) -> list[int]:
+    """Apply a (possibly truncated) run; returns the ids that finished at its last step, in
+    admission order (their progress is written; the others' stays lazy in the batch)."""
+    st = engine.stats
     k = run.num_steps
-    n = len(ids)
+    n = engine.batch.size
     engine.kv.allocate(int(run.cum_new_blocks[-1]))
-    t.kv_tokens[ids] += k
-    gen = t.generated_tokens[ids] + k
-    t.generated_tokens[ids] = gen
-    first_gap = run.ends_s[0] - t.last_token_s[ids]
-    # gaps as step-by-step mode computes them (end - previous end), not the durations: the float
-    # subtraction can differ from the duration in the last bit
-    later = float(np.diff(run.ends_s).max()) if k > 1 else 0.0
-    t.max_tbt_s[ids] = np.maximum(np.maximum(t.max_tbt_s[ids], first_gap), later)
-    t.last_token_s[ids] = run.ends_s[-1]
+    engine.batch.advance(run.ends_s)
     engine.outstanding_tokens -= n * k
     used = run.used_blocks_before + run.cum_new_blocks
     st.kv_block_s = float(np.add.accumulate(np.concatenate(([st.kv_block_s], used * run.durations_s)))[-1])
@@ -133,7 +123,7 @@ def apply_run(engine, step, run: DecodeRun) -> np.ndarray:
         for j in range(k):
             st.step_log.append((float(starts[j]), float(run.durations_s[j]), n, 0, len(engine.running),
                                 run.waiting_before + int(arrived[j]), int(used[j]), st.evictions))
-    return ids[gen >= t.output_tokens[ids]]
+    return engine._in_running_order(engine.batch.finished_now())
 
 
 def _round_counter_after(engine, run: DecodeRun, k: int) -> int:

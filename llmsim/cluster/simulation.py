@@ -148,6 +148,14 @@ class _Environment(simpy.Environment):
         heapq.heappush(self._queue, (max(at_s, self._now), NORMAL, next(self._eid), ev))
         return ev
 
+    def move_earlier(self, event: simpy.events.Event, at_s: float) -> simpy.events.Event:
+        """Bring a pending `timeout_at` event forward: a new event at `at_s` takes over its
+        callbacks (the process waiting on it), and the old one fires later with none. Cheaper
+        than interrupting the process, which needs an extra event and an exception."""
+        new = self.timeout_at(at_s)
+        new.callbacks, event.callbacks = event.callbacks, []
+        return new
+
 
 def _replica_process(env: _Environment, engine: ReplicaEngine):
     while True:
@@ -161,22 +169,28 @@ def _replica_process(env: _Environment, engine: ReplicaEngine):
             yield env.timeout(step.duration_s)
             engine.finish_step(step, env.now)
             continue
-        # A fast-forwarded run: an arrival at an empty queue interrupts it, and the run is cut at
-        # the first step boundary at or after that arrival.
+        # A fast-forwarded run: an arrival at an empty queue cuts it at the first step boundary at
+        # or after that arrival (`_cut_run` moves the end event earlier).
         engine.active_run = step.run
         if engine.load_board is not None:
             engine.publish_load()
-        end_s = float(step.run.ends_s[-1])
-        while True:
-            try:
-                yield env.timeout_at(end_s)
-                break
-            except simpy.Interrupt:
-                end_s = step.run.truncate(env.now)
-                if engine.load_board is not None:
-                    engine.publish_load()
-        engine.active_run = None
-        engine.finish_step(step, end_s)
+        engine.run_end = env.timeout_at(float(step.run.ends_s[-1]))
+        yield engine.run_end
+        engine.active_run = engine.run_end = None
+        engine.finish_step(step, float(step.run.ends_s[-1]))
+
+
+def _cut_run(env: _Environment, engine: ReplicaEngine) -> None:
+    """An arrival at an empty queue during a run: the run ends at the next step boundary."""
+    run = engine.active_run
+    if run is None:
+        return
+    before = float(run.ends_s[-1])
+    end_s = run.truncate(env.now)
+    if end_s != before:
+        engine.run_end = env.move_earlier(engine.run_end, end_s)
+        if engine.load_board is not None:
+            engine.publish_load()
 
 
 def _open_loop_arrivals(env: simpy.Environment, table: RequestTable, dispatch: Callable[[int], None]):
@@ -235,8 +249,8 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
 
     for e in engines:
         e.on_end = on_end
-        proc = env.process(_replica_process(env, e))
-        e.interrupt = (lambda pr: (lambda: pr.interrupt() if not pr.triggered else None))(proc)
+        env.process(_replica_process(env, e))
+        e.interrupt = (lambda eng: (lambda: _cut_run(env, eng)))(e)
     if closed:
         a = sc.workload.arrivals
         clients = ClosedLoopClients(

@@ -37,15 +37,27 @@ class RunningBatch:
         return len(self.request_ids)
 
 
-@dataclass(frozen=True, slots=True)
 class ReplicaView:
-    """Memory state of a replica at the start of an admission round."""
+    """Memory state of a replica at the start of an admission round.
 
-    now_s: float
-    block_size: int
-    total_blocks: int
-    free_blocks: int
-    running: RunningBatch
+    `running` may be given as a zero-argument function: the batch is then built on first access
+    (writing a batch's progress costs time, and aggressive never looks at it)."""
+
+    __slots__ = ("now_s", "block_size", "total_blocks", "free_blocks", "_running")
+
+    def __init__(self, now_s: float, block_size: int, total_blocks: int, free_blocks: int,
+                 running: RunningBatch | Callable[[], RunningBatch]) -> None:
+        self.now_s = now_s
+        self.block_size = block_size
+        self.total_blocks = total_blocks
+        self.free_blocks = free_blocks
+        self._running = running
+
+    @property
+    def running(self) -> RunningBatch:
+        if not isinstance(self._running, RunningBatch):
+            self._running = self._running()
+        return self._running
 
     @property
     def capacity_tokens(self) -> int:
