@@ -315,9 +315,13 @@ class ReplicaEngine:
 
     def _view(self, now_s: float) -> ReplicaView:
         def running() -> RunningBatch:  # built only if the policy looks at it
-            self.sync()
             t, ids = self.table, self._ids()
-            return RunningBatch(ids, t.prompt_tokens[ids], t.max_new_tokens[ids], t.generated_tokens[ids], t.kv_tokens[ids])
+
+            def progress():
+                self.sync()
+                return t.generated_tokens[ids], t.kv_tokens[ids]
+
+            return RunningBatch(ids, t.prompt_tokens[ids], t.max_new_tokens[ids], progress=progress)
 
         return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, self.kv.free_blocks, running)
 

@@ -23,6 +23,7 @@ between tokens and the summary are bit-identical to step-by-step mode (tested).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +49,7 @@ class DecodeRun:
 
     def truncate(self, now_s: float) -> float:
         """Cut the run at the first step boundary at or after `now_s`; returns its end time."""
-        k = int(np.searchsorted(self.ends_s, now_s, side="left")) + 1
+        k = bisect_left(self.ends_s, now_s) + 1
         if k < self.num_steps:
             self.ends_s = self.ends_s[:k]
             self.durations_s = self.durations_s[:k]
@@ -57,7 +58,7 @@ class DecodeRun:
 
     def steps_done(self, now_s: float) -> int:
         """Steps completed strictly before `now_s` (what step-by-step mode has applied then)."""
-        return int(np.searchsorted(self.ends_s, now_s, side="left"))
+        return bisect_left(self.ends_s, now_s)  # runs are short: cheaper than np.searchsorted
 
 
 def plan_run(engine, now_s: float) -> DecodeRun | None:
@@ -112,8 +113,13 @@ def apply_run(engine, step, run: DecodeRun) -> list[int]:
     engine.batch.advance(run.ends_s)
     engine.outstanding_tokens -= n * k
     used = run.used_blocks_before + run.cum_new_blocks
-    st.kv_block_s = float(np.add.accumulate(np.concatenate(([st.kv_block_s], used * run.durations_s)))[-1])
-    st.busy_s = float(np.add.accumulate(np.concatenate(([st.busy_s], run.durations_s)))[-1])
+    # summed step by step, in step order, as step-by-step mode does (runs are short: a loop is
+    # cheaper than numpy here, and float addition in order gives the same bits)
+    kv_block_s, busy_s = st.kv_block_s, st.busy_s
+    for u, d in zip(used.tolist(), run.durations_s.tolist()):
+        kv_block_s += u * d
+        busy_s += d
+    st.kv_block_s, st.busy_s = kv_block_s, busy_s
     st.peak_used_blocks = max(st.peak_used_blocks, int(used[-1]))
     st.steps += k
     engine.steps_since_round = _round_counter_after(engine, run, k)

@@ -23,15 +23,41 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 
-@dataclass(frozen=True, slots=True)
 class RunningBatch:
-    """The running requests of one replica, oldest admission first (arrays of equal length)."""
+    """The running requests of one replica, oldest admission first (arrays of equal length).
 
-    request_ids: np.ndarray
-    prompt_tokens: np.ndarray
-    max_new_tokens: np.ndarray
-    generated_tokens: np.ndarray
-    kv_tokens: np.ndarray  # KV tokens held now (a prefilling request counts its whole prefill)
+    `progress`, if given instead of `generated_tokens` and `kv_tokens`, is a zero-argument function
+    returning those two arrays; it is called on first access (the engine writes decoding requests'
+    progress lazily, and most policies never read it)."""
+
+    __slots__ = ("request_ids", "prompt_tokens", "max_new_tokens", "_generated_tokens", "_kv_tokens", "_progress")
+
+    def __init__(self, request_ids: np.ndarray, prompt_tokens: np.ndarray, max_new_tokens: np.ndarray,
+                 generated_tokens: np.ndarray | None = None, kv_tokens: np.ndarray | None = None,
+                 progress: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        if (generated_tokens is None or kv_tokens is None) and progress is None:
+            raise ValueError("RunningBatch needs generated_tokens and kv_tokens, or progress")
+        self.request_ids = request_ids
+        self.prompt_tokens = prompt_tokens
+        self.max_new_tokens = max_new_tokens
+        self._generated_tokens = generated_tokens
+        self._kv_tokens = kv_tokens  # KV tokens held now (a prefilling request counts its whole prefill)
+        self._progress = progress
+
+    def _load_progress(self) -> None:
+        self._generated_tokens, self._kv_tokens = self._progress()
+
+    @property
+    def generated_tokens(self) -> np.ndarray:
+        if self._generated_tokens is None:
+            self._load_progress()
+        return self._generated_tokens
+
+    @property
+    def kv_tokens(self) -> np.ndarray:
+        if self._kv_tokens is None:
+            self._load_progress()
+        return self._kv_tokens
 
     def __len__(self) -> int:
         return len(self.request_ids)
