@@ -147,6 +147,12 @@ class DecodeBatch:
         classes = (-self.clock - np.arange(k)) % self.block_size
         return np.add.accumulate(self._class_counts[classes])
 
+    def current_progress(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(generated tokens, KV tokens) of members `ids` now, without writing them."""
+        t = self.table
+        steps = self.clock - t.clock_base[ids]
+        return t.generated_tokens[ids] + steps, t.kv_tokens[ids] + steps
+
     # ------------------------------------------------------------ writing progress
     def materialize(self, ids: np.ndarray) -> None:
         """Bring the progress columns of members `ids` up to the current clock."""

@@ -318,6 +318,8 @@ class ReplicaEngine:
             t, ids = self.table, self._ids()
 
             def progress():
+                if self.batch.size == len(ids):  # all decoding: read the clock, write nothing
+                    return self.batch.current_progress(ids)
                 self.sync()
                 return t.generated_tokens[ids], t.kv_tokens[ids]
 

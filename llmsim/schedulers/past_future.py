@@ -82,12 +82,16 @@ def sample_final_output_tokens(generated, caps, history_sorted: np.ndarray, u: n
     x = u * (points - 1)
     lo = np.minimum(x.astype(np.int64), points - 2)  # x >= 0, so truncation is floor
     frac = x - lo
-    # Both ends of each interval in one gather: support position p maps to o (p = 0), cap
-    # (p = points - 1) or history_sorted[first + p - 1].
-    pos = np.stack([lo, lo + 1])
-    inner = history_sorted[np.minimum(np.maximum(first + pos - 1, 0), max(w - 1, 0))] if w else cap
-    v = np.where(pos == 0, o, np.where(pos == points - 1, cap, inner))
-    return np.minimum(np.maximum(v[0] + frac * (v[1] - v[0]), o), cap)
+    # Support position p is o (p = 0), cap (p = points - 1) or history_sorted[first + p - 1].
+    # The interval's lower end lo is never the cap and its upper end lo + 1 never o.
+    if w:
+        inner = history_sorted[np.minimum(np.maximum(first + lo - 1, 0), w - 1)]
+        v0 = np.where(lo == 0, o, inner)
+        inner = history_sorted[np.minimum(first + lo, w - 1)]
+        v1 = np.where(lo + 1 == points - 1, cap, inner)
+    else:
+        v0, v1 = o, cap
+    return np.minimum(np.maximum(v0 + frac * (v1 - v0), o), cap)
 
 
 class _Round:

@@ -41,7 +41,8 @@ def future_peaks_of_lists(held_tokens: np.ndarray, growth_tokens: np.ndarray) ->
     if n == 0:
         return np.zeros(lists)
     order = np.argsort(-growth_tokens, axis=1, kind="stable")
-    b = np.take_along_axis(growth_tokens, order, axis=1)
+    rows = np.arange(lists)[:, None]
+    b = growth_tokens[rows, order]
     cum_a = np.cumsum(held_tokens[order], axis=1)
     return (cum_a + np.arange(1, n + 1) * b).max(axis=1)
 
@@ -66,8 +67,10 @@ class PeakAdmissionRound:
         return self.growth_tokens.shape[0]
 
     def try_add(self, held: float, growth_per_list: np.ndarray) -> bool:
-        held_new = np.append(self.held_tokens, held)
-        growth_new = np.column_stack([self.growth_tokens, np.broadcast_to(growth_per_list, (self.num_lists,))])
+        held_new = np.concatenate((self.held_tokens, [held]))
+        column = np.empty((self.num_lists, 1))
+        column[:, 0] = growth_per_list  # one value per list, or one shared by all
+        growth_new = np.concatenate((self.growth_tokens, column), axis=1)
         if future_peaks_of_lists(held_new, growth_new).max() > self.limit_tokens:
             return False
         self.held_tokens, self.growth_tokens = held_new, growth_new
