@@ -127,7 +127,10 @@ class ReplicaEngine:
         self.active_run: DecodeRun | None = None  # the fast-forward run in progress, if any
         self.interrupt = None  # callback the simulation sets: cut the active run at an arrival
         self.run_end = None  # the SimPy event that ends the active run
-        self.head_refused_at_s: float | None = None  # last round that ended on a stable refusal
+        # The last round ended on a refusal of the head that cannot change before a finish, an
+        # eviction, or a new head (max_num_seqs, free blocks, a stable policy): fast-forward lets
+        # the rounds that step-by-step mode would hold meanwhile refuse inside a run.
+        self.head_refusal_stable = False
 
     # ---------------------------------------------------------------- arrivals
     def enqueue(self, rid: int, now_s: float) -> None:
@@ -135,8 +138,10 @@ class ReplicaEngine:
         t.replica[rid] = self.index
         t.status[rid] = WAITING
         was_empty = not self.waiting
+        if was_empty:
+            self.head_refusal_stable = False  # a new head: no round has judged it
         self.waiting.append(rid)
-        self.outstanding_tokens += int(t.prompt_tokens[rid] + t.max_new_tokens[rid])
+        self._add_outstanding(int(t.prompt_tokens[rid] + t.max_new_tokens[rid]))
         if self.wakeup is not None and not self.wakeup.triggered:
             self.wakeup.succeed()
         run = self.active_run
@@ -149,9 +154,8 @@ class ReplicaEngine:
     def outstanding_tokens(self) -> int:
         return self._outstanding
 
-    @outstanding_tokens.setter
-    def outstanding_tokens(self, value: int) -> None:
-        self._outstanding = value
+    def _add_outstanding(self, delta_tokens: int) -> None:
+        self._outstanding += delta_tokens
         if self.load_board is not None:
             self.publish_load()
 
@@ -161,14 +165,14 @@ class ReplicaEngine:
         upper, lower = self.load_board
         upper[self.index] = self._outstanding
         run = self.active_run
-        lower[self.index] = self._outstanding - (self.batch.size * run.num_steps if run is not None else 0)
+        lower[self.index] = self._outstanding - (run.tokens_total() if run is not None else 0)
 
     def outstanding_tokens_at(self, now_s: float) -> int:
         """Outstanding tokens as step-by-step mode would have them at `now_s` (routers use this)."""
         run = self.active_run
         if run is None:
-            return self.outstanding_tokens
-        return self.outstanding_tokens - self.batch.size * run.steps_done(now_s)
+            return self._outstanding
+        return self._outstanding - run.tokens_done(now_s)
 
     def sync(self) -> None:
         """Write the progress of every decoding request to the request table (see decode_batch.py)."""
@@ -196,7 +200,11 @@ class ReplicaEngine:
             if prefill_ids:
                 chunks = [int(t.prefill_left_tokens[r]) for r in prefill_ids]
                 shape = BatchShape(tuple(chunks), (0,) * len(chunks))
-                return self._step(now_s, shape, np.empty(0, dtype=np.int64), prefill_ids, chunks, swap_s)
+                step = self._step(now_s, shape, np.empty(0, dtype=np.int64), prefill_ids, chunks, swap_s)
+                p = self.params
+                if p.fast_forward and swap_s == 0.0 and p.guard_max_queue_s is None and p.guard_max_tbt_s is None:
+                    self._continue_prefill_with_run(step)
+                return step
         swap_s += self._make_room_for_decode()
         if self.params.fast_forward and swap_s == 0.0 and self.batch.size == len(self.running):
             run = plan_run(self, now_s)
@@ -215,6 +223,50 @@ class ReplicaEngine:
             batch.kv_max_tokens() + 1 if batch.size else 0,
         )
         return self._step(now_s, shape, decode_ids, prefill_ids, chunks, swap_s)
+
+    def _continue_prefill_with_run(self, step: Step) -> None:
+        """Fast-forward a separate-mode prefill step together with the decode run after it, in
+        one timeout. Nothing can change a decision at the prefill's end that is not known now:
+        no admission round is due there (the counter counts decode steps, and the round just
+        ran), arrivals during the prefill cut the run there (`DecodeRun.truncate`), and a request
+        that finishes at its prefill or a first decode step that needs an eviction leave the run
+        empty. The prefilled requests emit their first token and join the batch now (their
+        token is stamped with the prefill's end, and nothing reads them before it); the
+        prefill's statistics and outstanding tokens are applied when the timeout ends."""
+        t = self.table
+        end_s = step.start_s + step.duration_s  # what SimPy's clock will read then
+        finishes = False
+        for rid, chunk in zip(step.prefill_ids, step.prefill_chunk_tokens):
+            t.prefill_left_tokens[rid] -= chunk
+            finishes |= self._emit_first_token_after_prefill(rid, end_s)
+        run = None
+        if not finishes and self.batch.blocks_next_step() <= self.kv.free_blocks:
+            run = plan_run(self, end_s)
+        if run is None:
+            empty = np.empty(0)
+            run = DecodeRun(empty, empty, np.empty(0, dtype=np.int64), self.kv.used_blocks, len(self.waiting), [])
+        run.prefill_end_s = end_s
+        run.prefill_duration_s = step.duration_s
+        run.prefill_tokens = sum(step.prefill_chunk_tokens) + len(step.prefill_ids)
+        step.run = run
+        step.duration_s = run.end_s - step.start_s
+
+    def _finish_prefill_of_run(self, step: Step) -> list[int]:
+        """The statistics of a run's leading prefill step, as `finish_step` records a prefill
+        step; returns the requests that finished at it (their token was emitted at planning)."""
+        run, st = step.run, self.stats
+        prefill_s = run.prefill_duration_s
+        st.kv_block_s += step.used_blocks * prefill_s
+        st.peak_used_blocks = max(st.peak_used_blocks, step.used_blocks)
+        st.steps += 1
+        st.busy_s += prefill_s
+        if self.params.record_steps:
+            arrived = sum(1 for a in run.arrivals_s if a <= run.prefill_end_s)
+            st.step_log.append((step.start_s, prefill_s, 0, sum(step.prefill_chunk_tokens), len(self.running),
+                                run.waiting_before + arrived, step.used_blocks, st.evictions))
+        self._add_outstanding(-run.prefill_tokens)
+        t = self.table
+        return [r for r in step.prefill_ids if t.generated_tokens[r] >= t.output_tokens[r]]
 
     def _step(self, now_s, shape, decode_ids, prefill_ids, chunks, swap_s) -> Step:
         duration = self.cost_model.step_time_s(shape) + swap_s
@@ -250,21 +302,21 @@ class ReplicaEngine:
         limit = self.scheduler.max_admissions_per_round
         admitted: list[int] = []
         swap_s = 0.0
-        self.head_refused_at_s = None
+        self.head_refusal_stable = False
         while self.waiting:
             if limit is not None and len(admitted) >= limit:
                 break
             # From here on a break means the head was refused by a check that cannot change before
             # a finish or an eviction (max_num_seqs, free blocks, a stable policy's refusal), unless
             # reset below: fast-forward relies on it.
-            self.head_refused_at_s = now_s
+            self.head_refusal_stable = True
             if len(self.running) >= p.max_num_seqs:
                 break
             cand = self._candidate(self.waiting[0])
             swapped = t.status[cand.request_id] == SWAPPED
             prefill = 0 if swapped else cand.kv_tokens
             if prefill and (prefill > budget if p.mode == "separate" else budget <= 0):
-                self.head_refused_at_s = None  # the token budget is this round's: the next round has it anew
+                self.head_refusal_stable = False  # the token budget is this round's: the next round has it anew
                 break
             # a swapped-in request decodes in this step: its own next token may need a block too
             own = int(swapped and cand.kv_tokens % p.block_size == 0)
@@ -276,9 +328,9 @@ class ReplicaEngine:
             accepted = rnd.admit(cand)
             if not accepted and not forced:
                 if not getattr(self.scheduler, "refusal_stable", False):
-                    self.head_refused_at_s = None
+                    self.head_refusal_stable = False
                 break
-            self.head_refused_at_s = None
+            self.head_refusal_stable = False
             self.waiting.popleft()
             swap_s += self._admit(cand, swapped, now_s)
             admitted.append(cand.request_id)
@@ -357,6 +409,7 @@ class ReplicaEngine:
 
     def _evict(self, rid: int) -> float:
         t = self.table
+        self.head_refusal_stable = False  # a new head, and memory freed
         if rid in self.batch:
             self.batch.remove([rid])
         blocks = blocks_for(int(t.kv_tokens[rid]), self.params.block_size)
@@ -373,7 +426,7 @@ class ReplicaEngine:
             self.stats.swap_outs += 1
             return self.cost_model.swap_time_s(blocks * self.swap.block_bytes)
         # recompute: the prefill work done so far is lost and must be redone
-        self.outstanding_tokens += int(t.prompt_tokens[rid] + t.generated_tokens[rid] - t.prefill_left_tokens[rid])
+        self._add_outstanding(int(t.prompt_tokens[rid] + t.generated_tokens[rid] - t.prefill_left_tokens[rid]))
         t.status[rid] = WAITING
         t.kv_tokens[rid] = 0
         t.prefill_left_tokens[rid] = 0
@@ -384,11 +437,17 @@ class ReplicaEngine:
         """Apply a step that ended at `end_s`; returns the ids of requests that finished."""
         t = self.table
         self.stats.timeouts += 1
-        if step.run is not None:
-            finished = apply_run(self, step, step.run)
-            if finished:
-                self._finish(finished, float(step.run.ends_s[-1]))
-            return finished
+        run = step.run
+        if run is not None:
+            finished = []
+            if run.prefill_end_s is not None:
+                finished = self._finish_prefill_of_run(step)
+                if finished:
+                    self._finish(finished, run.prefill_end_s)
+            done = apply_run(self, step, run)
+            if done:
+                self._finish(done, float(run.ends_s[-1]))
+            return finished + done
         if self.params.guard_max_tbt_s is not None:
             self.sync()
             self._abort_stalled(step, end_s)
@@ -401,7 +460,7 @@ class ReplicaEngine:
             t.prefill_left_tokens[rid] -= chunk
             if t.prefill_left_tokens[rid] == 0:
                 done_prefill.append(rid)
-        self.outstanding_tokens -= sum(step.prefill_chunk_tokens)
+        self._add_outstanding(-sum(step.prefill_chunk_tokens))
         st = self.stats
         st.kv_block_s += step.used_blocks * step.duration_s
         st.peak_used_blocks = max(st.peak_used_blocks, step.used_blocks)
@@ -412,9 +471,10 @@ class ReplicaEngine:
         if self.params.record_steps:
             st.step_log.append((step.start_s, step.duration_s, len(step.decode_ids), sum(step.prefill_chunk_tokens),
                                 len(self.running), len(self.waiting), step.used_blocks, self.stats.evictions))
-        self.outstanding_tokens -= len(step.decode_ids)
+        self._add_outstanding(-len(step.decode_ids) - len(done_prefill))
         for rid in done_prefill:
-            finished += self._emit_first_token_after_prefill(rid, end_s)
+            if self._emit_first_token_after_prefill(rid, end_s):
+                finished.append(rid)
         if finished:
             self._finish(finished, end_s)
         return finished
@@ -422,27 +482,27 @@ class ReplicaEngine:
     def _in_running_order(self, ids: list[int]) -> list[int]:
         return sorted(ids, key=self.running.index) if len(ids) > 1 else ids
 
-    def _emit_first_token_after_prefill(self, rid: int, end_s: float) -> list[int]:
+    def _emit_first_token_after_prefill(self, rid: int, end_s: float) -> bool:
         """A prefill (or re-prefill after an eviction) ended: the request emits a token and joins
-        the decoding batch, or finishes. Returns [rid] if it finished."""
+        the decoding batch, or finishes (returns True; the caller finishes it)."""
         t = self.table
         gen = int(t.generated_tokens[rid]) + 1
         t.generated_tokens[rid] = gen
-        self.outstanding_tokens -= 1
         if gen == 1:
             t.first_token_s[rid] = end_s
         else:
             t.max_tbt_s[rid] = max(t.max_tbt_s[rid], end_s - t.last_token_s[rid])
         t.last_token_s[rid] = end_s
         if gen >= t.output_tokens[rid]:
-            return [rid]
+            return True
         self.batch.join(rid)
-        return []
+        return False
 
     def _finish(self, finished: list[int], end_s: float) -> None:
         """Free and record requests that emitted their last token at `end_s` (decoders that were in
         the batch first, in admission order, then those that finished at their prefill)."""
         t, bs = self.table, self.params.block_size
+        self.head_refusal_stable = False  # memory and the running set change
         members = [r for r in finished if r in self.batch]
         if members:
             self.batch.remove(members)
@@ -451,7 +511,7 @@ class ReplicaEngine:
             t.status[rid] = FINISHED
             t.finish_s[rid] = end_s
             t.end_s[rid] = end_s
-            self.outstanding_tokens -= int(t.max_new_tokens[rid] - t.generated_tokens[rid])
+            self._add_outstanding(-int(t.max_new_tokens[rid] - t.generated_tokens[rid]))
             self.scheduler.record_finish(int(t.generated_tokens[rid]))
         for rid in finished:
             self.running.remove(rid)
@@ -505,6 +565,7 @@ class ReplicaEngine:
         t, bs = self.table, self.params.block_size
         status = t.status[rid]
         g = int(t.generated_tokens[rid])
+        self.head_refusal_stable = False
         if status == RUNNING:
             if rid in self.batch:
                 self.batch.remove([rid])
@@ -519,7 +580,7 @@ class ReplicaEngine:
                 pending_prefill = 0
             else:
                 pending_prefill = int(t.prompt_tokens[rid]) + g
-        self.outstanding_tokens -= pending_prefill + int(t.max_new_tokens[rid]) - g
+        self._add_outstanding(-(pending_prefill + int(t.max_new_tokens[rid]) - g))
         t.status[rid] = outcome
         t.end_s[rid] = now_s
 

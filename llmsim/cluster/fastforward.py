@@ -41,24 +41,49 @@ class DecodeRun:
     used_blocks_before: int
     waiting_before: int
     arrivals_s: list  # times of arrivals at this replica during the run (for the step log)
-    head_refused: bool = False  # a stable refusal at the first boundary: rounds during the run refuse too
+    head_refused: bool = False  # the head's refusal is stable: rounds during the run refuse too
+    decoders: int = 0  # requests that emit a token at each step
+    # A run that starts with a prefill step (separate mode): when it ends, and the tokens it
+    # removes from the outstanding work (prompt tokens computed plus the first tokens emitted).
+    prefill_end_s: float | None = None
+    prefill_duration_s: float = 0.0  # as the cost model gave it (end - start can differ in the last bit)
+    prefill_tokens: int = 0
 
     @property
     def num_steps(self) -> int:
         return len(self.ends_s)
 
+    @property
+    def end_s(self) -> float:
+        return float(self.ends_s[-1]) if len(self.ends_s) else self.prefill_end_s
+
     def truncate(self, now_s: float) -> float:
-        """Cut the run at the first step boundary at or after `now_s`; returns its end time."""
-        k = bisect_left(self.ends_s, now_s) + 1
+        """Cut the run at the first step boundary at or after `now_s` (the end of a leading
+        prefill step is one); returns its end time."""
+        if self.prefill_end_s is not None and now_s <= self.prefill_end_s:
+            k = 0
+        else:
+            k = bisect_left(self.ends_s, now_s) + 1
         if k < self.num_steps:
             self.ends_s = self.ends_s[:k]
             self.durations_s = self.durations_s[:k]
             self.cum_new_blocks = self.cum_new_blocks[:k]
-        return float(self.ends_s[-1])
+        return self.end_s
 
     def steps_done(self, now_s: float) -> int:
         """Steps completed strictly before `now_s` (what step-by-step mode has applied then)."""
         return bisect_left(self.ends_s, now_s)  # runs are short: cheaper than np.searchsorted
+
+    def tokens_done(self, now_s: float) -> int:
+        """Outstanding tokens the run has removed strictly before `now_s`."""
+        done = self.decoders * bisect_left(self.ends_s, now_s)
+        if self.prefill_end_s is not None and self.prefill_end_s < now_s:
+            done += self.prefill_tokens
+        return done
+
+    def tokens_total(self) -> int:
+        """Outstanding tokens the whole run removes."""
+        return self.decoders * len(self.ends_s) + self.prefill_tokens
 
 
 def plan_run(engine, now_s: float) -> DecodeRun | None:
@@ -73,10 +98,10 @@ def plan_run(engine, now_s: float) -> DecodeRun | None:
     if engine.waiting:
         if p.guard_max_queue_s is not None or p.guard_max_tbt_s is not None:
             return None
-        if engine.head_refused_at_s != now_s:
-            # No round refused the head at this boundary (none was due, or the policy may decide
-            # differently next time): stop where the next round is due, i.e. when the counter
-            # (incremented per decode step) reaches r.
+        if not engine.head_refusal_stable:
+            # The head's last refusal may not hold at the next round (none judged this head yet,
+            # or the policy may decide differently next time): stop where the next round is due,
+            # i.e. when the counter (incremented per decode step) reaches r.
             k = min(k, max(sched.decode_steps_between_rounds - engine.steps_since_round, 1))
     if k < 2:
         return None
@@ -99,8 +124,8 @@ def plan_run(engine, now_s: float) -> DecodeRun | None:
                 return None
             durations, cum = durations[:k], cum[:k]
     ends = np.add.accumulate(np.concatenate(([now_s], durations)))[1:]
-    refused = bool(engine.waiting) and engine.head_refused_at_s == now_s
-    return DecodeRun(ends, durations, cum[:k], engine.kv.used_blocks, len(engine.waiting), [], refused)
+    refused = bool(engine.waiting) and engine.head_refusal_stable
+    return DecodeRun(ends, durations, cum[:k], engine.kv.used_blocks, len(engine.waiting), [], refused, n)
 
 
 def apply_run(engine, step, run: DecodeRun) -> list[int]:
@@ -109,9 +134,11 @@ def apply_run(engine, step, run: DecodeRun) -> list[int]:
     st = engine.stats
     k = run.num_steps
     n = engine.batch.size
+    if k == 0:
+        return []
     engine.kv.allocate(int(run.cum_new_blocks[-1]))
     engine.batch.advance(run.ends_s)
-    engine.outstanding_tokens -= n * k
+    engine._add_outstanding(-n * k)
     used = run.used_blocks_before + run.cum_new_blocks
     # summed step by step, in step order, as step-by-step mode does (runs are short: a loop is
     # cheaper than numpy here, and float addition in order gives the same bits)
@@ -124,7 +151,8 @@ def apply_run(engine, step, run: DecodeRun) -> list[int]:
     st.steps += k
     engine.steps_since_round = _round_counter_after(engine, run, k)
     if engine.params.record_steps:
-        starts = np.concatenate(([step.start_s], run.ends_s[:-1]))
+        first_start_s = step.start_s if run.prefill_end_s is None else run.prefill_end_s
+        starts = np.concatenate(([first_start_s], run.ends_s[:-1]))
         arrived = np.searchsorted(np.asarray(run.arrivals_s, dtype=np.float64), run.ends_s, side="right")
         for j in range(k):
             st.step_log.append((float(starts[j]), float(run.durations_s[j]), n, 0, len(engine.running),

@@ -174,10 +174,10 @@ def _replica_process(env: _Environment, engine: ReplicaEngine):
         engine.active_run = step.run
         if engine.load_board is not None:
             engine.publish_load()
-        engine.run_end = env.timeout_at(float(step.run.ends_s[-1]))
+        engine.run_end = env.timeout_at(step.run.end_s)
         yield engine.run_end
         engine.active_run = engine.run_end = None
-        engine.finish_step(step, float(step.run.ends_s[-1]))
+        engine.finish_step(step, step.run.end_s)
 
 
 def _cut_run(env: _Environment, engine: ReplicaEngine) -> None:
@@ -185,7 +185,7 @@ def _cut_run(env: _Environment, engine: ReplicaEngine) -> None:
     run = engine.active_run
     if run is None:
         return
-    before = float(run.ends_s[-1])
+    before = run.end_s
     end_s = run.truncate(env.now)
     if end_s != before:
         engine.run_end = env.move_earlier(engine.run_end, end_s)
