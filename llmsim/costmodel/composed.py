@@ -86,6 +86,9 @@ class ComposedCostModel:
             return np.zeros(0)
         if decode_seqs <= 0:
             return np.zeros(num_steps)
+        if num_steps <= 16:  # short runs (most of them): a loop over the scalar formula is cheaper
+            fixed, layers, attention = self._decode_fixed_s(decode_seqs), self._layers, self._decode_attention_s
+            return np.array([fixed + layers * attention(decode_seqs, context_sum_tokens + decode_seqs * j) for j in range(num_steps)])
         ctx = (context_sum_tokens + decode_seqs * np.arange(num_steps, dtype=np.int64)).astype(np.float64)
         return self._decode_fixed_s(decode_seqs) + self._layers * self._decode_attention_vec_s(decode_seqs, ctx)
 
