@@ -44,7 +44,7 @@ class DecodeBatch:
         self._offset = 1
         self.size = 0
         self._kv_minus_clock_sum = 0
-        self._class_counts = np.zeros(block_size, dtype=np.int64)
+        self._class_counts = [0] * block_size  # a list: read and updated one entry at a time
         self._kv_minus_clock_max: int | None = 0  # None: recompute on demand
         self._finish_heap: list[tuple[int, int, int]] = []  # (finish clock, request id, membership serial)
         self._members: dict[int, int] = {}  # request id -> membership serial
@@ -72,12 +72,14 @@ class DecodeBatch:
         finish = clock + int(t.output_tokens[rid] - t.generated_tokens[rid])
         heapq.heappush(self._finish_heap, (finish, rid, self._serial))
 
-    def remove(self, rids) -> None:
+    def remove(self, rids: list[int]) -> None:
         """Write the progress of members `rids` and take them out of the batch."""
-        ids = np.asarray(rids, dtype=np.int64)
-        self.materialize(ids)
+        if len(rids) == 1:
+            self._materialize_one(rids[0])
+        else:
+            self.materialize(np.asarray(rids, dtype=np.int64))
         t, clock = self.table, self.clock
-        for rid in ids.tolist():
+        for rid in rids:
             c = int(t.kv_tokens[rid]) - clock
             self._class_counts[c % self.block_size] -= 1
             self._kv_minus_clock_sum -= c
@@ -140,12 +142,12 @@ class DecodeBatch:
 
     def blocks_next_step(self) -> int:
         """New blocks the next decode step allocates."""
-        return int(self._class_counts[-self.clock % self.block_size])
+        return self._class_counts[-self.clock % self.block_size]
 
     def blocks_cumulative(self, k: int) -> np.ndarray:
         """New blocks allocated by the next j decode steps, for j = 1..k."""
         classes = (-self.clock - np.arange(k)) % self.block_size
-        return np.add.accumulate(self._class_counts[classes])
+        return np.add.accumulate(np.asarray(self._class_counts)[classes])
 
     def current_progress(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(generated tokens, KV tokens) of members `ids` now, without writing them."""
@@ -214,6 +216,6 @@ class DecodeBatch:
         kv = t.kv_tokens[ids]
         assert self.kv_sum_tokens() == int(kv.sum())
         counts = np.bincount((kv - self.clock) % self.block_size, minlength=self.block_size)
-        assert (counts == self._class_counts).all(), (counts, self._class_counts)
+        assert counts.tolist() == self._class_counts, (counts, self._class_counts)
         if len(ids):
             assert self.kv_max_tokens() == int(kv.max())
