@@ -125,7 +125,7 @@ class ReplicaEngine:
         self.wakeup = None  # set by the SimPy process while the replica idles
         self.on_end = None  # callback(list of ids) when requests finish, are dropped or aborted
         self.active_run: DecodeRun | None = None  # the fast-forward run in progress, if any
-        self.interrupt = None  # callback the simulation sets: cut the active run at an arrival
+        self.cut_run = None  # callback the simulation sets: cut the active run at an arrival
         self.run_end = None  # the SimPy event that ends the active run
         # The last round ended on a refusal of the head that cannot change before a finish, an
         # eviction, or a new head (max_num_seqs, free blocks, a stable policy): fast-forward lets
@@ -147,8 +147,8 @@ class ReplicaEngine:
         run = self.active_run
         if run is not None:
             run.arrivals_s.append(now_s)
-            if was_empty and self.interrupt is not None:
-                self.interrupt()  # a new head of the queue: the next boundary must decide
+            if was_empty and self.cut_run is not None:
+                self.cut_run()  # a new head of the queue: the next boundary must decide
 
     @property
     def outstanding_tokens(self) -> int:

@@ -2,23 +2,30 @@
 
 Between two events that can change a decision, decode steps differ only in context length
 (ARCHITECTURE.md, Performance). A run of k steps starts at a step boundary where the next step is
-a pure decode step (no prefill pending, no swap, no admission made) and ends at the first of:
+a pure decode step (no prefill pending, no swap, no admission made), or right after a separate-mode
+prefill step that it shares a timeout with (`ReplicaEngine._continue_prefill_with_run`), and ends
+at the first of:
 
 - a finish: the step at which some running request reaches its true output length;
 - memory: the step before one whose new blocks would not fit (that step evicts, step by step);
 - an admission round that could decide differently: with requests waiting, a policy whose refusal
   can change between finishes (past-future redraws, the oracle's peak moves) gets a round every
-  `decode_steps_between_rounds` steps; aggressive and conservative refusals cannot change until a
-  finish or an eviction (free blocks only shrink, reservations stay), so they do not stop a run;
-- an arrival at an empty waiting queue: the SimPy process is interrupted and the run is cut at
-  the first step boundary at or after the arrival (arrivals at a boundary are seen there, as in
-  step-by-step mode);
+  `decode_steps_between_rounds` steps; a refusal by aggressive or conservative, or by the
+  `max_num_seqs` or free-block checks, cannot change until a finish, an eviction or a new head of
+  the queue (free blocks only shrink, reservations stay: `engine.head_refusal_stable`), so the
+  rounds step-by-step mode holds meanwhile refuse and do not stop a run;
+- an arrival at an empty waiting queue: the run is cut at the first step boundary at or after
+  the arrival (the end of a leading prefill is one; arrivals at a boundary are seen there, as in
+  step-by-step mode), by moving its end event earlier (`_Environment.move_earlier`);
 - the SLA guard: with requests waiting, no run; otherwise a run stops before a step longer than
   the abort limit.
 
-Per-step times come from `CostModel.decode_steps_s`, whose element-wise arithmetic equals the
-single-step call, and every sum is accumulated in step order, so per-request timestamps, max time
-between tokens and the summary are bit-identical to step-by-step mode (tested).
+The requests of a run advance through the replica's `DecodeBatch` (decode_batch.py): a run is
+planned from the batch's aggregates and applied by moving its decode clock, without touching
+per-request columns. Per-step times come from `CostModel.decode_steps_s`, which equals the
+single-step call bit for bit, and every sum is accumulated in step order, so per-request
+timestamps, max time between tokens, the summary and the per-step series are bit-identical to
+step-by-step mode (tests/test_fastforward.py).
 """
 
 from __future__ import annotations

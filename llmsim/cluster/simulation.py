@@ -250,7 +250,7 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
     for e in engines:
         e.on_end = on_end
         env.process(_replica_process(env, e))
-        e.interrupt = (lambda eng: (lambda: _cut_run(env, eng)))(e)
+        e.cut_run = (lambda eng: (lambda: _cut_run(env, eng)))(e)
     if closed:
         a = sc.workload.arrivals
         clients = ClosedLoopClients(
