@@ -35,12 +35,13 @@ import numpy as np
 class DecodeBatch:
     """Decoding requests of one replica (see the module docstring)."""
 
-    def __init__(self, table, block_size: int) -> None:
+    def __init__(self, table, block_size: int, capacity_steps: int = 4096) -> None:
         self.table = table
         self.block_size = block_size
         self.clock = 0
-        # _ends[s - _offset] is the end time of decode step s (steps are numbered from 1)
-        self._ends = np.empty(4096)
+        # _ends[s - _offset] is the end time of decode step s (steps are numbered from 1); old
+        # entries are dropped when it fills (`_make_room`)
+        self._ends = np.empty(capacity_steps)
         self._offset = 1
         self.size = 0
         self._kv_minus_clock_sum = 0
