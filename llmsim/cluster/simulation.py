@@ -261,6 +261,8 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
     else:
         env.process(_open_loop_arrivals(env, table, dispatch))
     env.run()
+    for e in engines:
+        e.sync()  # progress of decoding requests is written lazily (decode_batch.py); nothing should be left
     if progress is not None:
         progress(ended[0], total)
 
