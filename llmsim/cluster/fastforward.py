@@ -77,12 +77,9 @@ class DecodeRun:
             self.cum_new_blocks = self.cum_new_blocks[:k]
         return self.end_s
 
-    def steps_done(self, now_s: float) -> int:
-        """Steps completed strictly before `now_s` (what step-by-step mode has applied then)."""
-        return bisect_left(self.ends_s, now_s)  # runs are short: cheaper than np.searchsorted
-
     def tokens_done(self, now_s: float) -> int:
-        """Outstanding tokens the run has removed strictly before `now_s`."""
+        """Outstanding tokens the run has removed by `now_s`, as step-by-step mode has then applied
+        them: steps that ended strictly before it (bisect: runs are short, cheaper than numpy)."""
         done = self.decoders * bisect_left(self.ends_s, now_s)
         if self.prefill_end_s is not None and self.prefill_end_s < now_s:
             done += self.prefill_tokens
