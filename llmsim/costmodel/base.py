@@ -48,6 +48,11 @@ class CostModel(Protocol):
         """Wall time of one iteration with this shape, in seconds (0.0 for an empty shape)."""
         ...
 
+    def decode_step_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int) -> float:
+        """Wall time of one decode-only step: equals `step_time_s` of that shape bit for bit, without
+        building a shape (fast-forward prices short runs step by step with it)."""
+        ...
+
     def decode_steps_s(
         self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int, num_steps: int
     ) -> np.ndarray:

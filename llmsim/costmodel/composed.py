@@ -80,6 +80,12 @@ class ComposedCostModel:
             attn += self._decode_attention_s(decode_seqs, shape.decode_context_sum_tokens)
         return self._fixed_s(sum(chunks) + decode_seqs, len(chunks) + decode_seqs) + self._layers * attn
 
+    def decode_step_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int) -> float:
+        """One decode-only step: the decode fast path of `step_time_s`, without a shape."""
+        if decode_seqs <= 0:
+            return 0.0
+        return self._decode_fixed_s(decode_seqs) + self._layers * self._decode_attention_s(decode_seqs, context_sum_tokens)
+
     def decode_steps_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int, num_steps: int) -> np.ndarray:
         """Vectorised decode-only steps; the same arithmetic as `step_time_s`, element-wise."""
         if num_steps <= 0:

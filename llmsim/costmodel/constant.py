@@ -40,6 +40,9 @@ class ConstantCostModel:
             return 0.0
         return self.base_step_s + self.per_token_s * tokens
 
+    def decode_step_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int) -> float:
+        return self.base_step_s + self.per_token_s * decode_seqs if decode_seqs > 0 else 0.0
+
     def decode_steps_s(
         self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int, num_steps: int
     ) -> np.ndarray:
