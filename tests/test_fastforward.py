@@ -79,3 +79,27 @@ def test_fast_forward_takes_far_fewer_simpy_timeouts_on_a_decode_heavy_run():
     assert fast.derived["replica_steps"] == step.derived["replica_steps"]
     assert step.derived["replica_timeouts"] == step.derived["replica_steps"]
     assert fast.derived["replica_timeouts"][0] < step.derived["replica_steps"][0] / 5
+
+
+@pytest.mark.parametrize("replicas,router,cuts_expected", [
+    (1, "least-outstanding-tokens", False),  # one replica: every request comes here
+    (3, "round-robin", False),  # the next request's replica is known in advance
+    (3, "least-outstanding-tokens", True),  # not known: runs are planned to the next finish and cut
+])
+def test_runs_end_where_a_known_next_arrival_would_cut_them(monkeypatch, replicas, router, cuts_expected):
+    from llmsim.cluster import simulation
+
+    cuts = []
+    move = simulation._Environment.move_earlier
+    monkeypatch.setattr(simulation._Environment, "move_earlier", lambda env, ev, at: cuts.append(at) or move(env, ev, at))
+    sc = {
+        "name": "horizon", "seed": 3, "model": "llama-2-7b", "hardware": "h100-80g-sxm",
+        "cluster": {"replicas": replicas, "router": router},
+        "engine": {"max_model_len": 4096, "kv_capacity_tokens": 60000},
+        "scheduler": {"kind": "aggressive"},
+        "workload": {"lengths": {"kind": "uniform", "input_tokens": [32, 256], "output_tokens": [100, 400]},
+                     "arrivals": {"kind": "poisson", "rate_per_s": 6.0 * replicas}, "num_requests": 150, "max_new_tokens": "exact"},
+    }
+    fast = _run(sc, True)
+    assert (len(cuts) > 0) == cuts_expected, len(cuts)
+    assert fast.requests.equals(_run(sc, False).requests)

@@ -91,7 +91,7 @@ class DecodeBatch:
 
     # ------------------------------------------------------------ the clock
     def advance(self, ends_s) -> None:
-        """Record decode steps that ended at `ends_s` (one float or an array, in order)."""
+        """Record decode steps that ended at `ends_s` (one float, or a list or array in order)."""
         k = 1 if isinstance(ends_s, float) else len(ends_s)
         at = self.clock + 1 - self._offset
         if at + k > len(self._ends):
@@ -144,6 +144,11 @@ class DecodeBatch:
     def blocks_next_step(self) -> int:
         """New blocks the next decode step allocates."""
         return self._class_counts[-self.clock % self.block_size]
+
+    def block_classes(self) -> tuple[list[int], int, int]:
+        """(counts, c, block_size): decode step j (0 = the next) allocates counts[(c - j) % block_size]
+        new blocks. The list is live: read it before the batch changes."""
+        return self._class_counts, -self.clock % self.block_size, self.block_size
 
     def blocks_cumulative(self, k: int) -> np.ndarray:
         """New blocks allocated by the next j decode steps, for j = 1..k."""

@@ -127,6 +127,9 @@ class ReplicaEngine:
         self.active_run: DecodeRun | None = None  # the fast-forward run in progress, if any
         self.cut_run = None  # callback the simulation sets: cut the active run at an arrival
         self.run_end = None  # the SimPy event that ends the active run
+        # () -> the earliest time a new request can reach this replica, when the simulation knows
+        # it in advance (open-loop arrivals, one replica or round-robin); runs plan no further
+        self.next_arrival_s = None
         # The last round ended on a refusal of the head that cannot change before a finish, an
         # eviction, or a new head (max_num_seqs, free blocks, a stable policy): fast-forward lets
         # the rounds that step-by-step mode would hold meanwhile refuse inside a run.
@@ -209,7 +212,7 @@ class ReplicaEngine:
         if self.params.fast_forward and swap_s == 0.0 and self.batch.size == len(self.running):
             run = plan_run(self, now_s)
             if run is not None:
-                return Step(now_s, float(run.ends_s[-1] - now_s), self._ids(), [], [], self.kv.used_blocks, 0.0, run)
+                return Step(now_s, run.ends_s[-1] - now_s, self._ids(), [], [], self.kv.used_blocks, 0.0, run)
         decode_ids = self._decoding_ids()
         batch = self.batch
         self.kv.allocate(batch.blocks_next_step())
@@ -243,8 +246,7 @@ class ReplicaEngine:
         if not finishes and self.batch.blocks_next_step() <= self.kv.free_blocks:
             run = plan_run(self, end_s)
         if run is None:
-            empty = np.empty(0)
-            run = DecodeRun(empty, empty, np.empty(0, dtype=np.int64), self.kv.used_blocks, len(self.waiting), [])
+            run = DecodeRun([], [], [], self.kv.used_blocks, len(self.waiting), [])
         run.prefill_end_s = end_s
         run.prefill_duration_s = step.duration_s
         run.prefill_tokens = sum(step.prefill_chunk_tokens) + len(step.prefill_ids)
@@ -446,7 +448,7 @@ class ReplicaEngine:
                     self._finish(finished, run.prefill_end_s)
             done = apply_run(self, step, run)
             if done:
-                self._finish(done, float(run.ends_s[-1]))
+                self._finish(done, run.ends_s[-1])
             return finished + done
         if self.params.guard_max_tbt_s is not None:
             self.sync()

@@ -16,21 +16,26 @@ at the first of:
   rounds step-by-step mode holds meanwhile refuse and do not stop a run;
 - an arrival at an empty waiting queue: the run is cut at the first step boundary at or after
   the arrival (the end of a leading prefill is one; arrivals at a boundary are seen there, as in
-  step-by-step mode), by moving its end event earlier (`_Environment.move_earlier`);
+  step-by-step mode), by moving its end event earlier (`_Environment.move_earlier`); where the
+  simulation knows when the next request will reach this replica (open-loop arrivals with one
+  replica or round-robin routing: `engine.next_arrival_s`), the run is planned to end at that
+  boundary in the first place, so no steps are priced in vain and nothing needs cutting;
 - the SLA guard: with requests waiting, no run; otherwise a run stops before a step longer than
   the abort limit.
 
 The requests of a run advance through the replica's `DecodeBatch` (decode_batch.py): a run is
 planned from the batch's aggregates and applied by moving its decode clock, without touching
-per-request columns. Per-step times come from `CostModel.decode_steps_s`, which equals the
-single-step call bit for bit, and every sum is accumulated in step order, so per-request
+per-request columns. Per-step times come from `CostModel.decode_step_s` (short runs, one step at a
+time in a Python loop) or `decode_steps_s` (long runs, numpy), which equal the single-step call bit
+for bit, and every sum is accumulated in step order, so per-request
 timestamps, max time between tokens, the summary and the per-step series are bit-identical to
 step-by-step mode (tests/test_fastforward.py).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
+import math
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,11 +45,12 @@ MAX_RUN_STEPS = 65_536  # bounds the per-run arrays; a longer run just continues
 
 @dataclass(slots=True)
 class DecodeRun:
-    """k consecutive decode steps of the same requests, planned at `start_s`."""
+    """k consecutive decode steps of the same requests, planned at `start_s` (lists: runs are
+    short, and bisect and Python floats are cheaper than numpy on a few elements)."""
 
-    ends_s: np.ndarray  # end time of each step (sequential sums from start_s)
-    durations_s: np.ndarray
-    cum_new_blocks: np.ndarray  # blocks allocated up to and including each step
+    ends_s: list[float]  # end time of each step (sequential sums from start_s)
+    durations_s: list[float]
+    cum_new_blocks: list[int]  # blocks allocated up to and including each step
     used_blocks_before: int
     waiting_before: int
     arrivals_s: list  # times of arrivals at this replica during the run (for the step log)
@@ -62,7 +68,7 @@ class DecodeRun:
 
     @property
     def end_s(self) -> float:
-        return float(self.ends_s[-1]) if len(self.ends_s) else self.prefill_end_s
+        return self.ends_s[-1] if self.ends_s else self.prefill_end_s
 
     def truncate(self, now_s: float) -> float:
         """Cut the run at the first step boundary at or after `now_s` (the end of a leading
@@ -72,14 +78,12 @@ class DecodeRun:
         else:
             k = bisect_left(self.ends_s, now_s) + 1
         if k < self.num_steps:
-            self.ends_s = self.ends_s[:k]
-            self.durations_s = self.durations_s[:k]
-            self.cum_new_blocks = self.cum_new_blocks[:k]
+            del self.ends_s[k:], self.durations_s[k:], self.cum_new_blocks[k:]
         return self.end_s
 
     def tokens_done(self, now_s: float) -> int:
         """Outstanding tokens the run has removed by `now_s`, as step-by-step mode has then applied
-        them: steps that ended strictly before it (bisect: runs are short, cheaper than numpy)."""
+        them: steps that ended strictly before it."""
         done = self.decoders * bisect_left(self.ends_s, now_s)
         if self.prefill_end_s is not None and self.prefill_end_s < now_s:
             done += self.prefill_tokens
@@ -99,6 +103,7 @@ def plan_run(engine, now_s: float) -> DecodeRun | None:
         return None
     k = min(batch.steps_to_next_finish(), MAX_RUN_STEPS)
     sched = engine.scheduler
+    horizon_s = math.inf
     if engine.waiting:
         if p.guard_max_queue_s is not None or p.guard_max_tbt_s is not None:
             return None
@@ -107,29 +112,88 @@ def plan_run(engine, now_s: float) -> DecodeRun | None:
             # or the policy may decide differently next time): stop where the next round is due,
             # i.e. when the counter (incremented per decode step) reaches r.
             k = min(k, max(sched.decode_steps_between_rounds - engine.steps_since_round, 1))
+    elif engine.next_arrival_s is not None:
+        # The next arrival would cut the run at the first boundary at or after it: plan no further
+        # (saves pricing steps that would be thrown away, and the cut itself).
+        horizon_s = engine.next_arrival_s()
     if k < 2:
         return None
-    cum = batch.blocks_cumulative(k)
+    if p.guard_max_tbt_s is None and (k <= SHORT_RUN_STEPS or horizon_s != math.inf):
+        ends, durations, cum = _plan_step_by_step(engine, now_s, n, k, horizon_s)
+    else:
+        ends, durations, cum = _plan_vectorised(engine, now_s, n, k)
+    if len(ends) < 2:
+        return None
+    refused = bool(engine.waiting) and engine.head_refusal_stable
+    return DecodeRun(ends, durations, cum, engine.kv.used_blocks, len(engine.waiting), [], refused, n)
+
+
+SHORT_RUN_STEPS = 32  # up to this many steps, a Python loop beats numpy's per-call overhead
+
+
+def _plan_step_by_step(engine, now_s, n, k, horizon_s):
+    """Up to k steps, priced one by one, stopping before a step whose new blocks do not fit and
+    after the first step that ends at or after `horizon_s`."""
+    batch = engine.batch
+    free = engine.kv.free_blocks
+    counts, first_class, bs = batch.block_classes()
+    price = engine.cost_model.decode_step_s
+    ctx_sum = batch.kv_sum_tokens() + n  # each decode token attends to its own KV as well
+    ctx_max = batch.kv_max_tokens() + 1
+    ends, durations, cum = [], [], []
+    end, blocks = now_s, 0
+    for j in range(k):
+        blocks += counts[(first_class - j) % bs]
+        if blocks > free:
+            break
+        d = price(n, ctx_sum + n * j, ctx_max + j)
+        end += d  # sequential sums, as step-by-step mode's clock adds each step
+        ends.append(end)
+        durations.append(d)
+        cum.append(blocks)
+        if end >= horizon_s:
+            break
+        if j == SHORT_RUN_STEPS - 1 and k > SHORT_RUN_STEPS:  # a long run after all: price the rest at once
+            return _extend_vectorised(engine, n, k, horizon_s, ends, durations, cum)
+    return ends, durations, cum
+
+
+def _extend_vectorised(engine, n, k, horizon_s, ends, durations, cum):
+    """Steps len(ends)+1..k of a run whose first steps were priced one by one."""
+    done = len(ends)
+    more_ends, more_durations, more_cum = _plan_vectorised(engine, ends[-1], n, k, skip=done)
+    ends += more_ends
+    durations += more_durations
+    cum += more_cum
+    if horizon_s != math.inf:
+        cut = bisect_left(ends, horizon_s) + 1
+        del ends[cut:], durations[cut:], cum[cut:]
+    return ends, durations, cum
+
+
+def _plan_vectorised(engine, start_s, n, k, skip=0):
+    """Steps skip+1..k of a run (numpy), stopping before a step whose new blocks do not fit and
+    before a step longer than the SLA guard's abort limit. Returns (ends, durations, cumulative
+    new blocks) as lists, ends summed sequentially from `start_s`."""
+    p, batch = engine.params, engine.batch
+    cum = batch.blocks_cumulative(k)[skip:]  # cumulative from the run's first step
     fits = int(np.searchsorted(cum, engine.kv.free_blocks, side="right"))  # steps whose blocks fit
-    k = min(k, fits)
-    if k < 2:
-        return None
-    durations = engine.cost_model.decode_steps_s(n, batch.kv_sum_tokens() + n, batch.kv_max_tokens() + 1, k)
+    k = min(k, skip + fits)
+    if k <= skip:
+        return [], [], []
+    durations = engine.cost_model.decode_steps_s(n, batch.kv_sum_tokens() + n + n * skip, batch.kv_max_tokens() + 1 + skip, k - skip)
+    cum = cum[: k - skip]
     if p.guard_max_tbt_s is not None:
         engine.sync()
         ids = engine.batch.member_ids()
-        gap0 = now_s + durations[0] - engine.table.last_token_s[ids]
+        gap0 = start_s + durations[0] - engine.table.last_token_s[ids]
         if (gap0 > p.guard_max_tbt_s).any():
-            return None
+            return [], [], []
         over = np.flatnonzero(durations > p.guard_max_tbt_s)
         if len(over):
-            k = int(over[0])
-            if k < 2:
-                return None
-            durations, cum = durations[:k], cum[:k]
-    ends = np.add.accumulate(np.concatenate(([now_s], durations)))[1:]
-    refused = bool(engine.waiting) and engine.head_refusal_stable
-    return DecodeRun(ends, durations, cum[:k], engine.kv.used_blocks, len(engine.waiting), [], refused, n)
+            durations, cum = durations[: over[0]], cum[: over[0]]
+    ends = np.add.accumulate(np.concatenate(([start_s], durations)))[1:]
+    return ends.tolist(), durations.tolist(), cum.tolist()
 
 
 def apply_run(engine, step, run: DecodeRun) -> list[int]:
@@ -140,27 +204,28 @@ def apply_run(engine, step, run: DecodeRun) -> list[int]:
     n = engine.batch.size
     if k == 0:
         return []
-    engine.kv.allocate(int(run.cum_new_blocks[-1]))
+    engine.kv.allocate(run.cum_new_blocks[-1])
     engine.batch.advance(run.ends_s)
     engine._add_outstanding(-n * k)
-    used = run.used_blocks_before + run.cum_new_blocks
-    # summed step by step, in step order, as step-by-step mode does (runs are short: a loop is
-    # cheaper than numpy here, and float addition in order gives the same bits)
+    # summed step by step, in step order, as step-by-step mode does (float addition in the same
+    # order gives the same bits)
+    before = run.used_blocks_before
     kv_block_s, busy_s = st.kv_block_s, st.busy_s
-    for u, d in zip(used.tolist(), run.durations_s.tolist()):
-        kv_block_s += u * d
+    for c, d in zip(run.cum_new_blocks, run.durations_s):
+        kv_block_s += (before + c) * d
         busy_s += d
     st.kv_block_s, st.busy_s = kv_block_s, busy_s
-    st.peak_used_blocks = max(st.peak_used_blocks, int(used[-1]))
+    st.peak_used_blocks = max(st.peak_used_blocks, before + run.cum_new_blocks[-1])
     st.steps += k
     engine.steps_since_round = _round_counter_after(engine, run, k)
     if engine.params.record_steps:
         first_start_s = step.start_s if run.prefill_end_s is None else run.prefill_end_s
-        starts = np.concatenate(([first_start_s], run.ends_s[:-1]))
-        arrived = np.searchsorted(np.asarray(run.arrivals_s, dtype=np.float64), run.ends_s, side="right")
+        starts = [first_start_s] + run.ends_s[:-1]
+        arrivals = sorted(run.arrivals_s)
         for j in range(k):
-            st.step_log.append((float(starts[j]), float(run.durations_s[j]), n, 0, len(engine.running),
-                                run.waiting_before + int(arrived[j]), int(used[j]), st.evictions))
+            arrived = bisect_right(arrivals, run.ends_s[j])
+            st.step_log.append((starts[j], run.durations_s[j], n, 0, len(engine.running),
+                                run.waiting_before + arrived, before + run.cum_new_blocks[j], st.evictions))
     return engine._in_running_order(engine.batch.finished_now())
 
 

@@ -29,6 +29,10 @@ class RoundRobinRouter:
         self._next = (i + 1) % len(replicas)
         return i
 
+    def routed_elsewhere_first(self, replica_index: int, num_replicas: int) -> int:
+        """How many of the next requests go to other replicas before one comes to this one."""
+        return (replica_index - self._next) % num_replicas
+
 
 class RandomRouter:
     """A uniformly random replica, from the scenario's seeded `router` stream."""

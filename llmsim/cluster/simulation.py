@@ -13,6 +13,7 @@ taken at time t sees every request that arrived at or before t.
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,6 +194,27 @@ def _cut_run(env: _Environment, engine: ReplicaEngine) -> None:
             engine.publish_load()
 
 
+def _tell_next_arrivals(engines: list[ReplicaEngine], router, arrival_s: np.ndarray, next_rid: list[int]) -> None:
+    """Give each engine the time of the next request it will receive, where the router's choice
+    is known before the request arrives (one replica, or a router that says so); fast-forwarded
+    runs then end where that arrival would cut them instead of being planned further and cut."""
+    replicas = len(engines)
+    if replicas == 1:
+        def skip(i):
+            return 0
+    elif hasattr(router, "routed_elsewhere_first"):
+        def skip(i):
+            return router.routed_elsewhere_first(i, replicas)
+    else:
+        return
+    total = len(arrival_s)
+    for e in engines:
+        def next_arrival_s(i=e.index) -> float:
+            rid = next_rid[0] + skip(i)
+            return float(arrival_s[rid]) if rid < total else math.inf
+        e.next_arrival_s = next_arrival_s
+
+
 def _open_loop_arrivals(env: simpy.Environment, table: RequestTable, dispatch: Callable[[int], None]):
     arrival = table.arrival_s
     for rid in range(len(table)):
@@ -244,7 +266,10 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
         if progress is not None and ended[0] // every != before // every:
             progress(ended[0], total)
 
+    next_rid = [0]  # open loop: requests are dispatched in id (= arrival) order
+
     def dispatch(rid: int) -> None:
+        next_rid[0] = rid + 1
         engines[router.route(rid, engines, env.now)].enqueue(rid, env.now)
 
     for e in engines:
@@ -260,6 +285,7 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
         )
     else:
         env.process(_open_loop_arrivals(env, table, dispatch))
+        _tell_next_arrivals(engines, router, table.arrival_s, next_rid)
     env.run()
     for e in engines:
         e.sync()  # progress of decoding requests is written lazily (decode_batch.py); nothing should be left
