@@ -81,17 +81,21 @@ def test_fast_forward_takes_far_fewer_simpy_timeouts_on_a_decode_heavy_run():
     assert fast.derived["replica_timeouts"][0] < step.derived["replica_steps"][0] / 5
 
 
-@pytest.mark.parametrize("replicas,router,cuts_expected", [
-    (1, "least-outstanding-tokens", False),  # one replica: every request comes here
-    (3, "round-robin", False),  # the next request's replica is known in advance
-    (3, "least-outstanding-tokens", True),  # not known: runs are planned to the next finish and cut
+@pytest.mark.parametrize("replicas,router,known", [
+    (1, "least-outstanding-tokens", True),  # one replica: every request comes here
+    (3, "round-robin", True),  # the next request's replica is known in advance
+    (3, "least-outstanding-tokens", False),  # not known: runs are planned to the next finish and cut
 ])
-def test_runs_end_where_a_known_next_arrival_would_cut_them(monkeypatch, replicas, router, cuts_expected):
+def test_a_known_next_arrival_ends_runs_there_and_lets_the_replica_run_ahead(monkeypatch, replicas, router, known):
+    """Where the next arrival at a replica is known, runs are planned to end at it (nothing is cut)
+    and the replica waits on SimPy's clock only for a step that ends at or after it, not for every
+    step; the results are those of step-by-step mode either way."""
     from llmsim.cluster import simulation
 
-    cuts = []
-    move = simulation._Environment.move_earlier
+    cuts, waits = [], []
+    move, timeout_at = simulation._Environment.move_earlier, simulation._Environment.timeout_at
     monkeypatch.setattr(simulation._Environment, "move_earlier", lambda env, ev, at: cuts.append(at) or move(env, ev, at))
+    monkeypatch.setattr(simulation._Environment, "timeout_at", lambda env, at: waits.append(at) or timeout_at(env, at))
     sc = {
         "name": "horizon", "seed": 3, "model": "llama-2-7b", "hardware": "h100-80g-sxm",
         "cluster": {"replicas": replicas, "router": router},
@@ -101,5 +105,15 @@ def test_runs_end_where_a_known_next_arrival_would_cut_them(monkeypatch, replica
                      "arrivals": {"kind": "poisson", "rate_per_s": 6.0 * replicas}, "num_requests": 150, "max_new_tokens": "exact"},
     }
     fast = _run(sc, True)
-    assert (len(cuts) > 0) == cuts_expected, len(cuts)
+    fast_cuts, fast_waits = len(cuts), len(waits)
+    cycles = sum(fast.derived["replica_timeouts"])  # plan/apply cycles
+    cuts.clear(), waits.clear()
+    monkeypatch.setattr(simulation, "_tell_next_arrivals", lambda *args: None)
+    blind = _run(sc, True)  # the same without knowing the next arrival
+    assert fast.requests.equals(blind.requests)
     assert fast.requests.equals(_run(sc, False).requests)
+    if known:
+        assert fast_cuts == 0 and len(cuts) > 0
+        assert fast_waits < 0.7 * len(waits) and fast_waits < 0.7 * cycles
+    else:
+        assert fast_cuts > 0 and fast_waits == cycles + fast_cuts  # every cycle waits, a cut adds an event

@@ -159,26 +159,51 @@ class _Environment(simpy.Environment):
 
 
 def _replica_process(env: _Environment, engine: ReplicaEngine):
+    """Plan a step (or a fast-forwarded run), wait for its end, apply it; idle until woken.
+
+    Running ahead: a replica that knows no request can reach it before a step ends (open-loop
+    arrivals with one replica or round-robin routing: `engine.next_arrival_s`, set only with
+    fast-forward on) applies that step without waiting for SimPy's clock, and plans the next one
+    from the step's end (`now_s`). Nothing else reads a replica's state in between (those routers
+    ignore load, and open-loop arrivals do not wait for finishes), and every time it records is
+    explicit, so the results are those of waiting. An arrival exactly at a step's end is seen at
+    that boundary (arrivals are URGENT), so the step must end strictly before the next arrival.
+    """
+    now_s = env.now
+    next_arrival_s = engine.next_arrival_s
     while True:
-        step = engine.plan_step(env.now)
+        step = engine.plan_step(now_s)
         if step is None:
             engine.wakeup = env.event()
             yield engine.wakeup
             engine.wakeup = None
+            now_s = env.now
             continue
         if step.run is None:
-            yield env.timeout(step.duration_s)
+            end_s = now_s + step.duration_s  # as env.timeout(duration) would place it
+            if next_arrival_s is not None and end_s < next_arrival_s():
+                engine.finish_step(step, end_s)
+                now_s = end_s
+                continue
+            yield env.timeout_at(end_s)
             engine.finish_step(step, env.now)
+            now_s = env.now
             continue
-        # A fast-forwarded run: an arrival at an empty queue cuts it at the first step boundary at
-        # or after that arrival (`_cut_run` moves the end event earlier).
+        end_s = step.run.end_s
+        if next_arrival_s is not None and end_s < next_arrival_s():
+            engine.finish_step(step, end_s)
+            now_s = end_s
+            continue
+        # Wait for a fast-forwarded run: an arrival at an empty queue cuts it at the first step
+        # boundary at or after that arrival (`_cut_run` moves the end event earlier).
         engine.active_run = step.run
         if engine.load_board is not None:
             engine.publish_load()
-        engine.run_end = env.timeout_at(step.run.end_s)
+        engine.run_end = env.timeout_at(end_s)
         yield engine.run_end
         engine.active_run = engine.run_end = None
         engine.finish_step(step, step.run.end_s)
+        now_s = env.now
 
 
 def _cut_run(env: _Environment, engine: ReplicaEngine) -> None:
@@ -196,8 +221,9 @@ def _cut_run(env: _Environment, engine: ReplicaEngine) -> None:
 
 def _tell_next_arrivals(engines: list[ReplicaEngine], router, arrival_s: np.ndarray, next_rid: list[int]) -> None:
     """Give each engine the time of the next request it will receive, where the router's choice
-    is known before the request arrives (one replica, or a router that says so); fast-forwarded
-    runs then end where that arrival would cut them instead of being planned further and cut."""
+    is known before the request arrives (one replica, or a router that says so): fast-forwarded
+    runs then end where that arrival would cut them instead of being planned further and cut, and
+    the replica runs ahead of SimPy's clock until then (`_replica_process`)."""
     replicas = len(engines)
     if replicas == 1:
         def skip(i):
@@ -285,7 +311,8 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
         )
     else:
         env.process(_open_loop_arrivals(env, table, dispatch))
-        _tell_next_arrivals(engines, router, table.arrival_s, next_rid)
+        if params.fast_forward:  # step-by-step mode stays the plain reference
+            _tell_next_arrivals(engines, router, table.arrival_s, next_rid)
     env.run()
     for e in engines:
         e.sync()  # progress of decoding requests is written lazily (decode_batch.py); nothing should be left
