@@ -47,6 +47,7 @@ from .decode_batch import DecodeBatch
 from .fastforward import DecodeRun, apply_run, plan_run
 
 VICTIM_ORDERS = ("newest", "largest-remaining-cap", "longest-context")
+_NO_IDS = np.empty(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class Step:
 
     start_s: float
     duration_s: float
-    decode_ids: np.ndarray  # requests that emit a decode token
+    decode_ids: np.ndarray  # requests that emit a decode token (empty for a run: its `decoders` are the batch)
     prefill_ids: list[int]
     prefill_chunk_tokens: list[int]
     used_blocks: int
@@ -119,7 +120,8 @@ class ReplicaEngine:
         self._running_ids: np.ndarray | None = None
         self.batch = DecodeBatch(table, params.block_size)  # the running requests whose prefill is done
         self.steps_since_round = 0
-        self.load_board = None  # (upper, lower) arrays of a load-aware router, see publish_load
+        self.load_board = None  # a load-aware router's LoadBoard (router.py), see publish_load
+        self._load_posted = False  # on the board's list of replicas whose bounds are out of date
         self._outstanding = 0  # prefill + output tokens still to process (outputs counted at their cap)
         self.stats = ReplicaStats()
         self.wakeup = None  # set by the SimPy process while the replica idles
@@ -159,16 +161,25 @@ class ReplicaEngine:
 
     def _add_outstanding(self, delta_tokens: int) -> None:
         self._outstanding += delta_tokens
-        if self.load_board is not None:
-            self.publish_load()
+        if self.load_board is not None and not self._load_posted:
+            self.load_changed()
+
+    def load_changed(self) -> None:
+        """Tell a load-aware router that this replica's load bounds changed; it asks for them
+        (`publish_load`) when it next routes, so a replica that changes several times between
+        two arrivals publishes once."""
+        if self.load_board is not None and not self._load_posted:
+            self._load_posted = True
+            self.load_board.changed.append(self)
 
     def publish_load(self) -> None:
-        """Tell a load-aware router the range this replica's outstanding tokens lie in until the
-        next change: exact without a run; during a run, from the run's start to its end value."""
-        upper, lower = self.load_board
-        upper[self.index] = self._outstanding
+        """Write, on the router's board, the range this replica's outstanding tokens lie in until
+        the next change: exact without a run; during a run, from the run's start to its end value."""
+        board = self.load_board
+        board.upper[self.index] = self._outstanding
         run = self.active_run
-        lower[self.index] = self._outstanding - (run.tokens_total() if run is not None else 0)
+        board.lower[self.index] = self._outstanding - (run.tokens_total() if run is not None else 0)
+        self._load_posted = False
 
     def outstanding_tokens_at(self, now_s: float) -> int:
         """Outstanding tokens as step-by-step mode would have them at `now_s` (routers use this)."""
@@ -212,7 +223,7 @@ class ReplicaEngine:
         if self.params.fast_forward and swap_s == 0.0 and self.batch.size == len(self.running):
             run = plan_run(self, now_s)
             if run is not None:
-                return Step(now_s, run.ends_s[-1] - now_s, self._ids(), [], [], self.kv.used_blocks, 0.0, run)
+                return Step(now_s, run.ends_s[-1] - now_s, _NO_IDS, [], [], self.kv.used_blocks, 0.0, run)
         decode_ids = self._decoding_ids()
         batch = self.batch
         self.kv.allocate(batch.blocks_next_step())

@@ -44,38 +44,56 @@ class RandomRouter:
         return int(self._rng.integers(len(replicas)))
 
 
+class LoadBoard:
+    """Bounds on each replica's outstanding tokens, as the replicas last published them, and the
+    replicas whose bounds changed since (they publish when the router next reads the board)."""
+
+    def __init__(self, num_replicas: int) -> None:
+        # Python lists: the router scans a few dozen entries per arrival, where numpy's per-call
+        # overhead costs more than the scan
+        self.upper = [0] * num_replicas
+        self.lower = [0] * num_replicas
+        self.changed: list[ReplicaEngine] = []
+
+    def refresh(self) -> None:
+        for replica in self.changed:
+            replica.publish_load()
+        self.changed.clear()
+
+
 class LeastOutstandingTokensRouter:
     """The replica with the fewest tokens still to process: prefill tokens not yet computed plus,
     for each unfinished request, its cap minus what it has generated (the cap, not the true length,
     which no router may see). Ties go to the lowest index.
 
-    Replicas publish, in two arrays, bounds on their load (exact, or during a fast-forwarded run
-    its start and end values); only replicas whose lower bound does not exceed the smallest upper
+    Replicas publish bounds on their load (exact, or during a fast-forwarded run its start and end
+    values) on a `LoadBoard`; only replicas whose lower bound does not exceed the smallest upper
     bound can be the minimum, and only those are evaluated exactly. Same choice as a full scan."""
 
     def __init__(self, rng: np.random.Generator) -> None:
-        self.upper: np.ndarray | None = None
-        self.lower: np.ndarray | None = None
+        self.board: LoadBoard | None = None
 
     def attach(self, replicas: Sequence[ReplicaEngine]) -> None:
-        self.upper = np.zeros(len(replicas), dtype=np.int64)
-        self.lower = np.zeros(len(replicas), dtype=np.int64)
+        self.board = LoadBoard(len(replicas))
         for r in replicas:
-            r.load_board = (self.upper, self.lower)
+            r.load_board = self.board
             r.publish_load()
 
     def route(self, rid: int, replicas: Sequence[ReplicaEngine], now_s: float = 0.0) -> int:
-        if self.upper is None:
+        if self.board is None:
             self.attach(replicas)
-        candidates = np.flatnonzero(self.lower <= self.upper.min())
+        board = self.board
+        board.refresh()
+        smallest_upper = min(board.upper)
+        # (lower bound, index) of the replicas that can be the minimum, lowest bound first: its
+        # exact load usually prunes the rest
+        candidates = sorted((low, i) for i, low in enumerate(board.lower) if low <= smallest_upper)
         if len(candidates) == 1:
-            return int(candidates[0])
-        # Evaluate the lowest lower bound first: its exact load usually prunes the rest.
-        order = candidates[np.argsort(self.lower[candidates], kind="stable")].tolist()
-        best, best_load = None, None
-        for i in order:
-            if best_load is not None and self.lower[i] > best_load:
-                continue
+            return candidates[0][1]
+        best, best_load = -1, None
+        for bound, i in candidates:
+            if best_load is not None and bound > best_load:
+                break  # sorted by lower bound: no later replica can be at or below the best
             load = replicas[i].outstanding_tokens_at(now_s)
             if best_load is None or load < best_load or (load == best_load and i < best):
                 best, best_load = i, load

@@ -197,8 +197,7 @@ def _replica_process(env: _Environment, engine: ReplicaEngine):
         # Wait for a fast-forwarded run: an arrival at an empty queue cuts it at the first step
         # boundary at or after that arrival (`_cut_run` moves the end event earlier).
         engine.active_run = step.run
-        if engine.load_board is not None:
-            engine.publish_load()
+        engine.load_changed()
         engine.run_end = env.timeout_at(end_s)
         yield engine.run_end
         engine.active_run = engine.run_end = None
@@ -215,8 +214,7 @@ def _cut_run(env: _Environment, engine: ReplicaEngine) -> None:
     end_s = run.truncate(env.now)
     if end_s != before:
         engine.run_end = env.move_earlier(engine.run_end, end_s)
-        if engine.load_board is not None:
-            engine.publish_load()
+        engine.load_changed()
 
 
 def _tell_next_arrivals(engines: list[ReplicaEngine], router, arrival_s: np.ndarray, next_rid: list[int]) -> None:

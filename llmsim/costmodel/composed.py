@@ -84,7 +84,10 @@ class ComposedCostModel:
         """One decode-only step: the decode fast path of `step_time_s`, without a shape."""
         if decode_seqs <= 0:
             return 0.0
-        return self._decode_fixed_s(decode_seqs) + self._layers * self._decode_attention_s(decode_seqs, context_sum_tokens)
+        fixed = self._decode_fixed_cache.get(decode_seqs)  # inlined: this runs once per simulated step
+        if fixed is None:
+            fixed = self._decode_fixed_s(decode_seqs)
+        return fixed + self._layers * self._decode_attention_s(decode_seqs, context_sum_tokens)
 
     def decode_steps_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int, num_steps: int) -> np.ndarray:
         """Vectorised decode-only steps; the same arithmetic as `step_time_s`, element-wise."""
