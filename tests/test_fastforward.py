@@ -81,6 +81,30 @@ def test_fast_forward_takes_far_fewer_simpy_timeouts_on_a_decode_heavy_run():
     assert fast.derived["replica_timeouts"][0] < step.derived["replica_steps"][0] / 5
 
 
+@pytest.mark.parametrize("kind", ["past-future", "aggressive"])
+def test_a_closed_loop_request_sent_exactly_at_another_replicas_step_end_is_seen_there_next_step(kind):
+    """Found by the randomised test above. Requests 0 and 2 have the same prompt on replicas 0 and
+    2, so both replicas' steps end at the same times; request 2 finishes at one of them, and its
+    client's next request (3) goes to replica 0, which is inside a fast-forwarded run. Step-by-step
+    mode handled replica 0's step end before the client's event at that time, so request 3 waits
+    for the following step end; a run must be cut there too, not at the end equal to its arrival."""
+    sc = {
+        "name": "ff", "seed": 2040, "model": "llama-2-7b", "hardware": "h100-80g-sxm",
+        "cluster": {"replicas": 3, "router": "round-robin"},
+        "engine": {"block_size": 1, "max_model_len": 4096, "kv_capacity_tokens": 2214, "max_num_seqs": 21, "record_steps": True},
+        "scheduler": {"kind": kind, kind: {"decode_steps_between_rounds": 2}},
+        "workload": {"lengths": {"kind": "uniform", "input_tokens": [4, 600], "output_tokens": [1, 500]},
+                     "arrivals": {"kind": "closed-loop", "clients": 3}, "num_requests": 21, "max_new_tokens": "exact"},
+    }
+    step, fast = _run(sc, False), _run(sc, True)
+    req = step.requests
+    assert req.prompt_tokens[0] == req.prompt_tokens[2] and req.arrival_s[3] == req.end_s[2]  # the tie
+    ends_0 = step.steps[step.steps.replica == 0].eval("start_s + duration_s")
+    assert (ends_0 == req.arrival_s[3]).any()  # is a step end of replica 0
+    assert step.requests.equals(fast.requests)
+    assert step.steps.equals(fast.steps)
+
+
 @pytest.mark.parametrize("replicas,router,known", [
     (1, "least-outstanding-tokens", True),  # one replica: every request comes here
     (3, "round-robin", True),  # the next request's replica is known in advance

@@ -139,6 +139,8 @@ class ReplicaEngine:
 
     # ---------------------------------------------------------------- arrivals
     def enqueue(self, rid: int, now_s: float) -> None:
+        """A request reaches this replica; `now_s` is its time as ordered against step ends (just
+        after the clock for a closed-loop client, see llmsim.cluster.simulation.dispatch)."""
         t = self.table
         t.replica[rid] = self.index
         t.status[rid] = WAITING
@@ -153,7 +155,7 @@ class ReplicaEngine:
         if run is not None:
             run.arrivals_s.append(now_s)
             if was_empty and self.cut_run is not None:
-                self.cut_run()  # a new head of the queue: the next boundary must decide
+                self.cut_run(now_s)  # a new head of the queue: the next boundary must decide
 
     @property
     def outstanding_tokens(self) -> int:

@@ -6,8 +6,12 @@ model), materialises the workload, checks that every request can ever run, wires
 process, a router and one SimPy process per replica, runs to completion, and returns the
 per-request table and the summary.
 
-Event order at equal times: arrivals are scheduled URGENT, replica step ends NORMAL, so a decision
-taken at time t sees every request that arrived at or before t.
+Event order at equal times: open-loop arrivals are scheduled URGENT, replica step ends NORMAL, so a
+decision taken at time t sees every open-loop request that arrived at or before t. A closed-loop
+client sends its next request from an event created at the finish that freed it, so at that time
+every replica has already handled its step ends (their events were created earlier): such a
+request is first seen at the next step end after it. Fast-forwarded runs reproduce both orders
+(see `dispatch`).
 """
 
 from __future__ import annotations
@@ -205,13 +209,14 @@ def _replica_process(env: _Environment, engine: ReplicaEngine):
         now_s = env.now
 
 
-def _cut_run(env: _Environment, engine: ReplicaEngine) -> None:
-    """An arrival at an empty queue during a run: the run ends at the next step boundary."""
+def _cut_run(env: _Environment, engine: ReplicaEngine, seen_s: float) -> None:
+    """An arrival at an empty queue during a run: the run ends at the first step boundary at or
+    after `seen_s` (the arrival's time, or just after it for a closed-loop client, see dispatch)."""
     run = engine.active_run
     if run is None:
         return
     before = run.end_s
-    end_s = run.truncate(env.now)
+    end_s = run.truncate(seen_s)
     if end_s != before:
         engine.run_end = env.move_earlier(engine.run_end, end_s)
         engine.load_changed()
@@ -294,12 +299,17 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
 
     def dispatch(rid: int) -> None:
         next_rid[0] = rid + 1
-        engines[router.route(rid, engines, env.now)].enqueue(rid, env.now)
+        # The time at which this arrival is ordered against step ends: a run compares it with its
+        # step ends to decide where to cut and what it has done. Open loop: now (URGENT, before
+        # any step end at now). Closed loop: just after now, since step-by-step mode handled every
+        # step end at now before the client's event (see the module docstring).
+        seen_s = math.nextafter(env.now, math.inf) if closed else env.now
+        engines[router.route(rid, engines, seen_s)].enqueue(rid, seen_s)
 
     for e in engines:
         e.on_end = on_end
         env.process(_replica_process(env, e))
-        e.cut_run = (lambda eng: (lambda: _cut_run(env, eng)))(e)
+        e.cut_run = (lambda eng: (lambda seen_s: _cut_run(env, eng, seen_s)))(e)
     if closed:
         a = sc.workload.arrivals
         clients = ClosedLoopClients(
