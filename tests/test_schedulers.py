@@ -113,6 +113,7 @@ def pf(config=None, **kw):
     return make_scheduler("past-future", cfg, **kw)
 
 
+@pytest.mark.usefixtures("peak_impl")
 def test_past_future_candidates_with_a_single_valued_history_get_exact_decisions():
     # History = ten 6s: every candidate's final length is min(6, cap), so a fresh candidate holds P
     # and grows 5 tokens, whatever the seed. Empty batch, limit 40 * 0.95 = 38 tokens. (A running
@@ -128,20 +129,21 @@ def test_past_future_candidates_with_a_single_valued_history_get_exact_decisions
     assert decisions(pf(), view, [c0, c1, make_candidate(2, 2, 3)]) == [True, True, True]
 
 
+@pytest.mark.usefixtures("peak_impl")
 def test_past_future_evicted_candidate_grows_from_its_recomputed_prefill():
     # generated 4, prompt 20: holds 24 after the re-prefill, ends at 20 + 6 - 1 = 25: growth 1.
     # With (24, 1) alone the peak is 25; with a first candidate (10, 5): peaks 15, 34 + 2 = 36.
     sched = pf({"headroom": 0.0})
     rnd = sched.start_round(make_view())
     assert rnd.admit(make_candidate(0, 10, 100)) and rnd.admit(make_candidate(1, 20, 100, generated=4))
-    assert rnd.peaks.held_tokens.tolist() == [10, 24]
-    assert rnd.peaks.growth_tokens[0].tolist() == [5, 1]
+    assert rnd.peaks.lists()[0] == [(10, 5), (24, 1)]
     # generated 7 >= history value 6: the estimate is clipped to one more token than generated
     rnd = sched.start_round(make_view())
     assert rnd.admit(make_candidate(0, 5, 100, generated=7))
-    assert rnd.peaks.growth_tokens[:, 0].tolist() == [0] * 5  # 5 + 8 - 1 - 12
+    assert rnd.peaks.lists() == [[(12, 0)]] * 5  # 5 + 8 - 1 - 12
 
 
+@pytest.mark.usefixtures("peak_impl")
 def test_past_future_running_growth_is_sampled_from_history_above_generated():
     # history [6]*4; running request P=10, o=2 (kv 11), cap 20: support [2, 6, 6, 6, 6, 20].
     # u=0.5 -> x=2.5 -> 6 -> growth 4;  u=0.9 -> x=4.5 -> 6 + 0.5*14 = 13 -> growth 11.
@@ -149,19 +151,20 @@ def test_past_future_running_growth_is_sampled_from_history_above_generated():
     cfg = {"history_window": 4, "prior_count": 4, "headroom": 0.0}
     r_mid = pf(cfg, rng=FixedRng(0.5)).start_round(view)
     r_high = pf(cfg, rng=FixedRng(0.9)).start_round(view)
-    assert r_mid.peaks.growth_tokens.tolist() == [[4.0]] * 5
-    assert r_high.peaks.growth_tokens.tolist() == [[11.0]] * 5
+    assert r_mid.peaks.lists() == [[(11, 4.0)]] * 5
+    assert r_high.peaks.lists() == [[(11, 11.0)]] * 5
     # a fresh candidate grows 5 (final 6).  P=20: u=0.5: (20,5),(11,4) -> 25, 31 + 8 = 39 <= 40;
     # u=0.9: (11,11),(20,5) -> 22, 31 + 10 = 41 > 40
     assert r_high.admit(make_candidate(0, 20, 100)) is False
     assert r_mid.admit(make_candidate(0, 20, 100)) is True
-    assert r_mid.peaks.held_tokens.tolist() == [11, 20]
+    assert r_mid.peaks.lists() == [[(20, 5), (11, 4)]] * 5
     r_mid = pf(cfg, rng=FixedRng(0.5)).start_round(view)
     assert r_mid.admit(make_candidate(0, 14, 100)) is True  # (14,5),(11,4): 19, 25 + 8 = 33
     assert r_mid.admit(make_candidate(1, 3, 100)) is True  # (14,5),(3,5),(11,4): 19, 27, 28 + 12 = 40
     assert r_mid.admit(make_candidate(2, 1, 100)) is False  # ... (1,5) ...: 18 + 15 = 33, 29 + 16 = 45
 
 
+@pytest.mark.usefixtures("peak_impl")
 def test_past_future_number_of_lists_is_min_of_max_lists_and_samples_over_running_plus_one():
     for n, expected in [(0, 5), (1, 5), (50, 5), (67, 3), (100, 3), (150, 2), (201, 1)]:
         view = make_view([1] * n, [2] * n, [1] * n, total_blocks=1000)
@@ -171,6 +174,7 @@ def test_past_future_number_of_lists_is_min_of_max_lists_and_samples_over_runnin
     assert pf({"samples_per_list": 10, "max_lists": 8}).start_round(view).num_lists == 3  # 10 // 4 + 1
 
 
+@pytest.mark.usefixtures("peak_impl")
 def test_past_future_history_starts_with_the_prior_and_is_a_fifo_window():
     sched = pf({"history_window": 3, "prior_output_tokens": 100, "prior_count": 2})
     assert sched.history.sorted().tolist() == [100, 100]
@@ -206,6 +210,7 @@ def test_sample_final_output_tokens_stays_within_generated_and_cap(history, o, e
     assert o <= got[0] <= o + extra
 
 
+@pytest.mark.usefixtures("peak_impl")
 def test_past_future_same_seed_gives_the_same_decisions():
     def run(seed):
         sched = make_scheduler("past-future", {"history_window": 20, "prior_count": 5}, seed=seed, prior=30)
@@ -228,6 +233,7 @@ def test_past_future_same_seed_gives_the_same_decisions():
 TRUE = np.array([6, 5, 3, 3, 2])
 
 
+@pytest.mark.usefixtures("peak_impl")
 def test_oracle_admits_on_the_true_remaining_lengths_with_block_size_minus_one_slack():
     sched = make_scheduler("oracle", true_output_tokens=TRUE)
     # running: P=10, o=2, kv 11, true 6 -> growth 4, held 11 + 3.  Caps (100) are ignored.
@@ -241,6 +247,7 @@ def test_oracle_admits_on_the_true_remaining_lengths_with_block_size_minus_one_s
     assert decisions(exact, view, cands) == [True, True, True, True]
 
 
+@pytest.mark.usefixtures("peak_impl")
 def test_oracle_refuses_exactly_above_the_limit():
     sched = make_scheduler("oracle", true_output_tokens=np.array([6, 5, 1]))
     view = make_view([10], [100], [2], total_blocks=10)
@@ -269,6 +276,7 @@ def test_build_scheduler_gives_true_lengths_to_the_oracle_only(monkeypatch):
 
 
 # ------------------------------------------------------------------ reserve-peak
+@pytest.mark.usefixtures("peak_impl")
 def test_reserve_peak_assumes_every_request_runs_to_its_cap():
     sched = make_scheduler("reserve-peak")
     view = make_view([10], [6], [2], total_blocks=10)  # growth 10+6-1-11 = 4, held 14
@@ -277,7 +285,7 @@ def test_reserve_peak_assumes_every_request_runs_to_its_cap():
     assert decisions(sched, view, cands) == [True, True, True, False]
     rnd = sched.start_round(view)
     assert rnd.admit(cands[0])
-    assert rnd.peaks.growth_tokens.tolist() == [[4, 4]]
+    assert rnd.peaks.lists() == [[(11, 4), (14, 4)]]
     # alone with the running request: cap 30 -> (11, 29): 40 fits; cap 31 -> (11, 30): 41 does not
     assert decisions(sched, view, [make_candidate(0, 8, 30)]) == [True]
     assert decisions(sched, view, [make_candidate(0, 8, 31)]) == [False]

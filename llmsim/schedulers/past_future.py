@@ -27,6 +27,7 @@ from collections import deque
 import numpy as np
 from pydantic import Field
 
+from . import _compiled
 from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
 from .peak import PeakAdmissionRound, remaining_growth_tokens
 
@@ -105,18 +106,27 @@ class _Round:
         # Draw order (kept stable for reproducibility): one row per list, running requests in
         # admission order; then, per candidate, one history draw per list.
         u = sched.rng.random((self.num_lists, n))
-        final = sample_final_output_tokens(run.generated_tokens, run.max_new_tokens, hist, u)
-        growth = remaining_growth_tokens(run.prompt_tokens, final, run.kv_tokens)
+        self.compiled = _compiled.available()
+        if self.compiled:  # the same values in one call (_compiled.py)
+            growth = _compiled.sampled_growth(run.generated_tokens, run.max_new_tokens, run.prompt_tokens, run.kv_tokens, hist, u)
+        else:
+            final = sample_final_output_tokens(run.generated_tokens, run.max_new_tokens, hist, u)
+            growth = remaining_growth_tokens(run.prompt_tokens, final, run.kv_tokens)
         held = run.kv_tokens + cfg.per_request_slack_tokens
-        self.peaks = PeakAdmissionRound(held, growth, view.capacity_tokens * (1.0 - cfg.headroom))
+        self.peaks = PeakAdmissionRound(held, growth, view.capacity_tokens * (1.0 - cfg.headroom), self.compiled)
 
     def admit(self, candidate: Candidate) -> bool:
         hist = self.sched.history.sorted()
-        draws = hist[self.sched.rng.integers(0, len(hist), size=self.num_lists)] if len(hist) else None
+        draw_index = self.sched.rng.integers(0, len(hist), size=self.num_lists) if len(hist) else None
         lo = candidate.generated_tokens + 1
-        final = np.full(self.num_lists, float(candidate.max_new_tokens)) if draws is None else draws
-        final = np.clip(final, lo, max(lo, candidate.max_new_tokens))
-        growth = remaining_growth_tokens(candidate.prompt_tokens, final, candidate.kv_tokens)
+        hi = max(lo, candidate.max_new_tokens)
+        if self.compiled:  # the same values in one call (_compiled.py)
+            if draw_index is None:
+                draw_index = np.zeros(self.num_lists, dtype=np.int64)  # unread: no history, the cap
+            growth = _compiled.drawn_growth(hist, draw_index, lo, hi, candidate.prompt_tokens, candidate.kv_tokens)
+        else:
+            final = np.full(self.num_lists, float(candidate.max_new_tokens)) if draw_index is None else hist[draw_index]
+            growth = remaining_growth_tokens(candidate.prompt_tokens, np.clip(final, lo, hi), candidate.kv_tokens)
         return self.peaks.try_add(candidate.kv_tokens + self.sched.config.per_request_slack_tokens, growth)
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _compiled
+
 
 def future_peak_tokens(held_tokens: np.ndarray, growth_tokens: np.ndarray) -> int:
     """Peak KV tokens over the future of a batch with pairs (held_tokens[i], growth_tokens[i])."""
@@ -54,19 +56,41 @@ class PeakAdmissionRound:
     sampled lists for past-future). A candidate brings one growth per list; it is admitted if the
     largest peak over the lists, with it added, is at most `limit_tokens`, and then stays in the lists
     for the rest of the round.
+
+    With numba (_compiled.py) the lists are kept sorted by growth and a candidate is checked and
+    inserted in one compiled call; otherwise each check re-sorts in numpy. Both decide the same.
     """
 
-    def __init__(self, held_tokens: np.ndarray, growth_tokens: np.ndarray, limit_tokens: float) -> None:
-        self.held_tokens = np.asarray(held_tokens, dtype=np.float64)
+    def __init__(self, held_tokens: np.ndarray, growth_tokens: np.ndarray, limit_tokens: float,
+                 compiled: bool | None = None) -> None:
+        held = np.asarray(held_tokens, dtype=np.float64)
         growth = np.asarray(growth_tokens, dtype=np.float64)
-        self.growth_tokens = growth if growth.ndim == 2 else growth[None, :]  # (lists, n)
+        growth = growth if growth.ndim == 2 else growth[None, :]  # (lists, n)
         self.limit_tokens = limit_tokens
+        self._compiled = _compiled.available() if compiled is None else compiled
+        if self._compiled:
+            # a few free columns: most rounds admit one or two requests
+            self._pairs = _compiled.sort_lists(held, growth, 4)
+            self._count = len(held)
+        else:
+            self.held_tokens, self.growth_tokens = held, growth
 
     @property
     def num_lists(self) -> int:
-        return self.growth_tokens.shape[0]
+        return self._pairs.shape[1] if self._compiled else self.growth_tokens.shape[0]
+
+    def lists(self) -> list[list[tuple[float, float]]]:
+        """The (held, growth) pairs of each list, largest growth first (ties: smaller held first),
+        whichever implementation holds them; for tests and inspection."""
+        if self._compiled:
+            held, growth = self._pairs[0, :, :self._count], self._pairs[1, :, :self._count]
+        else:
+            held, growth = np.broadcast_to(self.held_tokens, self.growth_tokens.shape), self.growth_tokens
+        return [sorted(zip(h.tolist(), g.tolist()), key=lambda p: (-p[1], p[0])) for h, g in zip(held, growth)]
 
     def try_add(self, held: float, growth_per_list: np.ndarray) -> bool:
+        if self._compiled:
+            return self._try_add_compiled(float(held), np.asarray(growth_per_list, dtype=np.float64).reshape(-1))
         held_new = np.concatenate((self.held_tokens, [held]))
         column = np.empty((self.num_lists, 1))
         column[:, 0] = growth_per_list  # one value per list, or one shared by all
@@ -74,4 +98,12 @@ class PeakAdmissionRound:
         if future_peaks_of_lists(held_new, growth_new).max() > self.limit_tokens:
             return False
         self.held_tokens, self.growth_tokens = held_new, growth_new
+        return True
+
+    def _try_add_compiled(self, held: float, growth_per_list: np.ndarray) -> bool:
+        if self._count == self._pairs.shape[2]:  # full: double the columns
+            self._pairs = np.concatenate((self._pairs, np.empty_like(self._pairs)), axis=2)
+        if not _compiled.try_add(self._pairs, self._count, held, growth_per_list, self.limit_tokens):
+            return False
+        self._count += 1
         return True

@@ -1,0 +1,163 @@
+"""Compiled twins (numba) of the admission-round arithmetic of the future-peak policies.
+
+The policies in peak.py and past_future.py are written in numpy and are the reference. An
+admission round works on a few dozen requests and a handful of lists, so in numpy its cost is
+the fixed cost of each call (about a microsecond), not arithmetic; past-future spends most of a
+simulation there (docs/performance.md). These kernels do the same arithmetic in one compiled call
+each, and give bit-identical results: every value is computed by the same IEEE operations in the
+same order (numba does not contract a*b + c into a fused multiply-add unless fastmath is on), sums
+of held tokens are sums of integers, and the peak does not depend on how ties in growth are
+ordered (peak.py). tests/test_compiled_kernels.py checks that on random inputs.
+
+numba is optional (`pip install llmsim[fast]`). Without it, or with the environment variable
+LLMSIM_PURE_NUMPY=1, `available()` is False and the policies use their numpy code. numba is
+imported, and each kernel compiled (or loaded from numba's on-disk cache, `cache=True`), on first
+use, so runs that never start a future-peak round pay nothing.
+
+Units: tokens (float64 arrays holding integers, except sampled final lengths, which interpolate).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+
+_available: bool | None = None
+
+
+def available() -> bool:
+    """Whether the compiled kernels can be used (numba imports and LLMSIM_PURE_NUMPY is unset)."""
+    global _available
+    if _available is None:
+        _available = False
+        if os.environ.get("LLMSIM_PURE_NUMPY", "") in ("", "0"):
+            try:
+                import numba  # noqa: F401
+                _available = True
+            except ModuleNotFoundError:
+                pass
+            except ImportError as e:  # installed but unusable, e.g. built for another numpy
+                warnings.warn(f"numba is installed but cannot be imported ({e}); admission rounds use numpy, "
+                              "which gives the same results more slowly", RuntimeWarning, stacklevel=2)
+    return _available
+
+
+def _sort_lists(held_tokens, growth_tokens, spare):
+    """Each row of `growth_tokens` (lists, n) sorted by growth, largest first, with the held tokens
+    (shared by every list) in the same order: returns sorted[0] = held, sorted[1] = growth, each
+    (lists, n + spare), the `spare` columns free for admissions."""
+    lists, n = growth_tokens.shape
+    pairs = np.empty((2, lists, n + spare))
+    for row in range(lists):
+        if n <= 64:  # insertion sort: for a few dozen requests, cheaper than argsort's set-up
+            for i in range(n):
+                g = growth_tokens[row, i]
+                pos = i
+                while pos > 0 and pairs[1, row, pos - 1] < g:
+                    pairs[0, row, pos] = pairs[0, row, pos - 1]
+                    pairs[1, row, pos] = pairs[1, row, pos - 1]
+                    pos -= 1
+                pairs[0, row, pos] = held_tokens[i]
+                pairs[1, row, pos] = g
+        else:
+            order = np.argsort(growth_tokens[row])
+            for i in range(n):
+                j = order[n - 1 - i]
+                pairs[0, row, i] = held_tokens[j]
+                pairs[1, row, i] = growth_tokens[row, j]
+    return pairs
+
+
+def _try_add(pairs, n, held, growth_per_list, limit_tokens):
+    """Add a request (held, one growth per list, or one for all) to the sorted lists `pairs` of n
+    pairs (see _sort_lists) if every list's future peak, max over k of A_k + k * b_k, stays at
+    most `limit_tokens`; returns whether it was added. The caller guarantees a free column."""
+    lists = pairs.shape[1]
+    shared = growth_per_list.shape[0] == 1
+    for row in range(lists):
+        g = growth_per_list[0] if shared else growth_per_list[row]
+        cum_held = 0.0
+        k = 0
+        placed = False
+        for i in range(n):
+            b = pairs[1, row, i]
+            if not placed and b < g:
+                placed = True
+                k += 1
+                cum_held += held
+                if cum_held + k * g > limit_tokens:
+                    return False
+            k += 1
+            cum_held += pairs[0, row, i]
+            if cum_held + k * b > limit_tokens:
+                return False
+        if not placed:
+            k += 1
+            cum_held += held
+            if cum_held + k * g > limit_tokens:
+                return False
+    for row in range(lists):
+        g = growth_per_list[0] if shared else growth_per_list[row]
+        pos = n
+        while pos > 0 and pairs[1, row, pos - 1] < g:  # shift smaller growths right
+            pairs[0, row, pos] = pairs[0, row, pos - 1]
+            pairs[1, row, pos] = pairs[1, row, pos - 1]
+            pos -= 1
+        pairs[0, row, pos] = held
+        pairs[1, row, pos] = g
+    return True
+
+
+def _sampled_growth(generated, caps, prompt_tokens, kv_tokens, history_sorted, u):
+    """remaining_growth_tokens(prompt, sample_final_output_tokens(generated, caps, history, u), kv)
+    of past_future.py, element by element with the same operations."""
+    lists, n = u.shape
+    w = history_sorted.shape[0]
+    out = np.empty((lists, n))
+    for i in range(n):
+        o = float(generated[i])
+        cap = float(caps[i])
+        first = np.searchsorted(history_sorted, o, side="right")  # history values > o start here
+        points = w - first + 2  # o, the larger history values, cap
+        for row in range(lists):
+            x = u[row, i] * (points - 1)
+            lo = min(int(x), points - 2)
+            frac = x - lo
+            if w:
+                v0 = o if lo == 0 else history_sorted[min(max(first + lo - 1, 0), w - 1)]
+                v1 = cap if lo + 1 == points - 1 else history_sorted[min(first + lo, w - 1)]
+            else:
+                v0 = o
+                v1 = cap
+            final = min(max(v0 + frac * (v1 - v0), o), cap)
+            out[row, i] = max(0.0, prompt_tokens[i] + final - 1 - kv_tokens[i])
+    return out
+
+
+def _drawn_growth(history_sorted, draw_index, lo_tokens, hi_tokens, prompt_tokens, kv_tokens):
+    """A waiting candidate's growth per list in past_future.py: the drawn history values (the cap
+    if the history is empty), clipped to [lo, hi], through remaining_growth_tokens."""
+    lists = draw_index.shape[0]
+    out = np.empty(lists)
+    for row in range(lists):
+        final = float(hi_tokens) if history_sorted.shape[0] == 0 else history_sorted[draw_index[row]]
+        final = min(max(final, lo_tokens), hi_tokens)
+        out[row] = max(0.0, prompt_tokens + final - 1 - kv_tokens)
+    return out
+
+
+_KERNELS = {"sort_lists": _sort_lists, "try_add": _try_add, "sampled_growth": _sampled_growth,
+            "drawn_growth": _drawn_growth}
+
+
+def __getattr__(name: str):
+    """Compile a kernel on first access (PEP 562); later accesses find it in the module."""
+    if name not in _KERNELS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from numba import njit
+
+    kernel = njit(cache=True, nogil=True)(_KERNELS[name])
+    globals()[name] = kernel
+    return kernel
