@@ -260,8 +260,10 @@ def test_decode_steps_s_equals_per_step_step_time_s(model_name, tp):
         np.testing.assert_array_equal(vector, scalar)  # bit for bit: fast-forward relies on it
         one_by_one = [cm.decode_step_s(seqs, ctx_sum + j * seqs, ctx_max + j) for j in range(steps)]
         assert one_by_one == scalar
+        price = cm.decode_pricer(seqs)  # fast-forward's per-step pricing, attention inlined
+        assert [price(ctx_sum + j * seqs, ctx_max + j) for j in range(steps)] == scalar
     assert cm.decode_steps_s(4, 100, 30, 0).shape == (0,)
-    assert cm.decode_step_s(0, 0, 0) == cm.step_time_s(BatchShape()) == 0.0
+    assert cm.decode_step_s(0, 0, 0) == cm.step_time_s(BatchShape()) == cm.decode_pricer(0)(0, 0) == 0.0
 
 
 def test_moe_decode_reads_fewer_expert_weights_than_prefill():
@@ -288,7 +290,8 @@ def test_constant_model_charges_fixed_plus_per_token_time():
     assert cm.step_time_s(BatchShape((100,), (0,), 5, 500, 100)) == pytest.approx(0.02 + 0.105)
     assert cm.step_time_s(BatchShape()) == 0.0
     np.testing.assert_allclose(cm.decode_steps_s(5, 500, 100, 3), [0.025] * 3)
-    assert cm.decode_step_s(5, 500, 100) == cm.step_time_s(BatchShape((), (), 5, 500, 100))
+    assert cm.decode_step_s(5, 500, 100) == cm.step_time_s(BatchShape((), (), 5, 500, 100)) == cm.decode_pricer(5)(500, 100)
+    assert cm.decode_pricer(0)(0, 0) == 0.0
     assert cm.swap_time_s(1e9) == 0.0
     assert ConstantCostModel(0.01, host_link_gb_per_s=10.0).swap_time_s(1e9) == pytest.approx(0.1)
     with pytest.raises(LlmsimError):

@@ -25,7 +25,7 @@ at the first of:
 
 The requests of a run advance through the replica's `DecodeBatch` (decode_batch.py): a run is
 planned from the batch's aggregates and applied by moving its decode clock, without touching
-per-request columns. Per-step times come from `CostModel.decode_step_s` (short runs, one step at a
+per-request columns. Per-step times come from `CostModel.decode_pricer` (short runs, one step at a
 time in a Python loop) or `decode_steps_s` (long runs, numpy), which equal the single-step call bit
 for bit, and every sum is accumulated in step order, so per-request
 timestamps, max time between tokens, the summary and the per-step series are bit-identical to
@@ -137,24 +137,26 @@ def _plan_step_by_step(engine, now_s, n, k, horizon_s):
     batch = engine.batch
     free = engine.kv.free_blocks
     counts, first_class, bs = batch.block_classes()
-    price = engine.cost_model.decode_step_s
+    price = engine.cost_model.decode_pricer(n)
     ctx_sum = batch.kv_sum_tokens() + n  # each decode token attends to its own KV as well
     ctx_max = batch.kv_max_tokens() + 1
     ends, durations, cum = [], [], []
     end, blocks = now_s, 0
-    for j in range(k):
+    for j in range(min(k, SHORT_RUN_STEPS)):
         blocks += counts[(first_class - j) % bs]
         if blocks > free:
-            break
-        d = price(n, ctx_sum + n * j, ctx_max + j)
+            return ends, durations, cum
+        d = price(ctx_sum, ctx_max)
         end += d  # sequential sums, as step-by-step mode's clock adds each step
         ends.append(end)
         durations.append(d)
         cum.append(blocks)
         if end >= horizon_s:
-            break
-        if j == SHORT_RUN_STEPS - 1 and k > SHORT_RUN_STEPS:  # a long run after all: price the rest at once
-            return _extend_vectorised(engine, n, k, horizon_s, ends, durations, cum)
+            return ends, durations, cum
+        ctx_sum += n
+        ctx_max += 1
+    if k > SHORT_RUN_STEPS:  # a long run after all: price the rest at once
+        return _extend_vectorised(engine, n, k, horizon_s, ends, durations, cum)
     return ends, durations, cum
 
 

@@ -9,6 +9,7 @@ say.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -51,6 +52,13 @@ class CostModel(Protocol):
     def decode_step_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int) -> float:
         """Wall time of one decode-only step: equals `step_time_s` of that shape bit for bit, without
         building a shape (fast-forward prices short runs step by step with it)."""
+        ...
+
+    def decode_pricer(self, decode_seqs: int) -> Callable[[int, int], float]:
+        """`decode_step_s` with `decode_seqs` fixed, as a function f(context sum, context max) that
+        equals `decode_step_s(decode_seqs, sum, max)` bit for bit; the parts that depend on the
+        sequence count alone are looked up once, not per step. Fast-forward prices a run's short
+        steps with it, one call per step."""
         ...
 
     def decode_steps_s(

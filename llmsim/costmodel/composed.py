@@ -13,6 +13,8 @@ run of decode steps costs exactly what the steps cost one by one). All times are
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from llmsim.costmodel.base import BatchShape
@@ -88,6 +90,15 @@ class ComposedCostModel:
         if fixed is None:
             fixed = self._decode_fixed_s(decode_seqs)
         return fixed + self._layers * self._decode_attention_s(decode_seqs, context_sum_tokens)
+
+    def decode_pricer(self, decode_seqs: int) -> Callable[[int, int], float]:
+        """`decode_step_s` for a fixed number of sequences, as a function of the context sum and
+        max (fast-forward prices a run's steps one by one with it; the per-sequence parts are
+        looked up once per run instead of once per step). Bit-identical to `decode_step_s`."""
+        if decode_seqs <= 0:
+            return lambda context_sum_tokens, context_max_tokens: 0.0
+        fixed, layers, attention = self._decode_fixed_s(decode_seqs), self._layers, self._decode_attention_s
+        return lambda context_sum_tokens, context_max_tokens: fixed + layers * attention(decode_seqs, context_sum_tokens)
 
     def decode_steps_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int, num_steps: int) -> np.ndarray:
         """Vectorised decode-only steps; the same arithmetic as `step_time_s`, element-wise."""

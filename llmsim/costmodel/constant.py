@@ -43,6 +43,10 @@ class ConstantCostModel:
     def decode_step_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int) -> float:
         return self.base_step_s + self.per_token_s * decode_seqs if decode_seqs > 0 else 0.0
 
+    def decode_pricer(self, decode_seqs: int):
+        value = self.decode_step_s(decode_seqs, 0, 0)
+        return lambda context_sum_tokens, context_max_tokens: value
+
     def decode_steps_s(
         self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int, num_steps: int
     ) -> np.ndarray:
