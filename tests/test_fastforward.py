@@ -23,6 +23,8 @@ def _scenario(draw) -> dict:
         else {"kind": "poisson", "rate_per_s": draw(st.floats(0.5, 40.0))}
     )
     knobs = {"decode_steps_between_rounds": draw(st.integers(0, 3))}
+    if draw(st.booleans()):
+        knobs["max_admissions_per_round"] = draw(st.integers(1, 3))
     if kind == "past-future":
         knobs["history_window"] = draw(st.integers(5, 50))
     engine = {

@@ -136,6 +136,9 @@ class ReplicaEngine:
         # eviction, or a new head (max_num_seqs, free blocks, a stable policy): fast-forward lets
         # the rounds that step-by-step mode would hold meanwhile refuse inside a run.
         self.head_refusal_stable = False
+        # (decode clock, request id, round): an admission round that fast-forward held ahead of
+        # time and that admits that request at that boundary (`round_ahead_at`)
+        self.round_ahead = None
 
     # ---------------------------------------------------------------- arrivals
     def enqueue(self, rid: int, now_s: float) -> None:
@@ -257,7 +260,7 @@ class ReplicaEngine:
             finishes |= self._emit_first_token_after_prefill(rid, end_s)
         run = None
         if not finishes and self.batch.blocks_next_step() <= self.kv.free_blocks:
-            run = plan_run(self, end_s)
+            run = plan_run(self, end_s, after_prefill=True)
         if run is None:
             run = DecodeRun([], [], [], self.kv.used_blocks, len(self.waiting), [])
         run.prefill_end_s = end_s
@@ -330,17 +333,19 @@ class ReplicaEngine:
             cand = self._candidate(self.waiting[0])
             swapped = t.status[cand.request_id] == SWAPPED
             prefill = 0 if swapped else cand.kv_tokens
-            if prefill and (prefill > budget if p.mode == "separate" else budget <= 0):
-                self.head_refusal_stable = False  # the token budget is this round's: the next round has it anew
-                break
             # a swapped-in request decodes in this step: its own next token may need a block too
             own = int(swapped and cand.kv_tokens % p.block_size == 0)
-            if cand.blocks + reserved + own > self.kv.free_blocks:
+            refusal = self._engine_refusal(cand, prefill, own, budget, reserved, self.kv.free_blocks)
+            if refusal is not None:
+                self.head_refusal_stable = refusal == "blocks"
                 break
             forced = not self.running  # an empty replica always runs its head request
-            if rnd is None:
-                rnd = self.scheduler.start_round(self._view(now_s))
-            accepted = rnd.admit(cand)
+            if rnd is None and self.round_ahead is not None:  # fast-forward already held this round
+                rnd, accepted = self._take_round_ahead(cand), True
+            else:
+                if rnd is None:
+                    rnd = self.scheduler.start_round(self._view(now_s))
+                accepted = rnd.admit(cand)
             if not accepted and not forced:
                 if not getattr(self.scheduler, "refusal_stable", False):
                     self.head_refusal_stable = False
@@ -354,6 +359,55 @@ class ReplicaEngine:
             if not accepted:
                 break  # forced: the round did not count this request, so it cannot judge the next one
         return admitted, swap_s
+
+    def _engine_refusal(self, cand: Candidate, prefill: int, own: int, budget: int, reserved: int, free_blocks: int) -> str | None:
+        """The engine limit a candidate fails before its policy is asked, or None: "budget" if its
+        prefill does not fit this round's token budget (the next round has the budget anew),
+        "blocks" if its blocks do not fit beside the `reserved` blocks the running batch's next step
+        needs (cannot change before a finish or an eviction: free blocks only shrink meanwhile)."""
+        if prefill and (prefill > budget if self.params.mode == "separate" else budget <= 0):
+            return "budget"
+        if cand.blocks + reserved + own > free_blocks:
+            return "blocks"
+        return None
+
+    def round_ahead_at(self, steps: int, now_s: float, free_blocks: int, reserved_blocks: int) -> str:
+        """Hold, ahead of time, the admission round due `steps` decode steps from now inside a
+        fast-forwarded run (the batch unchanged but for those steps, `free_blocks` free and the
+        batch's next step needing `reserved_blocks`), as far as the head of the queue: "admit",
+        "refused" (by the policy, which may decide otherwise next round), "stable" (max_num_seqs or
+        free blocks: refused until a finish or an eviction) or "budget" (no round started). An
+        admitting round is kept, with its draws, for `_admission_round` at that boundary
+        (`round_ahead`); the caller ends the run there.
+
+        Exact only for a policy whose rounds depend on nothing but their view and the policy's own
+        state (`Scheduler.rounds_ahead`): the rounds are then started in the same order as
+        step-by-step mode starts them, only earlier in wall time."""
+        t, p = self.table, self.params
+        if len(self.running) >= p.max_num_seqs:
+            return "stable"
+        cand = self._candidate(self.waiting[0])
+        swapped = t.status[cand.request_id] == SWAPPED
+        # a round's whole budget (no admissions yet); in mixed mode less the decode tokens (every
+        # running request decodes during a run, none has prefill left)
+        budget = p.max_batched_tokens if p.mode == "separate" else p.max_batched_tokens - self.batch.size
+        own = int(swapped and cand.kv_tokens % p.block_size == 0)
+        refusal = self._engine_refusal(cand, 0 if swapped else cand.kv_tokens, own, budget, reserved_blocks, free_blocks)
+        if refusal is not None:
+            return "stable" if refusal == "blocks" else refusal
+        rnd = self.scheduler.start_round(self._view(now_s, steps, free_blocks))
+        if not rnd.admit(cand):
+            return "stable" if getattr(self.scheduler, "refusal_stable", False) else "refused"
+        self.round_ahead = (self.batch.clock + steps, cand.request_id, rnd)
+        return "admit"
+
+    def _take_round_ahead(self, cand: Candidate):
+        clock, rid, rnd = self.round_ahead
+        if clock != self.batch.clock or rid != cand.request_id:
+            raise AssertionError(f"internal: a round held ahead for request {rid} at decode step {clock} "
+                                 f"was not used there (request {cand.request_id} at step {self.batch.clock})")
+        self.round_ahead = None
+        return rnd
 
     def _admit(self, cand: Candidate, swapped: bool, now_s: float) -> float:
         t, rid = self.table, cand.request_id
@@ -380,19 +434,23 @@ class ReplicaEngine:
             kv = int(t.prompt_tokens[rid]) + g  # recompute: prefill prompt + generated tokens
         return Candidate(rid, float(t.arrival_s[rid]), int(t.prompt_tokens[rid]), int(t.max_new_tokens[rid]), g, kv, blocks_for(kv, self.params.block_size))
 
-    def _view(self, now_s: float) -> ReplicaView:
+    def _view(self, now_s: float, steps_ahead: int = 0, free_blocks: int | None = None) -> ReplicaView:
+        """The replica as a policy sees it now, or `steps_ahead` decode steps of the whole running
+        batch from now (fast-forward, with every running request decoding)."""
         def running() -> RunningBatch:  # built only if the policy looks at it
             t, ids = self.table, self._ids()
 
             def progress():
                 if self.batch.size == len(ids):  # all decoding: read the clock, write nothing
-                    return self.batch.current_progress(ids)
+                    generated, kv = self.batch.current_progress(ids)
+                    return (generated + steps_ahead, kv + steps_ahead) if steps_ahead else (generated, kv)
                 self.sync()
                 return t.generated_tokens[ids], t.kv_tokens[ids]
 
             return RunningBatch(ids, t.prompt_tokens[ids], t.max_new_tokens[ids], progress=progress)
 
-        return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, self.kv.free_blocks, running)
+        free = self.kv.free_blocks if free_blocks is None else free_blocks
+        return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, free, running)
 
     # ---------------------------------------------------------------- eviction
     def _ids(self) -> np.ndarray:

@@ -54,7 +54,7 @@ class DecodeRun:
     used_blocks_before: int
     waiting_before: int
     arrivals_s: list  # times of arrivals at this replica during the run (for the step log)
-    head_refused: bool = False  # the head's refusal is stable: rounds during the run refuse too
+    head_refused: bool = False  # requests wait and every round due inside the run refuses the head
     decoders: int = 0  # requests that emit a token at each step
     # A run that starts with a prefill step (separate mode): when it ends, and the tokens it
     # removes from the outstanding work (prompt tokens computed plus the first tokens emitted).
@@ -94,24 +94,33 @@ class DecodeRun:
         return self.decoders * len(self.ends_s) + self.prefill_tokens
 
 
-def plan_run(engine, now_s: float) -> DecodeRun | None:
+def plan_run(engine, now_s: float, after_prefill: bool = False) -> DecodeRun | None:
     """A run of at least 2 decode steps of the whole (decoding) batch starting now, or None to
-    take a single step. Reads only the batch's aggregates (llmsim.cluster.decode_batch)."""
+    take a single step. Reads only the batch's aggregates (llmsim.cluster.decode_batch), and holds
+    the admission rounds due inside the run where the policy allows it (`_hold_rounds`).
+    `after_prefill`: `now_s` is the end of a prefill step planned with the run, not a boundary
+    that plan_step has handled."""
     p, batch = engine.params, engine.batch
     n = batch.size
     if n == 0:
         return None
     k = min(batch.steps_to_next_finish(), MAX_RUN_STEPS)
     sched = engine.scheduler
+    r = sched.decode_steps_between_rounds
     horizon_s = math.inf
+    hold_rounds = False
     if engine.waiting:
         if p.guard_max_queue_s is not None or p.guard_max_tbt_s is not None:
             return None
         if not engine.head_refusal_stable:
             # The head's last refusal may not hold at the next round (none judged this head yet,
-            # or the policy may decide differently next time): stop where the next round is due,
-            # i.e. when the counter (incremented per decode step) reaches r.
-            k = min(k, max(sched.decode_steps_between_rounds - engine.steps_since_round, 1))
+            # or the policy may decide differently next time). Hold the rounds due inside the run
+            # now, in order, and end the run at the first that admits; or, for a policy that does
+            # not allow it, stop where the next round is due (the counter, incremented per decode
+            # step, reaches r). A round due at a leading prefill's end (r = 0) is held there.
+            hold_rounds = getattr(sched, "rounds_ahead", False) and not (after_prefill and r == 0)
+            if not hold_rounds:
+                k = min(k, max(r - engine.steps_since_round, 1))
     elif engine.next_arrival_s is not None:
         # The next arrival would cut the run at the first boundary at or after it: plan no further
         # (saves pricing steps that would be thrown away, and the cut itself).
@@ -122,10 +131,39 @@ def plan_run(engine, now_s: float) -> DecodeRun | None:
         ends, durations, cum = _plan_step_by_step(engine, now_s, n, k, horizon_s)
     else:
         ends, durations, cum = _plan_vectorised(engine, now_s, n, k)
+    if hold_rounds:
+        _hold_rounds(engine, ends, durations, cum, max(r - engine.steps_since_round, 1), max(r, 1))
     if len(ends) < 2:
         return None
-    refused = bool(engine.waiting) and engine.head_refusal_stable
+    # every round due inside the run refuses the head (stably, or as held by _hold_rounds)
+    refused = bool(engine.waiting) and (engine.head_refusal_stable or hold_rounds)
     return DecodeRun(ends, durations, cum, engine.kv.used_blocks, len(engine.waiting), [], refused, n)
+
+
+def _hold_rounds(engine, ends, durations, cum, first: int, every: int) -> None:
+    """Hold the admission rounds due at the run's inner boundaries (after steps first, first +
+    every, ...; the boundary at its end is plan_step's), in order, as step-by-step mode would hold
+    them there; cut the run (the lists, in place) at the first that admits the head, whose round
+    the engine keeps for that boundary. A stable refusal (free blocks, max_num_seqs) holds for
+    the rest of the run, so the rounds after it refuse without being started, as they would then.
+
+    Exact because a run with requests waiting is never cut short (only an arrival at an empty
+    queue cuts a run), so every round held here is one that step-by-step mode holds, and because
+    the policy's rounds depend only on their view and on the policy's state
+    (`Scheduler.rounds_ahead`)."""
+    free, held = engine.kv.free_blocks, engine.round_ahead
+    for j in range(first, len(ends), every):
+        if held is not None and held[0] == engine.batch.clock + j:
+            verdict = "admit"  # held earlier: a run planned after a prefill that took no steps
+        else:
+            # at boundary j: cum[j-1] blocks allocated so far, step j+1 needs cum[j] - cum[j-1] more
+            verdict = engine.round_ahead_at(j, ends[j - 1], free - cum[j - 1], cum[j] - cum[j - 1])
+        if verdict == "admit":
+            del ends[j:], durations[j:], cum[j:]
+            return
+        if verdict == "stable":
+            engine.head_refusal_stable = True
+            return
 
 
 SHORT_RUN_STEPS = 32  # up to this many steps, a Python loop beats numpy's per-call overhead

@@ -34,6 +34,7 @@ class _Round:
 
 @register("aggressive", AggressiveConfig, "admit while free KV stays above a watermark (vLLM); evicts when memory runs out")
 class AggressiveScheduler:
+    rounds_ahead = True  # a round reads only its view
     # A refused head stays refused until a request finishes or is evicted (free blocks only shrink
     # while decoding; reservations do not change), so the engine need not ask again in between.
     refusal_stable = True

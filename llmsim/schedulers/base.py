@@ -114,6 +114,11 @@ class Scheduler(Protocol):
     # Optional: True if a refused candidate stays refused until a request finishes or is evicted,
     # which lets the engine fast-forward decode steps while requests wait (llmsim.cluster.fastforward).
     refusal_stable: ClassVar[bool]
+    # Optional: True if a round's answers depend only on its view and on the policy's own state
+    # (changed by `record_finish` and by its earlier rounds, e.g. their random draws from this
+    # replica's stream). Fast-forward may then start the rounds due inside a run when it plans the
+    # run, in step-by-step mode's order but earlier in wall time (llmsim.cluster.fastforward).
+    rounds_ahead: ClassVar[bool]
     decode_steps_between_rounds: int
     max_admissions_per_round: int | None
 

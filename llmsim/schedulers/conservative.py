@@ -41,6 +41,7 @@ class _Round:
 
 @register("conservative", ConservativeConfig, "reserve prompt + max_new_tokens for every request; never evicts")
 class ConservativeScheduler:
+    rounds_ahead = True  # a round reads only its view
     # A refused head stays refused until a request finishes or is evicted (free blocks only shrink
     # while decoding; reservations do not change), so the engine need not ask again in between.
     refusal_stable = True

@@ -41,6 +41,8 @@ class _Round:
 
 @register("oracle", OracleConfig, "future-peak admission with the TRUE output lengths: an upper bound, not deployable", is_oracle=True)
 class OracleScheduler:
+    rounds_ahead = True  # a round reads only its view and the true lengths
+
     def __init__(self, config: OracleConfig, ctx: BuildContext) -> None:
         if ctx.true_output_tokens is None:
             raise ValueError("the oracle needs the true output lengths")

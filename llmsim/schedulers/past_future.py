@@ -132,6 +132,10 @@ class _Round:
 
 @register("past-future", PastFutureConfig, "admit while the sampled future peak of KV use fits (Gong et al., ASPLOS 2025)")
 class PastFutureScheduler:
+    # A round reads its view, the history (changed only by finishes) and draws from this replica's
+    # own stream, so rounds may be started ahead of time in their order (base.Scheduler).
+    rounds_ahead = True
+
     def __init__(self, config: PastFutureConfig, ctx: BuildContext) -> None:
         self.config = config
         self.decode_steps_between_rounds = config.decode_steps_between_rounds

@@ -34,6 +34,8 @@ class _Round:
 
 @register("reserve-peak", ReservePeakConfig, "extension: future-peak admission assuming every request runs to its cap")
 class ReservePeakScheduler:
+    rounds_ahead = True  # a round reads only its view
+
     def __init__(self, config: ReservePeakConfig, ctx: BuildContext) -> None:
         self.config = config
         self.decode_steps_between_rounds = config.decode_steps_between_rounds
