@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from llmsim import scenario_from_dict, simulate
-from llmsim.schedulers import _compiled
+from llmsim.schedulers import SCHEDULERS, _compiled
+from llmsim.schedulers.base import BuildContext, Candidate, ReplicaView, RunningBatch
 from llmsim.schedulers.past_future import sample_final_output_tokens
 from llmsim.schedulers.peak import PeakAdmissionRound, remaining_growth_tokens
 from test_fastforward import _scenario
@@ -78,6 +79,96 @@ def test_the_spec_example_peaks_at_31_compiled():
     held, growth = np.array([5, 4, 5, 3]), np.array([4, 3, 3, 2])
     assert PeakAdmissionRound(held, growth, 31.0, compiled=True).try_add(4, np.array([2.0]))
     assert not PeakAdmissionRound(held, growth, 30.0, compiled=True).try_add(4, np.array([2.0]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**63 - 1), rounds=st.integers(1, 6), lists=st.integers(1, 5), n=st.integers(1, 300),
+       width=st.integers(0, 300))
+def test_numbas_generator_draws_what_numpys_draws(seed, rounds, lists, n, width):
+    """The held-rounds kernel draws past-future's uniforms and history indices inside numba, from
+    the scheduler's own Generator: numba must advance the bit generator exactly as numpy does."""
+    import numba
+
+    @numba.njit
+    def draws(rng, rounds, lists, n, width):
+        u, idx = np.empty((rounds, lists, n)), np.zeros((rounds, lists), dtype=np.int64)
+        for r in range(rounds):
+            u[r] = rng.random((lists, n))
+            if width:
+                idx[r] = rng.integers(0, width, size=lists)
+        return u, idx
+
+    inside, outside = np.random.default_rng(seed), np.random.default_rng(seed)
+    u, idx = draws(inside, rounds, lists, n, width)
+    for r in range(rounds):
+        assert np.array_equal(u[r], outside.random((lists, n)))
+        if width:
+            assert np.array_equal(idx[r], outside.integers(0, width, size=lists))
+    assert inside.random() == outside.random()  # and leave it in the same state
+
+
+def _held_rounds_case(seed, n, kind):
+    """A scheduler of `kind` twice (same seed and history), a view of n running requests, a head
+    candidate, and 1-8 round boundaries ahead; capacity near the batch's needs, so rounds admit
+    and refuse."""
+    rng = np.random.default_rng(seed)
+    history, generated, caps, prompt, kv, _ = _random_batch(rng, n, 1, 40)
+    true_output = np.concatenate((caps - rng.integers(0, 50, n).clip(0, caps - generated - 1), [int(rng.integers(1, 400))]))
+    cand_prompt = int(rng.integers(1, 900))
+    cand = Candidate(n, 0.0, cand_prompt, int(rng.integers(true_output[-1], 600)), 0, cand_prompt, -(-cand_prompt // 16))
+    run = RunningBatch(np.arange(n), prompt, caps, generated, kv)
+    steps = np.cumsum(rng.integers(1, 8, int(rng.integers(1, 9))))
+    finished = history[: int(rng.integers(0, 41))]
+
+    def scheduler():
+        spec = SCHEDULERS[kind]
+        sched = spec.factory(spec.config_cls(), BuildContext(0, np.random.default_rng(seed), 300, true_output))
+        for h in finished:
+            sched.record_finish(int(h))
+        return sched
+
+    def view(blocks, s=0):
+        ahead = RunningBatch(run.request_ids, prompt, caps, generated + s, kv + s)
+        return ReplicaView(0.0, 16, blocks, blocks // 2, ahead)
+
+    # Mostly the smallest capacity at which the last round on its own would admit the head, so
+    # that the rounds before it tend to refuse (the batch's peak falls as it nears its end).
+    lo, hi = 1, int(kv.sum() + caps.sum() + cand.kv_tokens + 600) // 8
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if scheduler().start_round(view(mid, steps[-1])).admit(cand) else (mid + 1, hi)
+    blocks = lo + int(rng.integers(-3, 4)) if rng.random() < 0.8 else int(rng.integers(1, 2 * lo + 2))
+    return (scheduler(), scheduler()), view(max(blocks, 1)), run, steps, cand
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 90), kind=st.sampled_from(PEAK_POLICIES))
+def test_rounds_held_ahead_in_one_call_equal_rounds_started_one_by_one(seed, n, kind):
+    """first_admitting_round (one compiled call) answers as start_round + admit at each boundary
+    (numpy), draws the same numbers, and hands back a round that goes on deciding the same."""
+    (bulk, one_by_one), view, run, steps, cand = _held_rounds_case(seed, n, kind)
+    found = bulk.first_admitting_round(view, steps, cand)
+    _compiled._available = False  # the reference: numpy rounds (restored below)
+    try:
+        index, reference = len(steps), None
+        for i, s in enumerate(steps):
+            ahead = RunningBatch(run.request_ids, run.prompt_tokens, run.max_new_tokens, run.generated_tokens + s, run.kv_tokens + s)
+            rnd = one_by_one.start_round(ReplicaView(0.0, 16, view.total_blocks, view.free_blocks, ahead))
+            if rnd.admit(cand):
+                index, reference = i, rnd
+                break
+        assert found[0] == index
+        assert (found[1] is None) == (reference is None)
+        if reference is not None:
+            assert found[1].peaks.lists() == reference.peaks.lists()
+            nxt = Candidate(n + 1, 0.0, 50, 300, 0, 50, 4)
+            if kind == "oracle":
+                nxt = Candidate(n, 0.0, 50, 300, 0, 50, 4)  # the oracle knows true lengths by id
+            assert found[1].admit(nxt) == reference.admit(nxt)
+    finally:
+        _compiled._available = True
+    if kind == "past-future":
+        assert bulk.rng.random() == one_by_one.rng.random()
 
 
 def _run(sc: dict, compiled: bool, monkeypatch):

@@ -371,18 +371,12 @@ class ReplicaEngine:
             return "blocks"
         return None
 
-    def round_ahead_at(self, steps: int, now_s: float, free_blocks: int, reserved_blocks: int) -> str:
-        """Hold, ahead of time, the admission round due `steps` decode steps from now inside a
-        fast-forwarded run (the batch unchanged but for those steps, `free_blocks` free and the
-        batch's next step needing `reserved_blocks`), as far as the head of the queue: "admit",
-        "refused" (by the policy, which may decide otherwise next round), "stable" (max_num_seqs or
-        free blocks: refused until a finish or an eviction) or "budget" (no round started). An
-        admitting round is kept, with its draws, for `_admission_round` at that boundary
-        (`round_ahead`); the caller ends the run there.
-
-        Exact only for a policy whose rounds depend on nothing but their view and the policy's own
-        state (`Scheduler.rounds_ahead`): the rounds are then started in the same order as
-        step-by-step mode starts them, only earlier in wall time."""
+    def head_ahead(self) -> tuple[Candidate, int] | str:
+        """For the rounds fast-forward holds inside a run (every running request decoding, the
+        queue's head unchanged): the head as a Candidate and the block its own first decode step
+        needs (a swapped-out head), or the verdict of a limit that holds for the whole run:
+        "stable" (max_num_seqs) or "budget" (no round is started: the prefill exceeds a round's
+        token budget, which is the same at every boundary of the run)."""
         t, p = self.table, self.params
         if len(self.running) >= p.max_num_seqs:
             return "stable"
@@ -392,14 +386,39 @@ class ReplicaEngine:
         # running request decodes during a run, none has prefill left)
         budget = p.max_batched_tokens if p.mode == "separate" else p.max_batched_tokens - self.batch.size
         own = int(swapped and cand.kv_tokens % p.block_size == 0)
-        refusal = self._engine_refusal(cand, 0 if swapped else cand.kv_tokens, own, budget, reserved_blocks, free_blocks)
-        if refusal is not None:
-            return "stable" if refusal == "blocks" else refusal
-        rnd = self.scheduler.start_round(self._view(now_s, steps, free_blocks))
-        if not rnd.admit(cand):
-            return "stable" if getattr(self.scheduler, "refusal_stable", False) else "refused"
-        self.round_ahead = (self.batch.clock + steps, cand.request_id, rnd)
-        return "admit"
+        if self._engine_refusal(cand, 0 if swapped else cand.kv_tokens, own, budget, 0, math.inf) == "budget":
+            return "budget"
+        return cand, own
+
+    def hold_rounds_ahead(self, steps: list[int], ends_s: list[float], free_blocks: list[int], cand: Candidate) -> tuple[int, bool]:
+        """Start, ahead of time, the policy's rounds due `steps[i]` decode steps from now (at
+        `ends_s[i]`, with `free_blocks[i]` free) inside a fast-forwarded run, in order, each offered
+        the head `cand` first (it has passed the engine limits there). Returns (i, stable): the
+        first round that admits it (len(steps) if none) and whether a refusal is the policy's
+        stable one. An admitting round is kept, with its draws, for `_admission_round` at that
+        boundary (`round_ahead`).
+
+        Exact for a policy whose rounds depend only on their view and its own state
+        (`Scheduler.rounds_ahead`): the rounds are started in step-by-step mode's order, only
+        earlier in wall time. A policy may answer for all the rounds at once
+        (`first_admitting_round`, given the view now; compiled past-future and oracle do)."""
+        sched = self.scheduler
+        at_once = getattr(sched, "first_admitting_round", None)
+        found = None if at_once is None else at_once(self._view(ends_s[0]), np.asarray(steps, dtype=np.int64), cand)
+        if found is None:
+            for i, (j, now_s, free) in enumerate(zip(steps, ends_s, free_blocks)):
+                rnd = sched.start_round(self._view(now_s, j, free))
+                if rnd.admit(cand):
+                    found = i, rnd
+                    break
+                if getattr(sched, "refusal_stable", False):
+                    return i, True
+            else:
+                found = len(steps), None
+        i, rnd = found
+        if rnd is not None:
+            self.round_ahead = (self.batch.clock + steps[i], cand.request_id, rnd)
+        return i, False
 
     def _take_round_ahead(self, cand: Candidate):
         clock, rid, rnd = self.round_ahead

@@ -144,26 +144,45 @@ def _hold_rounds(engine, ends, durations, cum, first: int, every: int) -> None:
     """Hold the admission rounds due at the run's inner boundaries (after steps first, first +
     every, ...; the boundary at its end is plan_step's), in order, as step-by-step mode would hold
     them there; cut the run (the lists, in place) at the first that admits the head, whose round
-    the engine keeps for that boundary. A stable refusal (free blocks, max_num_seqs) holds for
-    the rest of the run, so the rounds after it refuse without being started, as they would then.
+    the engine keeps for that boundary. A stable refusal (free blocks, max_num_seqs, a stable
+    policy) holds for the rest of the run, so the rounds after it refuse without being started,
+    as they would then.
 
     Exact because a run with requests waiting is never cut short (only an arrival at an empty
     queue cuts a run), so every round held here is one that step-by-step mode holds, and because
     the policy's rounds depend only on their view and on the policy's state
     (`Scheduler.rounds_ahead`)."""
-    free, held = engine.kv.free_blocks, engine.round_ahead
+    if engine.round_ahead is not None:
+        # held when a run after a prefill step was planned and cut to one step (no run): the
+        # first boundary due, one step from now
+        j = engine.round_ahead[0] - engine.batch.clock
+        assert j == first == 1, (j, first)
+        del ends[j:], durations[j:], cum[j:]
+        return
+    head = engine.head_ahead()
+    if head == "stable":
+        engine.head_refusal_stable = True
+    if isinstance(head, str):
+        return  # no round at any boundary of the run admits the head
+    cand, own = head
+    free = engine.kv.free_blocks
+    steps, stable = [], False
     for j in range(first, len(ends), every):
-        if held is not None and held[0] == engine.batch.clock + j:
-            verdict = "admit"  # held earlier: a run planned after a prefill that took no steps
-        else:
-            # at boundary j: cum[j-1] blocks allocated so far, step j+1 needs cum[j] - cum[j-1] more
-            verdict = engine.round_ahead_at(j, ends[j - 1], free - cum[j - 1], cum[j] - cum[j - 1])
-        if verdict == "admit":
+        # at boundary j, cum[j-1] blocks are allocated and step j+1 needs cum[j] - cum[j-1] more:
+        # the engine's check cand.blocks + reserved + own <= free blocks then reads
+        if cand.blocks + own + cum[j] > free:
+            stable = True  # and at every later boundary (free blocks only shrink)
+            break
+        steps.append(j)
+    if steps:
+        i, stable_refusal = engine.hold_rounds_ahead(steps, [ends[j - 1] for j in steps], [free - cum[j - 1] for j in steps], cand)
+        if i < len(steps) and not stable_refusal:
+            j = steps[i]
             del ends[j:], durations[j:], cum[j:]
             return
-        if verdict == "stable":
-            engine.head_refusal_stable = True
-            return
+        stable |= stable_refusal
+    if stable:
+        engine.head_refusal_stable = True
 
 
 SHORT_RUN_STEPS = 32  # up to this many steps, a Python loop beats numpy's per-call overhead

@@ -148,16 +148,75 @@ def _drawn_growth(history_sorted, draw_index, lo_tokens, hi_tokens, prompt_token
     return out
 
 
+# Rounds held ahead inside a fast-forwarded run (llmsim.cluster.fastforward): the rounds due
+# `steps[0]`, `steps[1]`, ... decode steps from now, in order, each offered the same head of the
+# queue first. Every running request gains one generated and one held token per step. Each
+# returns the index of the first round that admits the candidate (len(steps) if none) and that
+# round's sorted lists with the candidate in them (for the rest of the round).
+
+
+def _past_future_rounds_ahead(rng, history_sorted, generated, caps, prompt_tokens, kv_tokens, slack_tokens,
+                              lists, limit_tokens, steps, cand_lo, cand_hi, cand_prompt, cand_kv, cand_held):
+    """past_future._Round at each boundary: the same draws from `rng` (numba's Generator advances
+    the same bit generator as numpy's, with the same algorithms; tests check it), then the same
+    kernels as one round at a time."""
+    n = generated.shape[0]
+    w = history_sorted.shape[0]
+    gen_now = np.empty(n, dtype=np.int64)
+    kv_now = np.empty(n, dtype=np.int64)
+    held = np.empty(n)
+    for index in range(steps.shape[0]):
+        s = steps[index]
+        for i in range(n):
+            gen_now[i] = generated[i] + s
+            kv_now[i] = kv_tokens[i] + s
+            held[i] = kv_now[i] + slack_tokens
+        u = rng.random((lists, n))
+        pairs = _sort_lists(held, _sampled_growth(gen_now, caps, prompt_tokens, kv_now, history_sorted, u), 4)
+        draw_index = rng.integers(0, w, size=lists) if w else np.zeros(lists, dtype=np.int64)
+        growth = _drawn_growth(history_sorted, draw_index, cand_lo, cand_hi, cand_prompt, cand_kv)
+        if _try_add(pairs, n, cand_held, growth, limit_tokens):
+            return index, pairs
+    return steps.shape[0], np.empty((2, lists, 0))
+
+
+def _exact_rounds_ahead(final_tokens, prompt_tokens, kv_tokens, slack_tokens, limit_tokens, steps, cand_growth, cand_held):
+    """One list with known final lengths (oracle: the true ones; reserve-peak: the caps):
+    growth = max(0, prompt + final - 1 - held now), as remaining_growth_tokens."""
+    n = final_tokens.shape[0]
+    growth = np.empty((1, n))
+    held = np.empty(n)
+    shared = np.empty(1)
+    shared[0] = cand_growth
+    for index in range(steps.shape[0]):
+        s = steps[index]
+        for i in range(n):
+            kv_now = kv_tokens[i] + s
+            growth[0, i] = max(0, prompt_tokens[i] + final_tokens[i] - 1 - kv_now)
+            held[i] = kv_now + slack_tokens
+        pairs = _sort_lists(held, growth, 4)
+        if _try_add(pairs, n, cand_held, shared, limit_tokens):
+            return index, pairs
+    return steps.shape[0], np.empty((2, 1, 0))
+
+
 _KERNELS = {"sort_lists": _sort_lists, "try_add": _try_add, "sampled_growth": _sampled_growth,
-            "drawn_growth": _drawn_growth}
+            "drawn_growth": _drawn_growth, "past_future_rounds_ahead": _past_future_rounds_ahead,
+            "exact_rounds_ahead": _exact_rounds_ahead}
+_CALLS = {"past_future_rounds_ahead": ("sort_lists", "sampled_growth", "drawn_growth", "try_add"),
+          "exact_rounds_ahead": ("sort_lists", "try_add")}
 
 
 def __getattr__(name: str):
-    """Compile a kernel on first access (PEP 562); later accesses find it in the module."""
+    """Compile a kernel on first access (PEP 562); later accesses find it in the module. A kernel
+    that calls others finds them compiled under their private names (numba resolves globals when
+    it compiles)."""
     if name not in _KERNELS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from numba import njit
 
+    for callee in _CALLS.get(name, ()):
+        globals()["_" + callee] = globals().get(callee) or __getattr__(callee)
     kernel = njit(cache=True, nogil=True)(_KERNELS[name])
     globals()[name] = kernel
     return kernel

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import Field
 
 from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
-from .peak import PeakAdmissionRound, remaining_growth_tokens
+from .peak import PeakAdmissionRound, first_admitting_exact_round, remaining_growth_tokens
 
 
 class OracleConfig(SchedulerConfig):
@@ -32,6 +32,12 @@ class _Round:
         run = view.running
         growth = remaining_growth_tokens(run.prompt_tokens, self.true_output[run.request_ids], run.kv_tokens)
         self.peaks = PeakAdmissionRound(run.kv_tokens + self.slack, growth, view.capacity_tokens * (1.0 - cfg.headroom))
+
+    @classmethod
+    def resumed(cls, slack: int, true_output, peaks: PeakAdmissionRound) -> "_Round":
+        self = cls.__new__(cls)
+        self.slack, self.true_output, self.peaks = slack, true_output, peaks
+        return self
 
     def admit(self, candidate: Candidate) -> bool:
         final = self.true_output[candidate.request_id]
@@ -53,6 +59,17 @@ class OracleScheduler:
 
     def start_round(self, view: ReplicaView) -> _Round:
         return _Round(self, view)
+
+    def first_admitting_round(self, view: ReplicaView, steps_ahead: np.ndarray, candidate: Candidate):
+        """Rounds held ahead inside a fast-forwarded run, in one compiled call (see
+        past_future.PastFutureScheduler.first_admitting_round); None without the kernels."""
+        cfg = self.config
+        slack = view.block_size - 1 if cfg.per_request_slack_tokens is None else cfg.per_request_slack_tokens
+        found = first_admitting_exact_round(view, steps_ahead, self.true_output_tokens[view.running.request_ids], candidate,
+                                            self.true_output_tokens[candidate.request_id], slack, cfg.headroom)
+        if found is None or found[1] is None:
+            return found
+        return found[0], _Round.resumed(slack, self.true_output_tokens, found[1])
 
     def record_finish(self, output_tokens: int) -> None:
         pass

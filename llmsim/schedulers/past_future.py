@@ -115,6 +115,13 @@ class _Round:
         held = run.kv_tokens + cfg.per_request_slack_tokens
         self.peaks = PeakAdmissionRound(held, growth, view.capacity_tokens * (1.0 - cfg.headroom), self.compiled)
 
+    @classmethod
+    def resumed(cls, sched: "PastFutureScheduler", num_lists: int, peaks: PeakAdmissionRound) -> "_Round":
+        """A round whose draws and first admission were made by a compiled kernel."""
+        self = cls.__new__(cls)
+        self.sched, self.num_lists, self.compiled, self.peaks = sched, num_lists, True, peaks
+        return self
+
     def admit(self, candidate: Candidate) -> bool:
         hist = self.sched.history.sorted()
         draw_index = self.sched.rng.integers(0, len(hist), size=self.num_lists) if len(hist) else None
@@ -147,6 +154,28 @@ class PastFutureScheduler:
 
     def start_round(self, view: ReplicaView) -> _Round:
         return _Round(self, view)
+
+    def first_admitting_round(self, view: ReplicaView, steps_ahead: np.ndarray, candidate: Candidate):
+        """The rounds due `steps_ahead[i]` decode steps after `view` (each running request one
+        token further per step), started in order and each offered `candidate` first, in one
+        compiled call: (index of the first that admits it, that round) or (len(steps_ahead),
+        None). The same draws and answers as `start_round` and `admit` at each boundary; None
+        without the compiled kernels (the engine then starts the rounds one by one)."""
+        if not _compiled.available():
+            return None
+        cfg, run = self.config, view.running
+        n = len(run)
+        num_lists = min(cfg.max_lists, cfg.samples_per_list // n + 1)
+        limit = view.capacity_tokens * (1.0 - cfg.headroom)
+        slack = cfg.per_request_slack_tokens
+        lo = candidate.generated_tokens + 1
+        index, pairs = _compiled.past_future_rounds_ahead(
+            self.rng, self.history.sorted(), run.generated_tokens, run.max_new_tokens, run.prompt_tokens, run.kv_tokens,
+            slack, num_lists, limit, steps_ahead, lo, max(lo, candidate.max_new_tokens), candidate.prompt_tokens,
+            candidate.kv_tokens, float(candidate.kv_tokens + slack))
+        if index == len(steps_ahead):
+            return index, None
+        return index, _Round.resumed(self, num_lists, PeakAdmissionRound.resumed(pairs, n + 1, limit))
 
     def record_finish(self, output_tokens: int) -> None:
         self.history.append(output_tokens)

@@ -75,6 +75,14 @@ class PeakAdmissionRound:
         else:
             self.held_tokens, self.growth_tokens = held, growth
 
+    @classmethod
+    def resumed(cls, pairs: np.ndarray, count: int, limit_tokens: float) -> "PeakAdmissionRound":
+        """A compiled round carried on from a kernel that built and extended its sorted lists
+        (`_compiled.*_rounds_ahead`): `pairs` as `_compiled.sort_lists` lays them out, `count` used."""
+        self = cls.__new__(cls)
+        self.limit_tokens, self._compiled, self._pairs, self._count = limit_tokens, True, pairs, count
+        return self
+
     @property
     def num_lists(self) -> int:
         return self._pairs.shape[1] if self._compiled else self.growth_tokens.shape[0]
@@ -107,3 +115,19 @@ class PeakAdmissionRound:
             return False
         self._count += 1
         return True
+
+
+def first_admitting_exact_round(view, steps_ahead: np.ndarray, final_tokens: np.ndarray, candidate, candidate_final_tokens: int,
+                                slack_tokens: int, headroom: float) -> tuple[int, PeakAdmissionRound | None] | None:
+    """For oracle and reserve-peak (one list, known final lengths of the running requests and of
+    the candidate): the rounds due `steps_ahead[i]` decode steps after `view`, each offered
+    `candidate` first, in one compiled call. Returns (index of the first that admits it, its
+    peaks with the candidate in them) or (len(steps_ahead), None); None without the kernels."""
+    if not _compiled.available():
+        return None
+    run = view.running
+    limit = view.capacity_tokens * (1.0 - headroom)
+    cand_growth = float(remaining_growth_tokens(candidate.prompt_tokens, candidate_final_tokens, candidate.kv_tokens))
+    index, pairs = _compiled.exact_rounds_ahead(final_tokens, run.prompt_tokens, run.kv_tokens, slack_tokens, limit, steps_ahead,
+                                                cand_growth, float(candidate.kv_tokens + slack_tokens))
+    return index, (None if index == len(steps_ahead) else PeakAdmissionRound.resumed(pairs, len(run) + 1, limit))

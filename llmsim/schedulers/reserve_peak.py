@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import Field
 
 from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
-from .peak import PeakAdmissionRound, remaining_growth_tokens
+from .peak import PeakAdmissionRound, first_admitting_exact_round, remaining_growth_tokens
 
 
 class ReservePeakConfig(SchedulerConfig):
@@ -26,6 +26,12 @@ class _Round:
         run = view.running
         growth = remaining_growth_tokens(run.prompt_tokens, run.max_new_tokens, run.kv_tokens)
         self.peaks = PeakAdmissionRound(run.kv_tokens + self.slack, growth, view.capacity_tokens * (1.0 - cfg.headroom))
+
+    @classmethod
+    def resumed(cls, slack: int, peaks: PeakAdmissionRound) -> "_Round":
+        self = cls.__new__(cls)
+        self.slack, self.peaks = slack, peaks
+        return self
 
     def admit(self, candidate: Candidate) -> bool:
         growth = remaining_growth_tokens(candidate.prompt_tokens, candidate.max_new_tokens, candidate.kv_tokens)
@@ -43,6 +49,17 @@ class ReservePeakScheduler:
 
     def start_round(self, view: ReplicaView) -> _Round:
         return _Round(self.config, view)
+
+    def first_admitting_round(self, view: ReplicaView, steps_ahead: np.ndarray, candidate: Candidate):
+        """Rounds held ahead inside a fast-forwarded run, in one compiled call (see
+        past_future.PastFutureScheduler.first_admitting_round); None without the kernels."""
+        cfg = self.config
+        slack = view.block_size - 1 if cfg.per_request_slack_tokens is None else cfg.per_request_slack_tokens
+        found = first_admitting_exact_round(view, steps_ahead, view.running.max_new_tokens, candidate, candidate.max_new_tokens,
+                                            slack, cfg.headroom)
+        if found is None or found[1] is None:
+            return found
+        return found[0], _Round.resumed(slack, found[1])
 
     def record_finish(self, output_tokens: int) -> None:
         pass
