@@ -117,7 +117,7 @@ def _held_rounds_case(seed, n, kind):
     cand_prompt = int(rng.integers(1, 900))
     cand = Candidate(n, 0.0, cand_prompt, int(rng.integers(true_output[-1], 600)), 0, cand_prompt, -(-cand_prompt // 16))
     run = RunningBatch(np.arange(n), prompt, caps, generated, kv)
-    steps = np.cumsum(rng.integers(1, 8, int(rng.integers(1, 9))))
+    steps = np.cumsum(rng.integers(1, 8, int(rng.integers(1, 9)))) - int(rng.random() < 0.2)  # [0, ...]: a round now
     finished = history[: int(rng.integers(0, 41))]
 
     def scheduler():
@@ -148,6 +148,9 @@ def test_rounds_held_ahead_in_one_call_equal_rounds_started_one_by_one(seed, n, 
     (numpy), draws the same numbers, and hands back a round that goes on deciding the same."""
     (bulk, one_by_one), view, run, steps, cand = _held_rounds_case(seed, n, kind)
     found = bulk.first_admitting_round(view, steps, cand)
+    if found is None:  # past-future leaves a single round to start_round (see its docstring)
+        assert kind == "past-future" and len(steps) == 1
+        return
     _compiled._available = False  # the reference: numpy rounds (restored below)
     try:
         index, reference = len(steps), None

@@ -99,6 +99,9 @@ class ReplicaStats:
     step_log: list[tuple] = field(default_factory=list)
 
 
+_NOW = np.zeros(1, dtype=np.int64)  # a round now, zero steps ahead (Scheduler.first_admitting_round)
+
+
 class ReplicaEngine:
     """The state and step logic of one model replica."""
 
@@ -318,6 +321,7 @@ class ReplicaEngine:
         # into blocks this very step needs and be evicted before computing anything.
         reserved = self.batch.blocks_next_step()
         limit = self.scheduler.max_admissions_per_round
+        at_once = getattr(self.scheduler, "first_admitting_round", None)
         admitted: list[int] = []
         swap_s = 0.0
         self.head_refusal_stable = False
@@ -342,6 +346,9 @@ class ReplicaEngine:
             forced = not self.running  # an empty replica always runs its head request
             if rnd is None and self.round_ahead is not None:  # fast-forward already held this round
                 rnd, accepted = self._take_round_ahead(cand), True
+            elif rnd is None and at_once is not None and (found := at_once(self._view(now_s), _NOW, cand)) is not None:
+                rnd = found[1]  # the round's start and its first answer in one call (None: refused)
+                accepted = rnd is not None
             else:
                 if rnd is None:
                     rnd = self.scheduler.start_round(self._view(now_s))

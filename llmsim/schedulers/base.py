@@ -124,6 +124,14 @@ class Scheduler(Protocol):
 
     def start_round(self, view: ReplicaView) -> AdmissionRound: ...
 
+    # Optional, a speed-up that must not change a decision:
+    # first_admitting_round(view, steps_ahead, candidate) -> (i, round) | None. The rounds due
+    # steps_ahead[i] decode steps after `view` (every running request one token further per step;
+    # [0] is one round now), started in order, each offered `candidate` first: i is the first that
+    # admits it (its round, holding it, goes on with the next candidates), or len(steps_ahead) and
+    # None. Exactly the answers, and the draws, of start_round + admit at each of them; reads only
+    # the view's running batch, capacity and block size; None to let the engine make those calls.
+
     def record_finish(self, output_tokens: int) -> None:
         """A request finished on this replica with `output_tokens` tokens (history for estimators)."""
 

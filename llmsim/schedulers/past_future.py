@@ -101,7 +101,7 @@ class _Round:
         run = view.running
         n = len(run)
         self.sched = sched
-        self.num_lists = min(cfg.max_lists, cfg.samples_per_list // n + 1) if n else cfg.max_lists
+        self.num_lists = sched.num_lists(n)
         hist = sched.history.sorted()
         # Draw order (kept stable for reproducibility): one row per list, running requests in
         # admission order; then, per candidate, one history draw per list.
@@ -152,20 +152,27 @@ class PastFutureScheduler:
         count = config.history_window // 2 if config.prior_count is None else config.prior_count
         self.history = LengthHistory(config.history_window, prior, count)
 
+    def num_lists(self, running: int) -> int:
+        """Lists of draws in a round with `running` requests running (LightLLM's rule)."""
+        cfg = self.config
+        return min(cfg.max_lists, cfg.samples_per_list // running + 1) if running else cfg.max_lists
+
     def start_round(self, view: ReplicaView) -> _Round:
         return _Round(self, view)
 
     def first_admitting_round(self, view: ReplicaView, steps_ahead: np.ndarray, candidate: Candidate):
         """The rounds due `steps_ahead[i]` decode steps after `view` (each running request one
-        token further per step), started in order and each offered `candidate` first, in one
-        compiled call: (index of the first that admits it, that round) or (len(steps_ahead),
-        None). The same draws and answers as `start_round` and `admit` at each boundary; None
-        without the compiled kernels (the engine then starts the rounds one by one)."""
-        if not _compiled.available():
+        token further per step; [0]: one round now), started in order and each offered
+        `candidate` first, in one compiled call: (index of the first that admits it, that round)
+        or (len(steps_ahead), None). The same draws and answers as `start_round` and `admit` at
+        each boundary; None without the compiled kernels (the engine then calls those)."""
+        if len(steps_ahead) < 2 or not _compiled.available():
+            # Handing numba the Generator costs about 5 us a call, as much as one round saves
+            # (measured); for one round, start_round and admit are as fast.
             return None
         cfg, run = self.config, view.running
         n = len(run)
-        num_lists = min(cfg.max_lists, cfg.samples_per_list // n + 1)
+        num_lists = self.num_lists(n)
         limit = view.capacity_tokens * (1.0 - cfg.headroom)
         slack = cfg.per_request_slack_tokens
         lo = candidate.generated_tokens + 1
