@@ -140,8 +140,12 @@ class ReplicaEngine:
         # the rounds that step-by-step mode would hold meanwhile refuse inside a run.
         self.head_refusal_stable = False
         # (decode clock, request id, round): an admission round that fast-forward held ahead of
-        # time and that admits that request at that boundary (`round_ahead_at`)
+        # time and that admits that request at that boundary (`hold_rounds_ahead`)
         self.round_ahead = None
+        # The last round ended on a refusal by a policy that may decide differently next round:
+        # fast-forward then holds the next rounds inside a run (after a token-budget or
+        # admissions-per-round stop the next round mostly admits, and a run would be priced in vain)
+        self.policy_refused_head = False
 
     # ---------------------------------------------------------------- arrivals
     def enqueue(self, rid: int, now_s: float) -> None:
@@ -324,7 +328,7 @@ class ReplicaEngine:
         at_once = getattr(self.scheduler, "first_admitting_round", None)
         admitted: list[int] = []
         swap_s = 0.0
-        self.head_refusal_stable = False
+        self.head_refusal_stable = self.policy_refused_head = False
         while self.waiting:
             if limit is not None and len(admitted) >= limit:
                 break
@@ -356,6 +360,7 @@ class ReplicaEngine:
             if not accepted and not forced:
                 if not getattr(self.scheduler, "refusal_stable", False):
                     self.head_refusal_stable = False
+                    self.policy_refused_head = True
                 break
             self.head_refusal_stable = False
             self.waiting.popleft()

@@ -114,11 +114,14 @@ def plan_run(engine, now_s: float, after_prefill: bool = False) -> DecodeRun | N
             return None
         if not engine.head_refusal_stable:
             # The head's last refusal may not hold at the next round (none judged this head yet,
-            # or the policy may decide differently next time). Hold the rounds due inside the run
-            # now, in order, and end the run at the first that admits; or, for a policy that does
-            # not allow it, stop where the next round is due (the counter, incremented per decode
-            # step, reaches r). A round due at a leading prefill's end (r = 0) is held there.
-            hold_rounds = getattr(sched, "rounds_ahead", False) and not (after_prefill and r == 0)
+            # or the policy may decide differently next time). If the policy refused it, hold the
+            # rounds due inside the run now, in order, and end the run at the first that admits
+            # (where the policy allows it); otherwise stop where the next round is due (the
+            # counter, incremented per decode step, reaches r). Either is exact; holding pays
+            # only where rounds keep refusing. A round due at a leading prefill's end (r = 0) is
+            # held there, not here.
+            hold_rounds = engine.round_ahead is not None or (
+                engine.policy_refused_head and getattr(sched, "rounds_ahead", False) and not (after_prefill and r == 0))
             if not hold_rounds:
                 k = min(k, max(r - engine.steps_since_round, 1))
     elif engine.next_arrival_s is not None:
