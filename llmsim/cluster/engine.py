@@ -350,12 +350,17 @@ class ReplicaEngine:
             forced = not self.running  # an empty replica always runs its head request
             if rnd is None and self.round_ahead is not None:  # fast-forward already held this round
                 rnd, accepted = self._take_round_ahead(cand), True
-            elif rnd is None and at_once is not None and (found := at_once(self._view(now_s), _NOW, cand)) is not None:
-                rnd = found[1]  # the round's start and its first answer in one call (None: refused)
-                accepted = rnd is not None
+            elif rnd is None:
+                view = self._view(now_s)
+                # the round's start and its first answer in one call, where the policy offers it
+                found = None if at_once is None else at_once(view, _NOW, cand)
+                if found is None:
+                    rnd = self.scheduler.start_round(view)
+                    accepted = rnd.admit(cand)
+                else:
+                    rnd = found[1]
+                    accepted = rnd is not None
             else:
-                if rnd is None:
-                    rnd = self.scheduler.start_round(self._view(now_s))
                 accepted = rnd.admit(cand)
             if not accepted and not forced:
                 if not getattr(self.scheduler, "refusal_stable", False):
