@@ -377,12 +377,16 @@ class ReplicaEngine:
                 break  # forced: the round did not count this request, so it cannot judge the next one
         return admitted, swap_s
 
+    def _over_budget(self, prefill: int, budget: int) -> bool:
+        """A prefill of `prefill` tokens does not fit a round's remaining token `budget`."""
+        return bool(prefill) and (prefill > budget if self.params.mode == "separate" else budget <= 0)
+
     def _engine_refusal(self, cand: Candidate, prefill: int, own: int, budget: int, reserved: int, free_blocks: int) -> str | None:
         """The engine limit a candidate fails before its policy is asked, or None: "budget" if its
         prefill does not fit this round's token budget (the next round has the budget anew),
         "blocks" if its blocks do not fit beside the `reserved` blocks the running batch's next step
         needs (cannot change before a finish or an eviction: free blocks only shrink meanwhile)."""
-        if prefill and (prefill > budget if self.params.mode == "separate" else budget <= 0):
+        if self._over_budget(prefill, budget):
             return "budget"
         if cand.blocks + reserved + own > free_blocks:
             return "blocks"
@@ -402,14 +406,14 @@ class ReplicaEngine:
         # a round's whole budget (no admissions yet); in mixed mode less the decode tokens (every
         # running request decodes during a run, none has prefill left)
         budget = p.max_batched_tokens if p.mode == "separate" else p.max_batched_tokens - self.batch.size
-        own = int(swapped and cand.kv_tokens % p.block_size == 0)
-        if self._engine_refusal(cand, 0 if swapped else cand.kv_tokens, own, budget, 0, math.inf) == "budget":
+        if self._over_budget(0 if swapped else cand.kv_tokens, budget):
             return "budget"
-        return cand, own
+        return cand, int(swapped and cand.kv_tokens % p.block_size == 0)
 
-    def hold_rounds_ahead(self, steps: list[int], ends_s: list[float], free_blocks: list[int], cand: Candidate) -> tuple[int, bool]:
-        """Start, ahead of time, the policy's rounds due `steps[i]` decode steps from now (at
-        `ends_s[i]`, with `free_blocks[i]` free) inside a fast-forwarded run, in order, each offered
+    def hold_rounds_ahead(self, steps: list[int], ends_s: list[float], cum_new_blocks: list[int], cand: Candidate) -> tuple[int, bool]:
+        """Start, ahead of time, the policy's rounds due `steps[i]` decode steps from now inside a
+        fast-forwarded run (a boundary after step j is at `ends_s[j-1]`, with `cum_new_blocks[j-1]`
+        fewer blocks free than now: the run's lists), in order, each offered
         the head `cand` first (it has passed the engine limits there). Returns (i, stable): the
         first round that admits it (len(steps) if none) and whether a refusal is the policy's
         stable one. An admitting round is kept, with its draws, for `_admission_round` at that
@@ -421,10 +425,10 @@ class ReplicaEngine:
         (`first_admitting_round`, given the view now; compiled past-future and oracle do)."""
         sched = self.scheduler
         at_once = getattr(sched, "first_admitting_round", None)
-        found = None if at_once is None else at_once(self._view(ends_s[0]), np.asarray(steps, dtype=np.int64), cand)
+        found = None if at_once is None else at_once(self._view(ends_s[steps[0] - 1]), np.asarray(steps, dtype=np.int64), cand)
         if found is None:
-            for i, (j, now_s, free) in enumerate(zip(steps, ends_s, free_blocks)):
-                rnd = sched.start_round(self._view(now_s, j, free))
+            for i, j in enumerate(steps):
+                rnd = sched.start_round(self._view(ends_s[j - 1], j, self.kv.free_blocks - cum_new_blocks[j - 1]))
                 if rnd.admit(cand):
                     found = i, rnd
                     break

@@ -178,7 +178,7 @@ def _hold_rounds(engine, ends, durations, cum, first: int, every: int) -> None:
             break
         steps.append(j)
     if steps:
-        i, stable_refusal = engine.hold_rounds_ahead(steps, [ends[j - 1] for j in steps], [free - cum[j - 1] for j in steps], cand)
+        i, stable_refusal = engine.hold_rounds_ahead(steps, ends, cum, cand)
         if i < len(steps) and not stable_refusal:
             j = steps[i]
             del ends[j:], durations[j:], cum[j:]
