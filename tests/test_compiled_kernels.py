@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from llmsim import scenario_from_dict, simulate
+from llmsim.rng import CounterStream
 from llmsim.schedulers import SCHEDULERS, _compiled
 from llmsim.schedulers.base import BuildContext, Candidate, ReplicaView, RunningBatch
 from llmsim.schedulers.past_future import sample_final_output_tokens
@@ -82,29 +83,35 @@ def test_the_spec_example_peaks_at_31_compiled():
 
 
 @settings(max_examples=100, deadline=None)
-@given(seed=st.integers(0, 2**63 - 1), rounds=st.integers(1, 6), lists=st.integers(1, 5), n=st.integers(1, 300),
+@given(key=st.integers(0, 2**64 - 1), rounds=st.integers(1, 6), lists=st.integers(1, 5), n=st.integers(0, 300),
        width=st.integers(0, 300))
-def test_numbas_generator_draws_what_numpys_draws(seed, rounds, lists, n, width):
-    """The held-rounds kernel draws past-future's uniforms and history indices inside numba, from
-    the scheduler's own Generator: numba must advance the bit generator exactly as numpy does."""
+def test_kernels_draw_what_the_counter_stream_draws_in_numpy(key, rounds, lists, n, width):
+    """The held-rounds kernel draws past-future's uniforms and history indices one by one inside
+    numba (_compiled._next_uniform); numpy draws them in blocks (CounterStream.random, .integers).
+    Same numbers, same order, same state after."""
     import numba
 
+    next_uniform = _compiled.next_uniform
+
     @numba.njit
-    def draws(rng, rounds, lists, n, width):
+    def draws(state, rounds, lists, n, width):
         u, idx = np.empty((rounds, lists, n)), np.zeros((rounds, lists), dtype=np.int64)
         for r in range(rounds):
-            u[r] = rng.random((lists, n))
+            for row in range(lists):
+                for i in range(n):
+                    u[r, row, i] = next_uniform(state)
             if width:
-                idx[r] = rng.integers(0, width, size=lists)
+                for row in range(lists):
+                    idx[r, row] = min(int(next_uniform(state) * width), width - 1)
         return u, idx
 
-    inside, outside = np.random.default_rng(seed), np.random.default_rng(seed)
-    u, idx = draws(inside, rounds, lists, n, width)
+    inside, outside = CounterStream(key), CounterStream(key)
+    u, idx = draws(inside.state, rounds, lists, n, width)
     for r in range(rounds):
         assert np.array_equal(u[r], outside.random((lists, n)))
         if width:
             assert np.array_equal(idx[r], outside.integers(0, width, size=lists))
-    assert inside.random() == outside.random()  # and leave it in the same state
+    assert inside.state[0] == outside.state[0]
 
 
 def _held_rounds_case(seed, n, kind):
@@ -171,7 +178,7 @@ def test_rounds_held_ahead_in_one_call_equal_rounds_started_one_by_one(seed, n, 
     finally:
         _compiled._available = True
     if kind == "past-future":
-        assert bulk.rng.random() == one_by_one.rng.random()
+        assert bulk.stream.random(1) == one_by_one.stream.random(1)  # the same draws consumed
 
 
 def _run(sc: dict, compiled: bool, monkeypatch):

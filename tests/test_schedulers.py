@@ -96,7 +96,8 @@ def test_conservative_without_headroom_fills_every_block_and_not_one_more():
 
 # ------------------------------------------------------------------ past-future
 class FixedRng:
-    """Stands in for numpy's Generator: every uniform draw is `u`, every index draw is `index`."""
+    """Stands in for past-future's stream (llmsim.rng.CounterStream): every uniform draw is `u`,
+    every index draw is `index`."""
 
     def __init__(self, u=0.5, index=0):
         self.u, self.index = u, index
@@ -108,9 +109,12 @@ class FixedRng:
         return np.full(size, self.index)
 
 
-def pf(config=None, **kw):
+def pf(config=None, rng=None, **kw):
     cfg = {"history_window": 10, "prior_output_tokens": 6, "prior_count": 10, **(config or {})}
-    return make_scheduler("past-future", cfg, **kw)
+    sched = make_scheduler("past-future", cfg, **kw)
+    if rng is not None:
+        sched.stream = rng
+    return sched
 
 
 @pytest.mark.usefixtures("peak_impl")

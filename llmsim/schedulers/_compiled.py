@@ -24,6 +24,8 @@ import warnings
 
 import numpy as np
 
+from ..rng import _GAMMA, _MIX1, _MIX2, _TWO_POW_MINUS_53
+
 _available: bool | None = None
 
 
@@ -155,25 +157,42 @@ def _drawn_growth(history_sorted, draw_index, lo_tokens, hi_tokens, prompt_token
 # round's sorted lists with the candidate in them (for the rest of the round).
 
 
-def _past_future_rounds_ahead(rng, history_sorted, generated, caps, prompt_tokens, kv_tokens, slack_tokens,
+def _next_uniform(state):
+    """The next draw of a CounterStream (llmsim.rng) whose `state` array this advances: the same
+    integer operations and conversion to a double as CounterStream.random."""
+    s = state[0] + _GAMMA
+    state[0] = s
+    z = (s ^ (s >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z ^= z >> np.uint64(31)
+    return float(z >> np.uint64(11)) * _TWO_POW_MINUS_53
+
+
+def _past_future_rounds_ahead(state, history_sorted, generated, caps, prompt_tokens, kv_tokens, slack_tokens,
                               lists, limit_tokens, steps, cand_lo, cand_hi, cand_prompt, cand_kv, cand_held):
-    """past_future._Round at each boundary: the same draws from `rng` (numba's Generator advances
-    the same bit generator as numpy's, with the same algorithms; tests check it), then the same
-    kernels as one round at a time."""
+    """past_future._Round at each boundary: the same draws from the scheduler's CounterStream
+    (`state`: uniforms for the running requests, list by list, then the head's history indices,
+    as CounterStream.random and .integers make them), then the same kernels as one round at a time."""
     n = generated.shape[0]
     w = history_sorted.shape[0]
     gen_now = np.empty(n, dtype=np.int64)
     kv_now = np.empty(n, dtype=np.int64)
     held = np.empty(n)
+    u = np.empty((lists, n))
+    draw_index = np.zeros(lists, dtype=np.int64)  # unread without history: the cap
     for index in range(steps.shape[0]):
         s = steps[index]
         for i in range(n):
             gen_now[i] = generated[i] + s
             kv_now[i] = kv_tokens[i] + s
             held[i] = kv_now[i] + slack_tokens
-        u = rng.random((lists, n))
+        for row in range(lists):
+            for i in range(n):
+                u[row, i] = _next_uniform(state)
         pairs = _sort_lists(held, _sampled_growth(gen_now, caps, prompt_tokens, kv_now, history_sorted, u), 4)
-        draw_index = rng.integers(0, w, size=lists) if w else np.zeros(lists, dtype=np.int64)
+        if w:
+            for row in range(lists):
+                draw_index[row] = min(int(_next_uniform(state) * w), w - 1)
         growth = _drawn_growth(history_sorted, draw_index, cand_lo, cand_hi, cand_prompt, cand_kv)
         if _try_add(pairs, n, cand_held, growth, limit_tokens):
             return index, pairs
@@ -201,9 +220,9 @@ def _exact_rounds_ahead(final_tokens, prompt_tokens, kv_tokens, slack_tokens, li
 
 
 _KERNELS = {"sort_lists": _sort_lists, "try_add": _try_add, "sampled_growth": _sampled_growth,
-            "drawn_growth": _drawn_growth, "past_future_rounds_ahead": _past_future_rounds_ahead,
+            "drawn_growth": _drawn_growth, "next_uniform": _next_uniform, "past_future_rounds_ahead": _past_future_rounds_ahead,
             "exact_rounds_ahead": _exact_rounds_ahead}
-_CALLS = {"past_future_rounds_ahead": ("sort_lists", "sampled_growth", "drawn_growth", "try_add"),
+_CALLS = {"past_future_rounds_ahead": ("sort_lists", "sampled_growth", "drawn_growth", "try_add", "next_uniform"),
           "exact_rounds_ahead": ("sort_lists", "try_add")}
 
 

@@ -27,6 +27,7 @@ from collections import deque
 import numpy as np
 from pydantic import Field
 
+from ..rng import CounterStream
 from . import _compiled
 from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
 from .peak import PeakAdmissionRound, remaining_growth_tokens
@@ -105,7 +106,7 @@ class _Round:
         hist = sched.history.sorted()
         # Draw order (kept stable for reproducibility): one row per list, running requests in
         # admission order; then, per candidate, one history draw per list.
-        u = sched.rng.random((self.num_lists, n))
+        u = sched.stream.random((self.num_lists, n))
         self.compiled = _compiled.available()
         if self.compiled:  # the same values in one call (_compiled.py)
             growth = _compiled.sampled_growth(run.generated_tokens, run.max_new_tokens, run.prompt_tokens, run.kv_tokens, hist, u)
@@ -124,7 +125,7 @@ class _Round:
 
     def admit(self, candidate: Candidate) -> bool:
         hist = self.sched.history.sorted()
-        draw_index = self.sched.rng.integers(0, len(hist), size=self.num_lists) if len(hist) else None
+        draw_index = self.sched.stream.integers(0, len(hist), size=self.num_lists) if len(hist) else None
         lo = candidate.generated_tokens + 1
         hi = max(lo, candidate.max_new_tokens)
         if self.compiled:  # the same values in one call (_compiled.py)
@@ -147,7 +148,9 @@ class PastFutureScheduler:
         self.config = config
         self.decode_steps_between_rounds = config.decode_steps_between_rounds
         self.max_admissions_per_round = config.max_admissions_per_round
-        self.rng = ctx.rng
+        # this replica's draws, from the scenario seed; a counter-based stream, so that compiled
+        # rounds draw the same numbers at no cost (llmsim.rng.CounterStream)
+        self.stream = CounterStream.from_generator(ctx.rng)
         prior = config.prior_output_tokens or ctx.default_prior_output_tokens
         count = config.history_window // 2 if config.prior_count is None else config.prior_count
         self.history = LengthHistory(config.history_window, prior, count)
@@ -166,9 +169,7 @@ class PastFutureScheduler:
         `candidate` first, in one compiled call: (index of the first that admits it, that round)
         or (len(steps_ahead), None). The same draws and answers as `start_round` and `admit` at
         each boundary; None without the compiled kernels (the engine then calls those)."""
-        if len(steps_ahead) < 2 or not _compiled.available():
-            # Handing numba the Generator costs about 5 us a call, as much as one round saves
-            # (measured); for one round, start_round and admit are as fast.
+        if not _compiled.available():
             return None
         cfg, run = self.config, view.running
         n = len(run)
@@ -177,7 +178,7 @@ class PastFutureScheduler:
         slack = cfg.per_request_slack_tokens
         lo = candidate.generated_tokens + 1
         index, pairs = _compiled.past_future_rounds_ahead(
-            self.rng, self.history.sorted(), run.generated_tokens, run.max_new_tokens, run.prompt_tokens, run.kv_tokens,
+            self.stream.state, self.history.sorted(), run.generated_tokens, run.max_new_tokens, run.prompt_tokens, run.kv_tokens,
             slack, num_lists, limit, steps_ahead, lo, max(lo, candidate.max_new_tokens), candidate.prompt_tokens,
             candidate.kv_tokens, float(candidate.kv_tokens + slack))
         if index == len(steps_ahead):
