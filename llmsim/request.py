@@ -116,3 +116,9 @@ class TrueOutputLengths:
 
     def __getitem__(self, ids):
         return self._table.output_tokens[ids]
+
+    def column(self) -> np.ndarray:
+        """The whole column, by request id, read-only (the compiled oracle gathers from it)."""
+        view = self._table.output_tokens.view()
+        view.flags.writeable = False
+        return view

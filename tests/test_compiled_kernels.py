@@ -14,7 +14,7 @@ from llmsim.rng import CounterStream
 from llmsim.schedulers import SCHEDULERS, _compiled
 from llmsim.schedulers.base import BuildContext, Candidate, ReplicaView, RunningBatch
 from llmsim.schedulers.past_future import sample_final_output_tokens
-from llmsim.schedulers.peak import PeakAdmissionRound, remaining_growth_tokens
+from llmsim.schedulers.peak import PeakAdmissionRound, future_peaks_of_lists, remaining_growth_tokens
 from test_fastforward import _scenario
 
 pytest.importorskip("numba", reason="numba is in the test extras; install with pip install -e '.[test]'")
@@ -80,6 +80,31 @@ def test_the_spec_example_peaks_at_31_compiled():
     held, growth = np.array([5, 4, 5, 3]), np.array([4, 3, 3, 2])
     assert PeakAdmissionRound(held, growth, 31.0, compiled=True).try_add(4, np.array([2.0]))
     assert not PeakAdmissionRound(held, growth, 30.0, compiled=True).try_add(4, np.array([2.0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 90), lists=st.integers(1, 5))
+def test_quick_admission_by_total_agrees_with_the_exact_peak_at_the_edges(seed, n, lists):
+    """The compiled round admits without sorting when held + growth in total fit the limit
+    (_compiled._try_add). At a limit equal to that total (the bound's own edge, which its margin
+    leaves to the exact check), at the exact peak and just below it, both implementations agree,
+    and the peak is what future_peaks_of_lists says."""
+    rng = np.random.default_rng(seed)
+    held = rng.integers(0, 900, n).astype(float)
+    growth = rng.integers(0, 400, (lists, n)).astype(float)
+    if seed % 2:
+        growth += rng.random((lists, n))  # sampled growths are fractional
+    cand_held, cand_growth = float(rng.integers(0, 900)), rng.integers(0, 400, lists).astype(float)
+    all_held = np.append(held, cand_held)
+    all_growth = np.concatenate((growth, cand_growth[:, None]), axis=1)
+    peak = float(future_peaks_of_lists(all_held, all_growth).max())
+    total = float(all_held.sum() + all_growth.sum(axis=1).max())
+    assert peak <= total
+    for limit in (total, np.nextafter(total, 0), peak, np.nextafter(peak, 0), peak - 1, total * (1 - 1e-10)):
+        reference = PeakAdmissionRound(held, growth, limit, compiled=False)
+        compiled = PeakAdmissionRound(held, growth, limit, compiled=True)
+        assert compiled.try_add(cand_held, cand_growth) == reference.try_add(cand_held, cand_growth) == (peak <= limit)
+        assert compiled.lists() == reference.lists()
 
 
 @settings(max_examples=100, deadline=None)

@@ -278,3 +278,34 @@ def test_peak_policies_never_evict_in_mixed_mode(kind):
     drive(e)
     assert t.first_admit_s[1] == approx(0.01)
     assert t.evictions.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("fast_forward", [False, True])
+def test_view_columns_give_the_running_batch_arrays(fast_forward):
+    """Compiled policies read the running batch as BatchColumns (the request table's columns and
+    the decode clock); at every round, now and steps ahead, they give the same prompt, cap,
+    generated and KV tokens as the view's RunningBatch arrays."""
+    rng = np.random.default_rng(3)
+    n = 40
+    table = make_table(rng.integers(1, 30, n).tolist(), rng.integers(1, 40, n).tolist(),
+                       arrivals=np.sort(rng.uniform(0, 2, n)).tolist())
+    engine = make_engine(table, "past-future", total_blocks=60, fast_forward=fast_forward)
+    view_of, compared = engine._view, []
+
+    def checked(now_s, steps_ahead=0, free_blocks=None):
+        for ahead in {steps_ahead, 3}:
+            view = view_of(now_s, ahead, free_blocks)
+            if view.columns is not None:
+                cols, run = view.columns, view.running
+                behind = cols.clock - cols.clock_base[cols.ids]
+                assert np.array_equal(cols.request_ids, run.request_ids)
+                assert np.array_equal(cols.prompt[cols.ids], run.prompt_tokens)
+                assert np.array_equal(cols.max_new[cols.ids], run.max_new_tokens)
+                assert np.array_equal(cols.generated[cols.ids] + behind, run.generated_tokens)
+                assert np.array_equal(cols.kv[cols.ids] + behind, run.kv_tokens)
+                compared.append(len(cols.ids))
+        return view_of(now_s, steps_ahead, free_blocks)
+
+    engine._view = checked
+    drive(engine)
+    assert len(compared) > 10 and max(compared) > 3

@@ -42,7 +42,7 @@ import numpy as np
 from ..costmodel.base import BatchShape, CostModel
 from ..kvcache import BlockAllocator, SwapSpace, blocks_for
 from ..request import ABORTED, DROPPED, FINISHED, RUNNING, SWAPPED, WAITING, RequestTable
-from ..schedulers.base import Candidate, ReplicaView, RunningBatch, Scheduler
+from ..schedulers.base import BatchColumns, Candidate, ReplicaView, RunningBatch, Scheduler
 from .decode_batch import DecodeBatch
 from .fastforward import DecodeRun, apply_run, plan_run
 
@@ -490,7 +490,13 @@ class ReplicaEngine:
             return RunningBatch(ids, t.prompt_tokens[ids], t.max_new_tokens[ids], progress=progress)
 
         free = self.kv.free_blocks if free_blocks is None else free_blocks
-        return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, free, running)
+        columns = None
+        if self.batch.size == len(self.running):  # all decoding: progress follows from the decode clock
+            t = self.table
+            ids = self._ids()
+            columns = BatchColumns(ids, t.prompt_tokens, t.max_new_tokens, t.generated_tokens, t.kv_tokens, t.clock_base,
+                                   self.batch.clock + steps_ahead, ids)
+        return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, free, running, columns)
 
     # ---------------------------------------------------------------- eviction
     def _ids(self) -> np.ndarray:

@@ -46,38 +46,76 @@ def available() -> bool:
     return _available
 
 
-def _sort_lists(held_tokens, growth_tokens, spare):
-    """Each row of `growth_tokens` (lists, n) sorted by growth, largest first, with the held tokens
-    (shared by every list) in the same order: returns sorted[0] = held, sorted[1] = growth, each
-    (lists, n + spare), the `spare` columns free for admissions."""
+# Lists of (held, growth) pairs, laid out as pairs[0, list, i] = held, pairs[1, list, i] = growth,
+# with free columns after the first n for admissions. They start unsorted; a list's future peak,
+# max over k of A_k + k * b_k, needs them sorted by growth (largest first), but it never exceeds
+# the list's total held plus total growth (b_k <= each of b_1..b_k, all b >= 0). Most rounds admit
+# their candidate with that total well inside the limit, so the sort is left until a candidate
+# does not pass the total (`_try_add`). The bound only admits what the exact check admits: the
+# margin covers the rounding of the sums (relative error below 1e-12 for any plausible batch).
+_QUICK_ADMIT_MARGIN = 1.0 - 1e-9
+
+
+def _lay_out(held_tokens, growth_tokens, spare):
+    """Unsorted lists (see above) of the requests with `held_tokens` (n,), the same in every list,
+    and `growth_tokens` (lists, n), with `spare` free columns."""
     lists, n = growth_tokens.shape
     pairs = np.empty((2, lists, n + spare))
     for row in range(lists):
+        for i in range(n):
+            pairs[0, row, i] = held_tokens[i]
+            pairs[1, row, i] = growth_tokens[row, i]
+    return pairs
+
+
+def _sort_in_place(pairs, n):
+    """Sort the first n pairs of each list by growth, largest first (ties in any order: the peak
+    does not depend on it, peak.py)."""
+    for row in range(pairs.shape[1]):
         if n <= 64:  # insertion sort: for a few dozen requests, cheaper than argsort's set-up
-            for i in range(n):
-                g = growth_tokens[row, i]
+            for i in range(1, n):
+                h = pairs[0, row, i]
+                g = pairs[1, row, i]
                 pos = i
                 while pos > 0 and pairs[1, row, pos - 1] < g:
                     pairs[0, row, pos] = pairs[0, row, pos - 1]
                     pairs[1, row, pos] = pairs[1, row, pos - 1]
                     pos -= 1
-                pairs[0, row, pos] = held_tokens[i]
+                pairs[0, row, pos] = h
                 pairs[1, row, pos] = g
         else:
-            order = np.argsort(growth_tokens[row])
+            order = np.argsort(pairs[1, row, :n])
+            held = pairs[0, row, :n].copy()
+            growth = pairs[1, row, :n].copy()
             for i in range(n):
                 j = order[n - 1 - i]
-                pairs[0, row, i] = held_tokens[j]
-                pairs[1, row, i] = growth_tokens[row, j]
-    return pairs
+                pairs[0, row, i] = held[j]
+                pairs[1, row, i] = growth[j]
 
 
-def _try_add(pairs, n, held, growth_per_list, limit_tokens):
-    """Add a request (held, one growth per list, or one for all) to the sorted lists `pairs` of n
-    pairs (see _sort_lists) if every list's future peak, max over k of A_k + k * b_k, stays at
-    most `limit_tokens`; returns whether it was added. The caller guarantees a free column."""
+def _try_add(pairs, n, is_sorted, held, growth_per_list, limit_tokens):
+    """Add a request (held, one growth per list, or one for all) to the lists `pairs` of n pairs
+    (see above; `is_sorted` says whether they are sorted) if every list's future peak stays at
+    most `limit_tokens`. Returns 0 if refused (the lists are then sorted), 1 if added to sorted
+    lists (kept sorted), 2 if appended to unsorted lists. The caller guarantees a free column."""
     lists = pairs.shape[1]
     shared = growth_per_list.shape[0] == 1
+    if not is_sorted:
+        total_held = held
+        for i in range(n):
+            total_held += pairs[0, 0, i]
+        most_growth = 0.0
+        for row in range(lists):
+            total_growth = growth_per_list[0] if shared else growth_per_list[row]
+            for i in range(n):
+                total_growth += pairs[1, row, i]
+            most_growth = max(most_growth, total_growth)
+        if total_held + most_growth <= limit_tokens * _QUICK_ADMIT_MARGIN:
+            for row in range(lists):
+                pairs[0, row, n] = held
+                pairs[1, row, n] = growth_per_list[0] if shared else growth_per_list[row]
+            return 2
+        _sort_in_place(pairs, n)
     for row in range(lists):
         g = growth_per_list[0] if shared else growth_per_list[row]
         cum_held = 0.0
@@ -90,16 +128,16 @@ def _try_add(pairs, n, held, growth_per_list, limit_tokens):
                 k += 1
                 cum_held += held
                 if cum_held + k * g > limit_tokens:
-                    return False
+                    return 0
             k += 1
             cum_held += pairs[0, row, i]
             if cum_held + k * b > limit_tokens:
-                return False
+                return 0
         if not placed:
             k += 1
             cum_held += held
             if cum_held + k * g > limit_tokens:
-                return False
+                return 0
     for row in range(lists):
         g = growth_per_list[0] if shared else growth_per_list[row]
         pos = n
@@ -109,7 +147,7 @@ def _try_add(pairs, n, held, growth_per_list, limit_tokens):
             pos -= 1
         pairs[0, row, pos] = held
         pairs[1, row, pos] = g
-    return True
+    return 1
 
 
 def _sampled_growth(generated, caps, prompt_tokens, kv_tokens, history_sorted, u):
@@ -150,13 +188,6 @@ def _drawn_growth(history_sorted, draw_index, lo_tokens, hi_tokens, prompt_token
     return out
 
 
-# Rounds held ahead inside a fast-forwarded run (llmsim.cluster.fastforward): the rounds due
-# `steps[0]`, `steps[1]`, ... decode steps from now, in order, each offered the same head of the
-# queue first. Every running request gains one generated and one held token per step. Each
-# returns the index of the first round that admits the candidate (len(steps) if none) and that
-# round's sorted lists with the candidate in them (for the rest of the round).
-
-
 def _next_uniform(state):
     """The next draw of a CounterStream (llmsim.rng) whose `state` array this advances: the same
     integer operations and conversion to a double as CounterStream.random."""
@@ -168,13 +199,33 @@ def _next_uniform(state):
     return float(z >> np.uint64(11)) * _TWO_POW_MINUS_53
 
 
-def _past_future_rounds_ahead(state, history_sorted, generated, caps, prompt_tokens, kv_tokens, slack_tokens,
-                              lists, limit_tokens, steps, cand_lo, cand_hi, cand_prompt, cand_kv, cand_held):
+# Rounds held ahead inside a fast-forwarded run (llmsim.cluster.fastforward): the rounds due
+# `steps[0]`, `steps[1]`, ... decode steps from now, in order, each offered the same head of the
+# queue first ([0]: one round now). The running batch comes as columns by request id
+# (base.BatchColumns: ids, the columns, clock_base, clock); every running request gains one
+# generated and one held token per step. Each returns the index of the first round that admits
+# the candidate (len(steps) if none), that round's lists with the candidate in them (for the
+# rest of the round) and whether they are sorted.
+
+
+def _past_future_rounds_ahead(state, history_sorted, ids, prompt_col, cap_col, generated_col, kv_col, clock_base, clock,
+                              slack_tokens, lists, limit_tokens, steps, cand_lo, cand_hi, cand_prompt, cand_kv, cand_held):
     """past_future._Round at each boundary: the same draws from the scheduler's CounterStream
     (`state`: uniforms for the running requests, list by list, then the head's history indices,
     as CounterStream.random and .integers make them), then the same kernels as one round at a time."""
-    n = generated.shape[0]
+    n = ids.shape[0]
     w = history_sorted.shape[0]
+    generated = np.empty(n, dtype=np.int64)
+    kv_tokens = np.empty(n, dtype=np.int64)
+    prompt_tokens = np.empty(n, dtype=np.int64)
+    caps = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        r = ids[i]
+        behind = clock - clock_base[r]
+        generated[i] = generated_col[r] + behind
+        kv_tokens[i] = kv_col[r] + behind
+        prompt_tokens[i] = prompt_col[r]
+        caps[i] = cap_col[r]
     gen_now = np.empty(n, dtype=np.int64)
     kv_now = np.empty(n, dtype=np.int64)
     held = np.empty(n)
@@ -189,20 +240,29 @@ def _past_future_rounds_ahead(state, history_sorted, generated, caps, prompt_tok
         for row in range(lists):
             for i in range(n):
                 u[row, i] = _next_uniform(state)
-        pairs = _sort_lists(held, _sampled_growth(gen_now, caps, prompt_tokens, kv_now, history_sorted, u), 4)
+        pairs = _lay_out(held, _sampled_growth(gen_now, caps, prompt_tokens, kv_now, history_sorted, u), 4)
         if w:
             for row in range(lists):
                 draw_index[row] = min(int(_next_uniform(state) * w), w - 1)
         growth = _drawn_growth(history_sorted, draw_index, cand_lo, cand_hi, cand_prompt, cand_kv)
-        if _try_add(pairs, n, cand_held, growth, limit_tokens):
-            return index, pairs
-    return steps.shape[0], np.empty((2, lists, 0))
+        added = _try_add(pairs, n, False, cand_held, growth, limit_tokens)
+        if added:
+            return index, pairs, added == 1
+    return steps.shape[0], np.empty((2, lists, 0)), False
 
 
-def _exact_rounds_ahead(final_tokens, prompt_tokens, kv_tokens, slack_tokens, limit_tokens, steps, cand_growth, cand_held):
-    """One list with known final lengths (oracle: the true ones; reserve-peak: the caps):
-    growth = max(0, prompt + final - 1 - held now), as remaining_growth_tokens."""
-    n = final_tokens.shape[0]
+def _exact_rounds_ahead(ids, final_col, prompt_col, kv_col, clock_base, clock, slack_tokens, limit_tokens, steps, cand_growth,
+                        cand_held):
+    """One list with known final lengths `final_col` by request id (oracle: the true ones;
+    reserve-peak: the caps): growth = max(0, prompt + final - 1 - held now), as
+    remaining_growth_tokens."""
+    n = ids.shape[0]
+    base = np.empty(n, dtype=np.int64)  # prompt + final - 1 - held now
+    kv_tokens = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        r = ids[i]
+        kv_tokens[i] = kv_col[r] + clock - clock_base[r]
+        base[i] = prompt_col[r] + final_col[r] - 1 - kv_tokens[i]
     growth = np.empty((1, n))
     held = np.empty(n)
     shared = np.empty(1)
@@ -210,20 +270,21 @@ def _exact_rounds_ahead(final_tokens, prompt_tokens, kv_tokens, slack_tokens, li
     for index in range(steps.shape[0]):
         s = steps[index]
         for i in range(n):
-            kv_now = kv_tokens[i] + s
-            growth[0, i] = max(0, prompt_tokens[i] + final_tokens[i] - 1 - kv_now)
-            held[i] = kv_now + slack_tokens
-        pairs = _sort_lists(held, growth, 4)
-        if _try_add(pairs, n, cand_held, shared, limit_tokens):
-            return index, pairs
-    return steps.shape[0], np.empty((2, 1, 0))
+            growth[0, i] = max(0, base[i] - s)
+            held[i] = kv_tokens[i] + s + slack_tokens
+        pairs = _lay_out(held, growth, 4)
+        added = _try_add(pairs, n, False, cand_held, shared, limit_tokens)
+        if added:
+            return index, pairs, added == 1
+    return steps.shape[0], np.empty((2, 1, 0)), False
 
 
-_KERNELS = {"sort_lists": _sort_lists, "try_add": _try_add, "sampled_growth": _sampled_growth,
+_KERNELS = {"lay_out": _lay_out, "sort_in_place": _sort_in_place, "try_add": _try_add, "sampled_growth": _sampled_growth,
             "drawn_growth": _drawn_growth, "next_uniform": _next_uniform, "past_future_rounds_ahead": _past_future_rounds_ahead,
             "exact_rounds_ahead": _exact_rounds_ahead}
-_CALLS = {"past_future_rounds_ahead": ("sort_lists", "sampled_growth", "drawn_growth", "try_add", "next_uniform"),
-          "exact_rounds_ahead": ("sort_lists", "try_add")}
+_CALLS = {"try_add": ("sort_in_place",),
+          "past_future_rounds_ahead": ("lay_out", "sampled_growth", "drawn_growth", "try_add", "next_uniform"),
+          "exact_rounds_ahead": ("lay_out", "try_add")}
 
 
 def __getattr__(name: str):

@@ -17,7 +17,7 @@ Units: tokens, blocks, seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Protocol
+from typing import Callable, ClassVar, NamedTuple, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,21 +63,58 @@ class RunningBatch:
         return len(self.request_ids)
 
 
+class BatchColumns(NamedTuple):
+    """The running batch as columns, for compiled policies that gather what they need in one call
+    instead of reading RunningBatch's arrays (building those costs more than a compiled round).
+    Running request i reads row ids[i] of every column: prompt[ids[i]] prompt tokens, cap
+    max_new[ids[i]], generated[ids[i]] + clock - clock_base[ids[i]] tokens generated and
+    kv[ids[i]] + clock - clock_base[ids[i]] KV tokens held: the same values as RunningBatch's
+    arrays. The engine's columns are the request table's (ids are request ids); `of` makes
+    columns of a RunningBatch (ids are positions in it, `by_position`)."""
+
+    ids: np.ndarray
+    prompt: np.ndarray
+    max_new: np.ndarray
+    generated: np.ndarray
+    kv: np.ndarray
+    clock_base: np.ndarray
+    clock: int
+    request_ids: np.ndarray  # running request i is request_ids[i]
+    by_position: bool = False
+
+    @classmethod
+    def of(cls, run: RunningBatch) -> "BatchColumns":
+        n = len(run)
+        return cls(np.arange(n), run.prompt_tokens, run.max_new_tokens, run.generated_tokens, run.kv_tokens,
+                   np.zeros(n, dtype=np.int64), 0, run.request_ids, True)
+
+    def rows_of(self, column: np.ndarray) -> np.ndarray:
+        """A per-request column (indexed by request id, like the request table's) made readable
+        the way these columns are: through `ids`."""
+        return column[self.request_ids] if self.by_position else column
+
+
 class ReplicaView:
     """Memory state of a replica at the start of an admission round.
 
     `running` may be given as a zero-argument function: the batch is then built on first access
-    (writing a batch's progress costs time, and aggressive never looks at it)."""
+    (writing a batch's progress costs time, and aggressive never looks at it). `columns`, if the
+    engine gives it, holds the same batch as BatchColumns."""
 
-    __slots__ = ("now_s", "block_size", "total_blocks", "free_blocks", "_running")
+    __slots__ = ("now_s", "block_size", "total_blocks", "free_blocks", "_running", "columns")
 
     def __init__(self, now_s: float, block_size: int, total_blocks: int, free_blocks: int,
-                 running: RunningBatch | Callable[[], RunningBatch]) -> None:
+                 running: RunningBatch | Callable[[], RunningBatch], columns: BatchColumns | None = None) -> None:
         self.now_s = now_s
         self.block_size = block_size
         self.total_blocks = total_blocks
         self.free_blocks = free_blocks
         self._running = running
+        self.columns = columns
+
+    def batch_columns(self) -> BatchColumns:
+        """The running batch as columns: the engine's, or built from `running`."""
+        return self.columns if self.columns is not None else BatchColumns.of(self.running)
 
     @property
     def running(self) -> RunningBatch:
@@ -130,7 +167,8 @@ class Scheduler(Protocol):
     # [0] is one round now), started in order, each offered `candidate` first: i is the first that
     # admits it (its round, holding it, goes on with the next candidates), or len(steps_ahead) and
     # None. Exactly the answers, and the draws, of start_round + admit at each of them; reads only
-    # the view's running batch, capacity and block size; None to let the engine make those calls.
+    # the view's running batch (or the same as `view.batch_columns()`), capacity and block size;
+    # None to let the engine make those calls.
 
     def record_finish(self, output_tokens: int) -> None:
         """A request finished on this replica with `output_tokens` tokens (history for estimators)."""

@@ -65,8 +65,10 @@ class OracleScheduler:
         past_future.PastFutureScheduler.first_admitting_round); None without the kernels."""
         cfg = self.config
         slack = view.block_size - 1 if cfg.per_request_slack_tokens is None else cfg.per_request_slack_tokens
-        found = first_admitting_exact_round(view, steps_ahead, self.true_output_tokens[view.running.request_ids], candidate,
-                                            self.true_output_tokens[candidate.request_id], slack, cfg.headroom)
+        # the column by request id (a TrueOutputLengths from the simulation; tests may hand an array)
+        true_column = getattr(self.true_output_tokens, "column", lambda: np.asarray(self.true_output_tokens))()
+        found = first_admitting_exact_round(view, steps_ahead, true_column, candidate,
+                                            int(self.true_output_tokens[candidate.request_id]), slack, cfg.headroom)
         if found is None or found[1] is None:
             return found
         return found[0], _Round.resumed(slack, self.true_output_tokens, found[1])

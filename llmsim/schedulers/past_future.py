@@ -171,19 +171,19 @@ class PastFutureScheduler:
         each boundary; None without the compiled kernels (the engine then calls those)."""
         if not _compiled.available():
             return None
-        cfg, run = self.config, view.running
-        n = len(run)
+        cfg, cols = self.config, view.batch_columns()
+        n = len(cols.ids)
         num_lists = self.num_lists(n)
         limit = view.capacity_tokens * (1.0 - cfg.headroom)
         slack = cfg.per_request_slack_tokens
         lo = candidate.generated_tokens + 1
-        index, pairs = _compiled.past_future_rounds_ahead(
-            self.stream.state, self.history.sorted(), run.generated_tokens, run.max_new_tokens, run.prompt_tokens, run.kv_tokens,
-            slack, num_lists, limit, steps_ahead, lo, max(lo, candidate.max_new_tokens), candidate.prompt_tokens,
-            candidate.kv_tokens, float(candidate.kv_tokens + slack))
+        index, pairs, is_sorted = _compiled.past_future_rounds_ahead(
+            self.stream.state, self.history.sorted(), cols.ids, cols.prompt, cols.max_new, cols.generated, cols.kv,
+            cols.clock_base, cols.clock, slack, num_lists, limit, steps_ahead, lo, max(lo, candidate.max_new_tokens),
+            candidate.prompt_tokens, candidate.kv_tokens, float(candidate.kv_tokens + slack))
         if index == len(steps_ahead):
             return index, None
-        return index, _Round.resumed(self, num_lists, PeakAdmissionRound.resumed(pairs, n + 1, limit))
+        return index, _Round.resumed(self, num_lists, PeakAdmissionRound.resumed(pairs, n + 1, is_sorted, limit))
 
     def record_finish(self, output_tokens: int) -> None:
         self.history.append(output_tokens)

@@ -57,8 +57,9 @@ class PeakAdmissionRound:
     largest peak over the lists, with it added, is at most `limit_tokens`, and then stays in the lists
     for the rest of the round.
 
-    With numba (_compiled.py) the lists are kept sorted by growth and a candidate is checked and
-    inserted in one compiled call; otherwise each check re-sorts in numpy. Both decide the same.
+    With numba (_compiled.py) a candidate is checked and added in one compiled call, and the lists
+    are sorted by growth only once a candidate needs the exact peak (most pass a cheaper bound,
+    see _compiled.py); otherwise each check re-sorts in numpy. Both decide the same.
     """
 
     def __init__(self, held_tokens: np.ndarray, growth_tokens: np.ndarray, limit_tokens: float,
@@ -70,17 +71,18 @@ class PeakAdmissionRound:
         self._compiled = _compiled.available() if compiled is None else compiled
         if self._compiled:
             # a few free columns: most rounds admit one or two requests
-            self._pairs = _compiled.sort_lists(held, growth, 4)
+            self._pairs = _compiled.lay_out(held, growth, 4)
             self._count = len(held)
+            self._sorted = False
         else:
             self.held_tokens, self.growth_tokens = held, growth
 
     @classmethod
-    def resumed(cls, pairs: np.ndarray, count: int, limit_tokens: float) -> "PeakAdmissionRound":
-        """A compiled round carried on from a kernel that built and extended its sorted lists
-        (`_compiled.*_rounds_ahead`): `pairs` as `_compiled.sort_lists` lays them out, `count` used."""
+    def resumed(cls, pairs: np.ndarray, count: int, is_sorted: bool, limit_tokens: float) -> "PeakAdmissionRound":
+        """A compiled round carried on from a kernel that built and extended its lists
+        (`_compiled.*_rounds_ahead`): `pairs` as `_compiled.lay_out` lays them out, `count` used."""
         self = cls.__new__(cls)
-        self.limit_tokens, self._compiled, self._pairs, self._count = limit_tokens, True, pairs, count
+        self.limit_tokens, self._compiled, self._pairs, self._count, self._sorted = limit_tokens, True, pairs, count, is_sorted
         return self
 
     @property
@@ -111,23 +113,28 @@ class PeakAdmissionRound:
     def _try_add_compiled(self, held: float, growth_per_list: np.ndarray) -> bool:
         if self._count == self._pairs.shape[2]:  # full: double the columns
             self._pairs = np.concatenate((self._pairs, np.empty_like(self._pairs)), axis=2)
-        if not _compiled.try_add(self._pairs, self._count, held, growth_per_list, self.limit_tokens):
+        added = _compiled.try_add(self._pairs, self._count, self._sorted, held, growth_per_list, self.limit_tokens)
+        self._sorted = added != 2
+        if not added:
             return False
         self._count += 1
         return True
 
 
-def first_admitting_exact_round(view, steps_ahead: np.ndarray, final_tokens: np.ndarray, candidate, candidate_final_tokens: int,
+def first_admitting_exact_round(view, steps_ahead: np.ndarray, final_tokens: np.ndarray | None, candidate, candidate_final_tokens: int,
                                 slack_tokens: int, headroom: float) -> tuple[int, PeakAdmissionRound | None] | None:
     """For oracle and reserve-peak (one list, known final lengths of the running requests and of
     the candidate): the rounds due `steps_ahead[i]` decode steps after `view`, each offered
-    `candidate` first, in one compiled call. Returns (index of the first that admits it, its
+    `candidate` first, in one compiled call. `final_tokens` is a column of final lengths by
+    request id (None: the caps). Returns (index of the first that admits it, its
     peaks with the candidate in them) or (len(steps_ahead), None); None without the kernels."""
     if not _compiled.available():
         return None
-    run = view.running
+    cols = view.batch_columns()
     limit = view.capacity_tokens * (1.0 - headroom)
-    cand_growth = float(remaining_growth_tokens(candidate.prompt_tokens, candidate_final_tokens, candidate.kv_tokens))
-    index, pairs = _compiled.exact_rounds_ahead(final_tokens, run.prompt_tokens, run.kv_tokens, slack_tokens, limit, steps_ahead,
-                                                cand_growth, float(candidate.kv_tokens + slack_tokens))
-    return index, (None if index == len(steps_ahead) else PeakAdmissionRound.resumed(pairs, len(run) + 1, limit))
+    cand_growth = float(max(0, candidate.prompt_tokens + candidate_final_tokens - 1 - candidate.kv_tokens))  # remaining_growth_tokens
+    final = cols.max_new if final_tokens is None else cols.rows_of(final_tokens)
+    index, pairs, is_sorted = _compiled.exact_rounds_ahead(cols.ids, final, cols.prompt, cols.kv, cols.clock_base, cols.clock,
+                                                           slack_tokens, limit, steps_ahead, cand_growth,
+                                                           float(candidate.kv_tokens + slack_tokens))
+    return index, (None if index == len(steps_ahead) else PeakAdmissionRound.resumed(pairs, len(cols.ids) + 1, is_sorted, limit))

@@ -55,8 +55,7 @@ class ReservePeakScheduler:
         past_future.PastFutureScheduler.first_admitting_round); None without the kernels."""
         cfg = self.config
         slack = view.block_size - 1 if cfg.per_request_slack_tokens is None else cfg.per_request_slack_tokens
-        found = first_admitting_exact_round(view, steps_ahead, view.running.max_new_tokens, candidate, candidate.max_new_tokens,
-                                            slack, cfg.headroom)
+        found = first_admitting_exact_round(view, steps_ahead, None, candidate, candidate.max_new_tokens, slack, cfg.headroom)
         if found is None or found[1] is None:
             return found
         return found[0], _Round.resumed(slack, found[1])
