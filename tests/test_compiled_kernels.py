@@ -234,3 +234,18 @@ def test_pure_numpy_can_be_forced_by_environment(monkeypatch):
     monkeypatch.setattr(_compiled, "_available", None)
     monkeypatch.setenv("LLMSIM_PURE_NUMPY", "0")
     assert _compiled.available() is True
+
+
+@settings(max_examples=100, deadline=None)
+@given(window=st.integers(1, 60), prior=st.integers(0, 60), values=st.lists(st.integers(1, 80), max_size=300))
+def test_history_kept_sorted_in_place_equals_sorting_the_window(window, prior, values):
+    """Past-future's history window, once full, moves one entry per finish in place
+    (_compiled.replace_in_sorted); it must equal sorting the window afresh, ties included."""
+    from llmsim.schedulers.past_future import LengthHistory
+
+    history = LengthHistory(window, 40, prior)
+    for i, v in enumerate(values):
+        history.append(v)
+        if i % 3 == 0 or i == len(values) - 1:
+            want = np.sort(np.array(list(history._fifo), dtype=np.float64))
+            assert np.array_equal(history.sorted(), want)

@@ -150,6 +150,20 @@ def _try_add(pairs, n, is_sorted, held, growth_per_list, limit_tokens):
     return 1
 
 
+def _replace_in_sorted(values, old, new):
+    """Replace one entry equal to `old` in the ascending array `values` by `new`, in place, keeping
+    it ascending (past-future's history window when its oldest value leaves)."""
+    n = values.shape[0]
+    i = np.searchsorted(values, old)  # the first entry equal to old
+    while i + 1 < n and values[i + 1] < new:
+        values[i] = values[i + 1]
+        i += 1
+    while i > 0 and values[i - 1] > new:
+        values[i] = values[i - 1]
+        i -= 1
+    values[i] = new
+
+
 def _sampled_growth(generated, caps, prompt_tokens, kv_tokens, history_sorted, u):
     """remaining_growth_tokens(prompt, sample_final_output_tokens(generated, caps, history, u), kv)
     of past_future.py, element by element with the same operations."""
@@ -279,7 +293,7 @@ def _exact_rounds_ahead(ids, final_col, prompt_col, kv_col, clock_base, clock, s
     return steps.shape[0], np.empty((2, 1, 0)), False
 
 
-_KERNELS = {"lay_out": _lay_out, "sort_in_place": _sort_in_place, "try_add": _try_add, "sampled_growth": _sampled_growth,
+_KERNELS = {"replace_in_sorted": _replace_in_sorted, "lay_out": _lay_out, "sort_in_place": _sort_in_place, "try_add": _try_add, "sampled_growth": _sampled_growth,
             "drawn_growth": _drawn_growth, "next_uniform": _next_uniform, "past_future_rounds_ahead": _past_future_rounds_ahead,
             "exact_rounds_ahead": _exact_rounds_ahead}
 _CALLS = {"try_add": ("sort_in_place",),
