@@ -47,12 +47,13 @@ def available() -> bool:
 
 
 # Lists of (held, growth) pairs, laid out as pairs[0, list, i] = held, pairs[1, list, i] = growth,
-# with free columns after the first n for admissions. They start unsorted; a list's future peak,
-# max over k of A_k + k * b_k, needs them sorted by growth (largest first), but it never exceeds
-# the list's total held plus total growth (b_k <= each of b_1..b_k, all b >= 0). Most rounds admit
-# their candidate with that total well inside the limit, so the sort is left until a candidate
-# does not pass the total (`_try_add`). The bound only admits what the exact check admits: the
-# margin covers the rounding of the sums (relative error below 1e-12 for any plausible batch).
+# with free columns after the first n for admissions. A list's future peak, max over k of
+# A_k + k * b_k, needs it sorted by growth (largest first), but never exceeds the list's total
+# held plus total growth (b_k <= each of b_1..b_k, all b >= 0). Most rounds admit their candidate
+# with every list's total well inside the limit, so lists start unsorted and `_try_add` sorts
+# (in place) only the lists whose total does not fit, one at a time, stopping at the first whose
+# exact peak does not fit. The bound only admits what the exact check admits: the margin covers
+# the rounding of the sums (relative error below 1e-12 for any plausible batch).
 _QUICK_ADMIT_MARGIN = 1.0 - 1e-9
 
 
@@ -68,86 +69,95 @@ def _lay_out(held_tokens, growth_tokens, spare):
     return pairs
 
 
-def _sort_in_place(pairs, n):
-    """Sort the first n pairs of each list by growth, largest first (ties in any order: the peak
+def _sort_row(pairs, row, n):
+    """Sort the first n pairs of list `row` by growth, largest first (ties in any order: the peak
     does not depend on it, peak.py)."""
-    for row in range(pairs.shape[1]):
-        if n <= 64:  # insertion sort: for a few dozen requests, cheaper than argsort's set-up
-            for i in range(1, n):
-                h = pairs[0, row, i]
-                g = pairs[1, row, i]
-                pos = i
-                while pos > 0 and pairs[1, row, pos - 1] < g:
-                    pairs[0, row, pos] = pairs[0, row, pos - 1]
-                    pairs[1, row, pos] = pairs[1, row, pos - 1]
-                    pos -= 1
-                pairs[0, row, pos] = h
-                pairs[1, row, pos] = g
-        else:
-            order = np.argsort(pairs[1, row, :n])
-            held = pairs[0, row, :n].copy()
-            growth = pairs[1, row, :n].copy()
-            for i in range(n):
-                j = order[n - 1 - i]
-                pairs[0, row, i] = held[j]
-                pairs[1, row, i] = growth[j]
+    if n <= 64:  # insertion sort: for a few dozen requests, cheaper than argsort's set-up
+        for i in range(1, n):
+            h = pairs[0, row, i]
+            g = pairs[1, row, i]
+            pos = i
+            while pos > 0 and pairs[1, row, pos - 1] < g:
+                pairs[0, row, pos] = pairs[0, row, pos - 1]
+                pairs[1, row, pos] = pairs[1, row, pos - 1]
+                pos -= 1
+            pairs[0, row, pos] = h
+            pairs[1, row, pos] = g
+    else:
+        order = np.argsort(pairs[1, row, :n])
+        held = pairs[0, row, :n].copy()
+        growth = pairs[1, row, :n].copy()
+        for i in range(n):
+            j = order[n - 1 - i]
+            pairs[0, row, i] = held[j]
+            pairs[1, row, i] = growth[j]
+
+
+def _peak_fits(pairs, row, n, held, g, limit_tokens):
+    """Whether sorted list `row` of n pairs, with (held, g) added in its place, peaks at most
+    `limit_tokens`."""
+    cum_held = 0.0
+    k = 0
+    placed = False
+    for i in range(n):
+        b = pairs[1, row, i]
+        if not placed and b < g:
+            placed = True
+            k += 1
+            cum_held += held
+            if cum_held + k * g > limit_tokens:
+                return False
+        k += 1
+        cum_held += pairs[0, row, i]
+        if cum_held + k * b > limit_tokens:
+            return False
+    if not placed:
+        k += 1
+        cum_held += held
+        if cum_held + k * g > limit_tokens:
+            return False
+    return True
 
 
 def _try_add(pairs, n, is_sorted, held, growth_per_list, limit_tokens):
     """Add a request (held, one growth per list, or one for all) to the lists `pairs` of n pairs
-    (see above; `is_sorted` says whether they are sorted) if every list's future peak stays at
-    most `limit_tokens`. Returns 0 if refused (the lists are then sorted), 1 if added to sorted
-    lists (kept sorted), 2 if appended to unsorted lists. The caller guarantees a free column."""
+    (see above; `is_sorted`: all sorted, else any may not be) if every list's future peak stays
+    at most `limit_tokens`. Returns 1 if added to sorted lists (kept sorted), 2 if added to lists
+    that may be unsorted, 0 if refused by sorted lists, 3 if refused by lists that may not all be
+    sorted. The caller guarantees a free column."""
     lists = pairs.shape[1]
     shared = growth_per_list.shape[0] == 1
-    if not is_sorted:
-        total_held = held
-        for i in range(n):
-            total_held += pairs[0, 0, i]
-        most_growth = 0.0
+    if is_sorted:
         for row in range(lists):
-            total_growth = growth_per_list[0] if shared else growth_per_list[row]
-            for i in range(n):
-                total_growth += pairs[1, row, i]
-            most_growth = max(most_growth, total_growth)
-        if total_held + most_growth <= limit_tokens * _QUICK_ADMIT_MARGIN:
-            for row in range(lists):
-                pairs[0, row, n] = held
-                pairs[1, row, n] = growth_per_list[0] if shared else growth_per_list[row]
-            return 2
-        _sort_in_place(pairs, n)
+            if not _peak_fits(pairs, row, n, held, growth_per_list[0] if shared else growth_per_list[row], limit_tokens):
+                return 0
+        for row in range(lists):
+            g = growth_per_list[0] if shared else growth_per_list[row]
+            pos = n
+            while pos > 0 and pairs[1, row, pos - 1] < g:  # shift smaller growths right
+                pairs[0, row, pos] = pairs[0, row, pos - 1]
+                pairs[1, row, pos] = pairs[1, row, pos - 1]
+                pos -= 1
+            pairs[0, row, pos] = held
+            pairs[1, row, pos] = g
+        return 1
+    total_held = held
+    for i in range(n):
+        total_held += pairs[0, 0, i]  # the same held values in every list
+    quick_limit = limit_tokens * _QUICK_ADMIT_MARGIN
     for row in range(lists):
         g = growth_per_list[0] if shared else growth_per_list[row]
-        cum_held = 0.0
-        k = 0
-        placed = False
+        total_growth = g
         for i in range(n):
-            b = pairs[1, row, i]
-            if not placed and b < g:
-                placed = True
-                k += 1
-                cum_held += held
-                if cum_held + k * g > limit_tokens:
-                    return 0
-            k += 1
-            cum_held += pairs[0, row, i]
-            if cum_held + k * b > limit_tokens:
-                return 0
-        if not placed:
-            k += 1
-            cum_held += held
-            if cum_held + k * g > limit_tokens:
-                return 0
-    for row in range(lists):
-        g = growth_per_list[0] if shared else growth_per_list[row]
-        pos = n
-        while pos > 0 and pairs[1, row, pos - 1] < g:  # shift smaller growths right
-            pairs[0, row, pos] = pairs[0, row, pos - 1]
-            pairs[1, row, pos] = pairs[1, row, pos - 1]
-            pos -= 1
-        pairs[0, row, pos] = held
-        pairs[1, row, pos] = g
-    return 1
+            total_growth += pairs[1, row, i]
+        if total_held + total_growth > quick_limit:
+            _sort_row(pairs, row, n)
+            if not _peak_fits(pairs, row, n, held, g, limit_tokens):
+                return 3
+    for row in range(lists):  # appended: a list sorted above may no longer be
+        pairs[0, row, n] = held
+        pairs[1, row, n] = growth_per_list[0] if shared else growth_per_list[row]
+    return 2
 
 
 def _replace_in_sorted(values, old, new):
@@ -260,7 +270,7 @@ def _past_future_rounds_ahead(state, history_sorted, ids, prompt_col, cap_col, g
                 draw_index[row] = min(int(_next_uniform(state) * w), w - 1)
         growth = _drawn_growth(history_sorted, draw_index, cand_lo, cand_hi, cand_prompt, cand_kv)
         added = _try_add(pairs, n, False, cand_held, growth, limit_tokens)
-        if added:
+        if added == 1 or added == 2:
             return index, pairs, added == 1
     return steps.shape[0], np.empty((2, lists, 0)), False
 
@@ -288,15 +298,15 @@ def _exact_rounds_ahead(ids, final_col, prompt_col, kv_col, clock_base, clock, s
             held[i] = kv_tokens[i] + s + slack_tokens
         pairs = _lay_out(held, growth, 4)
         added = _try_add(pairs, n, False, cand_held, shared, limit_tokens)
-        if added:
+        if added == 1 or added == 2:
             return index, pairs, added == 1
     return steps.shape[0], np.empty((2, 1, 0)), False
 
 
-_KERNELS = {"replace_in_sorted": _replace_in_sorted, "lay_out": _lay_out, "sort_in_place": _sort_in_place, "try_add": _try_add, "sampled_growth": _sampled_growth,
+_KERNELS = {"replace_in_sorted": _replace_in_sorted, "lay_out": _lay_out, "sort_row": _sort_row, "peak_fits": _peak_fits, "try_add": _try_add, "sampled_growth": _sampled_growth,
             "drawn_growth": _drawn_growth, "next_uniform": _next_uniform, "past_future_rounds_ahead": _past_future_rounds_ahead,
             "exact_rounds_ahead": _exact_rounds_ahead}
-_CALLS = {"try_add": ("sort_in_place",),
+_CALLS = {"try_add": ("sort_row", "peak_fits"),
           "past_future_rounds_ahead": ("lay_out", "sampled_growth", "drawn_growth", "try_add", "next_uniform"),
           "exact_rounds_ahead": ("lay_out", "try_add")}
 

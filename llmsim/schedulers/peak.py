@@ -113,9 +113,9 @@ class PeakAdmissionRound:
     def _try_add_compiled(self, held: float, growth_per_list: np.ndarray) -> bool:
         if self._count == self._pairs.shape[2]:  # full: double the columns
             self._pairs = np.concatenate((self._pairs, np.empty_like(self._pairs)), axis=2)
-        added = _compiled.try_add(self._pairs, self._count, self._sorted, held, growth_per_list, self.limit_tokens)
-        self._sorted = added != 2
-        if not added:
+        outcome = _compiled.try_add(self._pairs, self._count, self._sorted, held, growth_per_list, self.limit_tokens)
+        self._sorted = outcome <= 1  # 0: refused, 1: added, lists sorted; 2: added, 3: refused, maybe not
+        if outcome in (0, 3):
             return False
         self._count += 1
         return True
