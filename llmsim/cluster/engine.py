@@ -489,13 +489,14 @@ class ReplicaEngine:
 
             return RunningBatch(ids, t.prompt_tokens[ids], t.max_new_tokens[ids], progress=progress)
 
+        def columns() -> BatchColumns | None:  # built only if a compiled policy asks
+            if self.batch.size != len(self.running):
+                return None  # some are prefilling: their progress does not follow the decode clock
+            t, ids = self.table, self._ids()
+            return BatchColumns(ids, t.prompt_tokens, t.max_new_tokens, t.generated_tokens, t.kv_tokens, t.clock_base,
+                                self.batch.clock + steps_ahead, ids)
+
         free = self.kv.free_blocks if free_blocks is None else free_blocks
-        columns = None
-        if self.batch.size == len(self.running):  # all decoding: progress follows from the decode clock
-            t = self.table
-            ids = self._ids()
-            columns = BatchColumns(ids, t.prompt_tokens, t.max_new_tokens, t.generated_tokens, t.kv_tokens, t.clock_base,
-                                   self.batch.clock + steps_ahead, ids)
         return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, free, running, columns)
 
     # ---------------------------------------------------------------- eviction

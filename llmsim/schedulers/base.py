@@ -99,28 +99,38 @@ class ReplicaView:
 
     `running` may be given as a zero-argument function: the batch is then built on first access
     (writing a batch's progress costs time, and aggressive never looks at it). `columns`, if the
-    engine gives it, holds the same batch as BatchColumns."""
+    engine gives it (also possibly as a function, returning None when it has none), holds the
+    same batch as BatchColumns."""
 
-    __slots__ = ("now_s", "block_size", "total_blocks", "free_blocks", "_running", "columns")
+    __slots__ = ("now_s", "block_size", "total_blocks", "free_blocks", "_running", "_columns")
 
     def __init__(self, now_s: float, block_size: int, total_blocks: int, free_blocks: int,
-                 running: RunningBatch | Callable[[], RunningBatch], columns: BatchColumns | None = None) -> None:
+                 running: RunningBatch | Callable[[], RunningBatch],
+                 columns: BatchColumns | Callable[[], BatchColumns | None] | None = None) -> None:
         self.now_s = now_s
         self.block_size = block_size
         self.total_blocks = total_blocks
         self.free_blocks = free_blocks
         self._running = running
-        self.columns = columns
-
-    def batch_columns(self) -> BatchColumns:
-        """The running batch as columns: the engine's, or built from `running`."""
-        return self.columns if self.columns is not None else BatchColumns.of(self.running)
+        self._columns = columns
 
     @property
     def running(self) -> RunningBatch:
         if not isinstance(self._running, RunningBatch):
             self._running = self._running()
         return self._running
+
+    @property
+    def columns(self) -> BatchColumns | None:
+        """The engine's columns of the running batch, or None."""
+        if callable(self._columns):
+            self._columns = self._columns()
+        return self._columns
+
+    def batch_columns(self) -> BatchColumns:
+        """The running batch as columns: the engine's, or built from `running`."""
+        columns = self.columns
+        return columns if columns is not None else BatchColumns.of(self.running)
 
     @property
     def capacity_tokens(self) -> int:
