@@ -83,19 +83,23 @@ class LeastOutstandingTokensRouter:
         if self.board is None:
             self.attach(replicas)
         board = self.board
-        board.refresh()
+        if board.changed:
+            board.refresh()
+        lower = board.lower
         smallest_upper = min(board.upper)
-        # (lower bound, index) of the replicas that can be the minimum, lowest bound first: its
-        # exact load usually prunes the rest
-        candidates = sorted((low, i) for i, low in enumerate(board.lower) if low <= smallest_upper)
+        # the replicas that can be the minimum, lowest bound first (a stable sort: ties by index):
+        # the first's exact load usually prunes the rest
+        candidates = [i for i, low in enumerate(lower) if low <= smallest_upper]
         if len(candidates) == 1:
-            return candidates[0][1]
-        best, best_load = -1, None
-        for bound, i in candidates:
-            if best_load is not None and bound > best_load:
+            return candidates[0]
+        candidates.sort(key=lower.__getitem__)
+        best = candidates[0]
+        best_load = replicas[best].outstanding_tokens_at(now_s)
+        for i in candidates[1:]:
+            if lower[i] > best_load:
                 break  # sorted by lower bound: no later replica can be at or below the best
             load = replicas[i].outstanding_tokens_at(now_s)
-            if best_load is None or load < best_load or (load == best_load and i < best):
+            if load < best_load or (load == best_load and i < best):
                 best, best_load = i, load
         return best
 
