@@ -204,6 +204,7 @@ class BuildContext:
     replica_index: int
     rng: np.random.Generator
     default_prior_output_tokens: int  # the workload's constant cap, or a documented fallback
+    # indexable by request id: the simulation's llmsim.request.TrueOutputLengths, or an array
     true_output_tokens: np.ndarray | None = None
 
 

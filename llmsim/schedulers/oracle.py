@@ -56,6 +56,10 @@ class OracleScheduler:
         self.decode_steps_between_rounds = config.decode_steps_between_rounds
         self.max_admissions_per_round = config.max_admissions_per_round
         self.true_output_tokens = ctx.true_output_tokens
+        # The true lengths as a column by request id, for the compiled rounds: the simulation hands
+        # a TrueOutputLengths (fetch its column per round: the table may grow), tests an array.
+        true = ctx.true_output_tokens
+        self._true_column = true.column if hasattr(true, "column") else (lambda: np.asarray(true))
 
     def start_round(self, view: ReplicaView) -> _Round:
         return _Round(self, view)
@@ -65,9 +69,7 @@ class OracleScheduler:
         past_future.PastFutureScheduler.first_admitting_round); None without the kernels."""
         cfg = self.config
         slack = view.block_size - 1 if cfg.per_request_slack_tokens is None else cfg.per_request_slack_tokens
-        # the column by request id (a TrueOutputLengths from the simulation; tests may hand an array)
-        true_column = getattr(self.true_output_tokens, "column", lambda: np.asarray(self.true_output_tokens))()
-        found = first_admitting_exact_round(view, steps_ahead, true_column, candidate,
+        found = first_admitting_exact_round(view, steps_ahead, self._true_column(), candidate,
                                             int(self.true_output_tokens[candidate.request_id]), slack, cfg.headroom)
         if found is None or found[1] is None:
             return found
