@@ -232,46 +232,101 @@ def _next_uniform(state):
 # rest of the round) and whether they are sorted.
 
 
+def _search_right(values, x):
+    """np.searchsorted(values, x, side="right") for a scalar x: a plain binary search, which numba
+    compiles to a few instructions a step (its searchsorted costs about 40 ns a call)."""
+    lo = 0
+    hi = values.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if values[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _uniform_at(key, k):
+    """Draw k (counting from 1) of a CounterStream whose state was `key`, without advancing it:
+    the counter makes draws addressable, so a kernel can make them in any loop order."""
+    s = key + np.uint64(k) * _GAMMA
+    z = (s ^ (s >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z ^= z >> np.uint64(31)
+    return float(z >> np.uint64(11)) * _TWO_POW_MINUS_53
+
+
 def _past_future_rounds_ahead(state, history_sorted, ids, prompt_col, cap_col, generated_col, kv_col, clock_base, clock,
                               slack_tokens, lists, limit_tokens, steps, cand_lo, cand_hi, cand_prompt, cand_kv, cand_held):
     """past_future._Round at each boundary: the same draws from the scheduler's CounterStream
     (`state`: uniforms for the running requests, list by list, then the head's history indices,
-    as CounterStream.random and .integers make them), then the same kernels as one round at a time."""
+    as CounterStream.random and .integers make them) and the same values as _sampled_growth,
+    _drawn_growth and _try_add, fused: each sampled growth goes straight into the lists, and
+    each list's total is summed on the way for _try_add's bound."""
     n = ids.shape[0]
     w = history_sorted.shape[0]
     generated = np.empty(n, dtype=np.int64)
     kv_tokens = np.empty(n, dtype=np.int64)
     prompt_tokens = np.empty(n, dtype=np.int64)
-    caps = np.empty(n, dtype=np.int64)
+    caps = np.empty(n)
     for i in range(n):
         r = ids[i]
         behind = clock - clock_base[r]
         generated[i] = generated_col[r] + behind
         kv_tokens[i] = kv_col[r] + behind
         prompt_tokens[i] = prompt_col[r]
-        caps[i] = cap_col[r]
-    gen_now = np.empty(n, dtype=np.int64)
-    kv_now = np.empty(n, dtype=np.int64)
-    held = np.empty(n)
-    u = np.empty((lists, n))
-    draw_index = np.zeros(lists, dtype=np.int64)  # unread without history: the cap
+        caps[i] = float(cap_col[r])
+    pairs = np.empty((2, lists, n + 4))  # _lay_out's layout; a few free columns for the rest of the round
+    total_growth = np.empty(lists)
+    growth = np.empty(lists)
+    quick_limit = limit_tokens * _QUICK_ADMIT_MARGIN
     for index in range(steps.shape[0]):
         s = steps[index]
+        key = state[0]
+        total_held = cand_held
+        total_growth[:] = 0.0
         for i in range(n):
-            gen_now[i] = generated[i] + s
-            kv_now[i] = kv_tokens[i] + s
-            held[i] = kv_now[i] + slack_tokens
-        for row in range(lists):
-            for i in range(n):
-                u[row, i] = _next_uniform(state)
-        pairs = _lay_out(held, _sampled_growth(gen_now, caps, prompt_tokens, kv_now, history_sorted, u), 4)
-        if w:
+            kv_now = kv_tokens[i] + s
+            held = float(kv_now + slack_tokens)
+            total_held += held
+            o = float(generated[i] + s)
+            cap = caps[i]
+            first = _search_right(history_sorted, o)  # history values > o start here
+            points = w - first + 2  # o, the larger history values, cap
             for row in range(lists):
-                draw_index[row] = min(int(_next_uniform(state) * w), w - 1)
-        growth = _drawn_growth(history_sorted, draw_index, cand_lo, cand_hi, cand_prompt, cand_kv)
-        added = _try_add(pairs, n, False, cand_held, growth, limit_tokens)
-        if added == 1 or added == 2:
-            return index, pairs, added == 1
+                x = _uniform_at(key, row * n + i + 1) * (points - 1)
+                lo = min(int(x), points - 2)
+                frac = x - lo
+                if w:
+                    v0 = o if lo == 0 else history_sorted[min(max(first + lo - 1, 0), w - 1)]
+                    v1 = cap if lo + 1 == points - 1 else history_sorted[min(first + lo, w - 1)]
+                else:
+                    v0 = o
+                    v1 = cap
+                final = min(max(v0 + frac * (v1 - v0), o), cap)
+                g = max(0.0, prompt_tokens[i] + final - 1 - kv_now)
+                pairs[0, row, i] = held
+                pairs[1, row, i] = g
+                total_growth[row] += g
+        state[0] = key + np.uint64(lists * n) * _GAMMA
+        for row in range(lists):
+            final = cand_hi  # no history: the cap (no draw)
+            if w:
+                final = history_sorted[min(int(_next_uniform(state) * w), w - 1)]
+            final = min(max(final, cand_lo), cand_hi)
+            growth[row] = max(0.0, cand_prompt + final - 1 - cand_kv)
+        admitted = True
+        for row in range(lists):  # as _try_add on unsorted lists
+            if total_held + total_growth[row] + growth[row] > quick_limit:
+                _sort_row(pairs, row, n)
+                if not _peak_fits(pairs, row, n, cand_held, growth[row], limit_tokens):
+                    admitted = False
+                    break
+        if admitted:
+            for row in range(lists):
+                pairs[0, row, n] = cand_held
+                pairs[1, row, n] = growth[row]
+            return index, pairs, False
     return steps.shape[0], np.empty((2, lists, 0)), False
 
 
@@ -279,7 +334,8 @@ def _exact_rounds_ahead(ids, final_col, prompt_col, kv_col, clock_base, clock, s
                         cand_held):
     """One list with known final lengths `final_col` by request id (oracle: the true ones;
     reserve-peak: the caps): growth = max(0, prompt + final - 1 - held now), as
-    remaining_growth_tokens."""
+    remaining_growth_tokens, written straight into the list with its totals summed on the way
+    (as _lay_out and _try_add on an unsorted list)."""
     n = ids.shape[0]
     base = np.empty(n, dtype=np.int64)  # prompt + final - 1 - held now
     kv_tokens = np.empty(n, dtype=np.int64)
@@ -287,28 +343,35 @@ def _exact_rounds_ahead(ids, final_col, prompt_col, kv_col, clock_base, clock, s
         r = ids[i]
         kv_tokens[i] = kv_col[r] + clock - clock_base[r]
         base[i] = prompt_col[r] + final_col[r] - 1 - kv_tokens[i]
-    growth = np.empty((1, n))
-    held = np.empty(n)
-    shared = np.empty(1)
-    shared[0] = cand_growth
+    pairs = np.empty((2, 1, n + 4))
+    quick_limit = limit_tokens * _QUICK_ADMIT_MARGIN
     for index in range(steps.shape[0]):
         s = steps[index]
+        total_held = cand_held
+        total_growth = cand_growth
         for i in range(n):
-            growth[0, i] = max(0, base[i] - s)
-            held[i] = kv_tokens[i] + s + slack_tokens
-        pairs = _lay_out(held, growth, 4)
-        added = _try_add(pairs, n, False, cand_held, shared, limit_tokens)
-        if added == 1 or added == 2:
-            return index, pairs, added == 1
+            g = float(max(0, base[i] - s))
+            h = float(kv_tokens[i] + s + slack_tokens)
+            pairs[0, 0, i] = h
+            pairs[1, 0, i] = g
+            total_held += h
+            total_growth += g
+        if total_held + total_growth > quick_limit:
+            _sort_row(pairs, 0, n)
+            if not _peak_fits(pairs, 0, n, cand_held, cand_growth, limit_tokens):
+                continue
+        pairs[0, 0, n] = cand_held
+        pairs[1, 0, n] = cand_growth
+        return index, pairs, False
     return steps.shape[0], np.empty((2, 1, 0)), False
 
 
 _KERNELS = {"replace_in_sorted": _replace_in_sorted, "lay_out": _lay_out, "sort_row": _sort_row, "peak_fits": _peak_fits, "try_add": _try_add, "sampled_growth": _sampled_growth,
-            "drawn_growth": _drawn_growth, "next_uniform": _next_uniform, "past_future_rounds_ahead": _past_future_rounds_ahead,
+            "drawn_growth": _drawn_growth, "next_uniform": _next_uniform, "uniform_at": _uniform_at, "search_right": _search_right, "past_future_rounds_ahead": _past_future_rounds_ahead,
             "exact_rounds_ahead": _exact_rounds_ahead}
 _CALLS = {"try_add": ("sort_row", "peak_fits"),
-          "past_future_rounds_ahead": ("lay_out", "sampled_growth", "drawn_growth", "try_add", "next_uniform"),
-          "exact_rounds_ahead": ("lay_out", "try_add")}
+          "past_future_rounds_ahead": ("sort_row", "peak_fits", "next_uniform", "uniform_at", "search_right"),
+          "exact_rounds_ahead": ("sort_row", "peak_fits")}
 
 
 def __getattr__(name: str):
