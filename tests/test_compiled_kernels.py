@@ -1,6 +1,6 @@
 """The compiled admission-round kernels (llmsim/schedulers/_compiled.py) decide exactly as the numpy
 reference: kernel by kernel on random inputs, and whole simulations of every future-peak policy
-give bit-identical results either way. numba is in the test extras, so these run in CI."""
+give bit-identical results either way (conservative's one kernel, a sum, is checked on its own). numba is in the test extras, so these run in CI."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from llmsim import scenario_from_dict, simulate
 from llmsim.rng import CounterStream
 from llmsim.schedulers import SCHEDULERS, _compiled
-from llmsim.schedulers.base import BuildContext, Candidate, ReplicaView, RunningBatch
+from llmsim.schedulers.base import BatchColumns, BuildContext, Candidate, ReplicaView, RunningBatch
+from llmsim.schedulers.conservative import reserved_blocks
 from llmsim.schedulers.past_future import sample_final_output_tokens
 from llmsim.schedulers.peak import PeakAdmissionRound, future_peaks_of_lists, remaining_growth_tokens
 from test_fastforward import _scenario
@@ -80,6 +81,26 @@ def test_the_spec_example_peaks_at_31_compiled():
     held, growth = np.array([5, 4, 5, 3]), np.array([4, 3, 3, 2])
     assert PeakAdmissionRound(held, growth, 31.0, compiled=True).try_add(4, np.array([2.0]))
     assert not PeakAdmissionRound(held, growth, 30.0, compiled=True).try_add(4, np.array([2.0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 400), n=st.integers(0, 120), block_size=st.integers(1, 64))
+def test_conservative_reservations_summed_compiled_equal_numpy(seed, rows, n, block_size):
+    """conservative's round start: the compiled sum over table rows equals numpy's over the gathered
+    batch, and a view with the engine's columns starts the same round as one without."""
+    rng = np.random.default_rng(seed)
+    prompt, caps = rng.integers(1, 5000, rows), rng.integers(1, 5000, rows)
+    ids = rng.choice(rows, size=min(n, rows), replace=False)
+    want = int(np.sum(reserved_blocks(prompt[ids], caps[ids], block_size)))
+    assert _compiled.reserved_blocks_sum(ids, prompt, caps, block_size) == want
+    zeros = np.zeros(rows, dtype=np.int64)
+    cols = BatchColumns(ids, prompt, caps, zeros, zeros, zeros, 0, ids)
+    run = RunningBatch(ids, prompt[ids], caps[ids], zeros[ids], zeros[ids])
+    spec = SCHEDULERS["conservative"]
+    sched = spec.factory(spec.config_cls(), BuildContext(0, np.random.default_rng(0), 300))
+    with_columns = sched.start_round(ReplicaView(0.0, block_size, 10**6, 10**6, run, cols))
+    without = sched.start_round(ReplicaView(0.0, block_size, 10**6, 10**6, run))
+    assert with_columns.reserved == without.reserved == want
 
 
 @settings(max_examples=200, deadline=None)

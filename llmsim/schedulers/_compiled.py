@@ -366,7 +366,17 @@ def _exact_rounds_ahead(ids, final_col, prompt_col, kv_col, clock_base, clock, s
     return steps.shape[0], np.empty((2, 1, 0)), False
 
 
-_KERNELS = {"replace_in_sorted": _replace_in_sorted, "lay_out": _lay_out, "sort_row": _sort_row, "peak_fits": _peak_fits, "try_add": _try_add, "sampled_growth": _sampled_growth,
+def _reserved_blocks_sum(ids, prompt_col, cap_col, block_size):
+    """conservative.reserved_blocks summed over the running requests `ids` (rows of the request
+    table's columns): sum of ceil((prompt + cap - 1) / block_size), in integers."""
+    total = 0
+    for i in range(ids.shape[0]):
+        r = ids[i]
+        total += -(-(prompt_col[r] + cap_col[r] - 1) // block_size)
+    return total
+
+
+_KERNELS = {"reserved_blocks_sum": _reserved_blocks_sum, "replace_in_sorted": _replace_in_sorted, "lay_out": _lay_out, "sort_row": _sort_row, "peak_fits": _peak_fits, "try_add": _try_add, "sampled_growth": _sampled_growth,
             "drawn_growth": _drawn_growth, "next_uniform": _next_uniform, "uniform_at": _uniform_at, "search_right": _search_right, "past_future_rounds_ahead": _past_future_rounds_ahead,
             "exact_rounds_ahead": _exact_rounds_ahead}
 _CALLS = {"try_add": ("sort_row", "peak_fits"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
+from . import _compiled
 from .base import Candidate, ReplicaView, SchedulerConfig, register
 
 
@@ -52,8 +53,14 @@ class ConservativeScheduler:
         self.max_admissions_per_round = config.max_admissions_per_round
 
     def start_round(self, view: ReplicaView) -> _Round:
-        run = view.running
-        reserved = int(np.sum(reserved_blocks(run.prompt_tokens, run.max_new_tokens, view.block_size)))
+        cols = view.columns
+        if cols is not None and _compiled.available():
+            # one compiled pass over the table's rows; gathering the batch's arrays and summing
+            # them in numpy cost about 10 us a round, more than the rest of the round
+            reserved = _compiled.reserved_blocks_sum(cols.ids, cols.prompt, cols.max_new, view.block_size)
+        else:
+            run = view.running
+            reserved = int(np.sum(reserved_blocks(run.prompt_tokens, run.max_new_tokens, view.block_size)))
         limit = int(np.floor(view.total_blocks * (1.0 - self.config.headroom)))
         return _Round(reserved, limit, view.block_size)
 
