@@ -31,6 +31,7 @@ class ComposedCostModel:
         self._per_token_cache: dict[int, tuple[float, float, float]] = {}
         self._per_seq_cache: dict[int, tuple[float, float]] = {}
         self._decode_fixed_cache: dict[int, float] = {}
+        self._lone_prefill_cache: dict[int, float] = {}  # step time of one fresh prompt's prefill, by length
 
     # ----- hooks -----
     def _per_token_parts(self, tokens: int) -> tuple[float, float, float]:
@@ -77,9 +78,20 @@ class ComposedCostModel:
             if decode_seqs <= 0:
                 return 0.0
             return self._decode_fixed_s(decode_seqs) + self._layers * self._decode_attention_s(decode_seqs, shape.decode_context_sum_tokens)
-        attn = self._prefill_attention_s(chunks, shape.prefill_prefix_tokens)
+        if decode_seqs <= 0 and len(chunks) == 1 and not any(shape.prefill_prefix_tokens):
+            # a lone prefill of a fresh prompt (most separate-mode prefill steps): a function of its
+            # length alone, so cached (the same arithmetic once per length, the same bits)
+            step_s = self._lone_prefill_cache.get(chunks[0])
+            if step_s is None:
+                step_s = self._lone_prefill_cache[chunks[0]] = self._mixed_step_s(chunks, shape.prefill_prefix_tokens, 0, 0)
+            return step_s
+        return self._mixed_step_s(chunks, shape.prefill_prefix_tokens, decode_seqs, shape.decode_context_sum_tokens)
+
+    def _mixed_step_s(self, chunks: tuple[int, ...], prefixes: tuple[int, ...], decode_seqs: int, context_sum_tokens: int) -> float:
+        """A step with prefill chunks (and maybe decode tokens)."""
+        attn = self._prefill_attention_s(chunks, prefixes)
         if decode_seqs > 0:
-            attn += self._decode_attention_s(decode_seqs, shape.decode_context_sum_tokens)
+            attn += self._decode_attention_s(decode_seqs, context_sum_tokens)
         return self._fixed_s(sum(chunks) + decode_seqs, len(chunks) + decode_seqs) + self._layers * attn
 
     def decode_step_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int) -> float:
