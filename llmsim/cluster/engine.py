@@ -468,11 +468,12 @@ class ReplicaEngine:
     def _candidate(self, rid: int) -> Candidate:
         t = self.table
         g = int(t.generated_tokens[rid])
+        prompt = int(t.prompt_tokens[rid])
         if t.status[rid] == SWAPPED:
             kv = int(t.kv_tokens[rid])
         else:
-            kv = int(t.prompt_tokens[rid]) + g  # recompute: prefill prompt + generated tokens
-        return Candidate(rid, float(t.arrival_s[rid]), int(t.prompt_tokens[rid]), int(t.max_new_tokens[rid]), g, kv, blocks_for(kv, self.params.block_size))
+            kv = prompt + g  # recompute: prefill prompt + generated tokens
+        return Candidate(rid, float(t.arrival_s[rid]), prompt, int(t.max_new_tokens[rid]), g, kv, blocks_for(kv, self.params.block_size))
 
     def _view(self, now_s: float, steps_ahead: int = 0, free_blocks: int | None = None) -> ReplicaView:
         """The replica as a policy sees it now, or `steps_ahead` decode steps of the whole running
