@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from helpers import make_candidate, make_scheduler, make_view
 
+from llmsim.rng import CounterStream
 from llmsim.schedulers import SCHEDULERS, BuildContext, build_scheduler, future_peak_tokens
 from llmsim.schedulers.past_future import sample_final_output_tokens
 from llmsim.schedulers.peak import future_peaks_of_lists
@@ -101,6 +102,10 @@ class FixedRng:
 
     def __init__(self, u=0.5, index=0):
         self.u, self.index = u, index
+        # compiled admissions draw a candidate's history indices inside the kernel, from a counter
+        # state: the tests that use this have a single-valued history, where every index reads
+        # the same value
+        self.state = CounterStream(0).state
 
     def random(self, size):
         return np.full(size, self.u)

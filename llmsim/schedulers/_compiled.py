@@ -212,6 +212,23 @@ def _drawn_growth(history_sorted, draw_index, lo_tokens, hi_tokens, prompt_token
     return out
 
 
+def _past_future_admit(pairs, n, is_sorted, state, history_sorted, cand_lo, cand_hi, cand_prompt, cand_kv, cand_held,
+                       limit_tokens):
+    """past_future._Round.admit in one call: the candidate's history draws from the scheduler's
+    CounterStream (`state`; none without history: the cap), its growth per list as _drawn_growth
+    makes it, then _try_add (same returns)."""
+    lists = pairs.shape[1]
+    w = history_sorted.shape[0]
+    growth = np.empty(lists)
+    for row in range(lists):
+        final = cand_hi  # no history: the cap (no draw)
+        if w:
+            final = history_sorted[min(int(_next_uniform(state) * w), w - 1)]
+        final = min(max(final, cand_lo), cand_hi)
+        growth[row] = max(0.0, cand_prompt + final - 1 - cand_kv)
+    return _try_add(pairs, n, is_sorted, cand_held, growth, limit_tokens)
+
+
 def _next_uniform(state):
     """The next draw of a CounterStream (llmsim.rng) whose `state` array this advances: the same
     integer operations and conversion to a double as CounterStream.random."""
@@ -377,9 +394,10 @@ def _reserved_blocks_sum(ids, prompt_col, cap_col, block_size):
 
 
 _KERNELS = {"reserved_blocks_sum": _reserved_blocks_sum, "replace_in_sorted": _replace_in_sorted, "lay_out": _lay_out, "sort_row": _sort_row, "peak_fits": _peak_fits, "try_add": _try_add, "sampled_growth": _sampled_growth,
-            "drawn_growth": _drawn_growth, "next_uniform": _next_uniform, "uniform_at": _uniform_at, "search_right": _search_right, "past_future_rounds_ahead": _past_future_rounds_ahead,
+            "drawn_growth": _drawn_growth, "next_uniform": _next_uniform, "past_future_admit": _past_future_admit, "uniform_at": _uniform_at, "search_right": _search_right, "past_future_rounds_ahead": _past_future_rounds_ahead,
             "exact_rounds_ahead": _exact_rounds_ahead}
 _CALLS = {"try_add": ("sort_row", "peak_fits"),
+          "past_future_admit": ("next_uniform", "try_add"),
           "past_future_rounds_ahead": ("sort_row", "peak_fits", "next_uniform", "uniform_at", "search_right"),
           "exact_rounds_ahead": ("sort_row", "peak_fits")}
 

@@ -132,18 +132,20 @@ class _Round:
         return self
 
     def admit(self, candidate: Candidate) -> bool:
-        hist = self.sched.history.sorted()
-        draw_index = self.sched.stream.integers(0, len(hist), size=self.num_lists) if len(hist) else None
+        sched = self.sched
+        hist = sched.history.sorted()
         lo = candidate.generated_tokens + 1
         hi = max(lo, candidate.max_new_tokens)
-        if self.compiled:  # the same values in one call (_compiled.py)
-            if draw_index is None:
-                draw_index = np.zeros(self.num_lists, dtype=np.int64)  # unread: no history, the cap
-            growth = _compiled.drawn_growth(hist, draw_index, lo, hi, candidate.prompt_tokens, candidate.kv_tokens)
+        held = candidate.kv_tokens + sched.config.per_request_slack_tokens
+        if self.compiled:  # the same draws and values in one call (_compiled.py)
+            return self.peaks.try_add_by(_compiled.past_future_admit, sched.stream.state, hist, lo, hi,
+                                         candidate.prompt_tokens, candidate.kv_tokens, float(held))
+        if len(hist):
+            final = hist[sched.stream.integers(0, len(hist), size=self.num_lists)]
         else:
-            final = np.full(self.num_lists, float(candidate.max_new_tokens)) if draw_index is None else hist[draw_index]
-            growth = remaining_growth_tokens(candidate.prompt_tokens, np.clip(final, lo, hi), candidate.kv_tokens)
-        return self.peaks.try_add(candidate.kv_tokens + self.sched.config.per_request_slack_tokens, growth)
+            final = np.full(self.num_lists, float(candidate.max_new_tokens))  # no history: the cap (no draw)
+        growth = remaining_growth_tokens(candidate.prompt_tokens, np.clip(final, lo, hi), candidate.kv_tokens)
+        return self.peaks.try_add(held, growth)
 
 
 @register("past-future", PastFutureConfig, "admit while the sampled future peak of KV use fits (Gong et al., ASPLOS 2025)")

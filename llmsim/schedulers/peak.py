@@ -111,9 +111,15 @@ class PeakAdmissionRound:
         return True
 
     def _try_add_compiled(self, held: float, growth_per_list: np.ndarray) -> bool:
+        return self.try_add_by(_compiled.try_add, held, growth_per_list)
+
+    def try_add_by(self, kernel, *args) -> bool:
+        """Compiled rounds only: `kernel(pairs, count, is_sorted, *args, limit_tokens)` adds a
+        request, or not, as `_compiled.try_add` does and with its returns (a policy's kernel that
+        makes the candidate's growths and then calls it, in one call)."""
         if self._count == self._pairs.shape[2]:  # full: double the columns
             self._pairs = np.concatenate((self._pairs, np.empty_like(self._pairs)), axis=2)
-        outcome = _compiled.try_add(self._pairs, self._count, self._sorted, held, growth_per_list, self.limit_tokens)
+        outcome = kernel(self._pairs, self._count, self._sorted, *args, self.limit_tokens)
         self._sorted = outcome <= 1  # 0: refused, 1: added, lists sorted; 2: added, 3: refused, maybe not
         if outcome in (0, 3):
             return False
