@@ -173,12 +173,12 @@ class AnalyticCostModel(ComposedCostModel):
         flops = context_sum_tokens * self._attn_flops_per_pair
         return max(moved_bytes / self._attn_bytes_per_s, flops / self._attn_flops_per_s, self._floor_s)
 
-    def decode_pricer(self, decode_seqs: int):
+    def _make_decode_pricer(self, decode_seqs: int):
         """`decode_step_s` for `decode_seqs` sequences as a function of the context sum and max, with
         `_decode_attention_s` inlined (one Python call per priced step instead of three): the same
         operations in the same order, so the same bits."""
         if decode_seqs <= 0:
-            return super().decode_pricer(decode_seqs)
+            return super()._make_decode_pricer(decode_seqs)
         fixed, layers = self._decode_fixed_s(decode_seqs), self._layers
         kv_bytes, q_bytes = self._kv_bytes_per_token_layer, decode_seqs * self._q_bytes_per_token
         bytes_per_s, flops_per_pair, flops_per_s = self._attn_bytes_per_s, self._attn_flops_per_pair, self._attn_flops_per_s

@@ -31,7 +31,8 @@ class ComposedCostModel:
         self._per_token_cache: dict[int, tuple[float, float, float]] = {}
         self._per_seq_cache: dict[int, tuple[float, float]] = {}
         self._decode_fixed_cache: dict[int, float] = {}
-        self._lone_prefill_cache: dict[int, float] = {}  # step time of one fresh prompt's prefill, by length
+        self._lone_prefill_cache: dict[int, float] = {}
+        self._pricer_cache: dict[int, Callable[[int, int], float]] = {}  # step time of one fresh prompt's prefill, by length
 
     # ----- hooks -----
     def _per_token_parts(self, tokens: int) -> tuple[float, float, float]:
@@ -106,7 +107,14 @@ class ComposedCostModel:
     def decode_pricer(self, decode_seqs: int) -> Callable[[int, int], float]:
         """`decode_step_s` for a fixed number of sequences, as a function of the context sum and
         max (fast-forward prices a run's steps one by one with it; the per-sequence parts are
-        looked up once per run instead of once per step). Bit-identical to `decode_step_s`."""
+        looked up once per run instead of once per step). Bit-identical to `decode_step_s`.
+        Cached by sequence count: a replica asks for one each time it plans a run."""
+        pricer = self._pricer_cache.get(decode_seqs)
+        if pricer is None:
+            pricer = self._pricer_cache[decode_seqs] = self._make_decode_pricer(decode_seqs)
+        return pricer
+
+    def _make_decode_pricer(self, decode_seqs: int) -> Callable[[int, int], float]:
         if decode_seqs <= 0:
             return lambda context_sum_tokens, context_max_tokens: 0.0
         fixed, layers, attention = self._decode_fixed_s(decode_seqs), self._layers, self._decode_attention_s
