@@ -167,10 +167,6 @@ class ReplicaEngine:
             if was_empty and self.cut_run is not None:
                 self.cut_run(now_s)  # a new head of the queue: the next boundary must decide
 
-    @property
-    def outstanding_tokens(self) -> int:
-        return self._outstanding
-
     def _add_outstanding(self, delta_tokens: int) -> None:
         self._outstanding += delta_tokens
         if self.load_board is not None and not self._load_posted:
