@@ -227,6 +227,47 @@ def test_rounds_held_ahead_in_one_call_equal_rounds_started_one_by_one(seed, n, 
         assert bulk.stream.random(1) == one_by_one.stream.random(1)  # the same draws consumed
 
 
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 60), kind=st.sampled_from(PEAK_POLICIES))
+def test_rounds_refused_without_sampling_draw_and_answer_as_numpy(seed, n, kind):
+    """Rounds whose held tokens alone exceed the limit are refused without drawing (the kernel
+    moves the counter past their draws instead), and the others mostly by the smallest-growth
+    floor without sorting (_compiled._refused_by_floor): both answer, and consume draws, exactly as
+    numpy's rounds at every boundary."""
+    rng = np.random.default_rng(seed)
+    history, generated, caps, prompt, kv, _ = _random_batch(rng, n, 1, 40)
+    run = RunningBatch(np.arange(n), prompt, caps, generated, kv)
+    cand = Candidate(n, 0.0, 30, 200, 0, 30, 2)
+    steps = np.arange(0, 40, 4)
+    held_now = int(kv.sum()) + cand.kv_tokens
+    # capacity around what is held now, so that some rounds refuse on held tokens alone
+    blocks = max(1, int(held_now * rng.uniform(0.7, 1.4)) // 16)
+    true_output = np.concatenate((caps, [100]))
+
+    def scheduler():
+        spec = SCHEDULERS[kind]
+        sched = spec.factory(spec.config_cls(), BuildContext(0, np.random.default_rng(seed), 300, true_output))
+        for h in history[: int(rng.integers(0, 41))]:
+            sched.record_finish(int(h))
+        return sched
+
+    bulk, one_by_one = scheduler(), scheduler()
+    index, _ = bulk.first_admitting_round(ReplicaView(0.0, 16, blocks, blocks, run), steps, cand)
+    _compiled._available = False
+    try:
+        want = len(steps)
+        for i, s in enumerate(steps):
+            ahead = RunningBatch(run.request_ids, prompt, caps, generated + s, kv + s)
+            if one_by_one.start_round(ReplicaView(0.0, 16, blocks, blocks, ahead)).admit(cand):
+                want = i
+                break
+    finally:
+        _compiled._available = True
+    assert index == want
+    if kind == "past-future":
+        assert bulk.stream.state[0] == one_by_one.stream.state[0]  # the same draws consumed
+
+
 def _run(sc: dict, compiled: bool, monkeypatch):
     monkeypatch.setattr(_compiled, "_available", compiled)
     return simulate(scenario_from_dict(sc))
