@@ -185,6 +185,23 @@ def _replace_in_sorted(values, old, new):
     values[i] = new
 
 
+def _interpolated_final(history_sorted, first, points, o, cap, u):
+    """One sampled final length, as sample_final_output_tokens in past_future.py makes it: position
+    u in [0, 1) on the support [o] + history_sorted[first:] + [cap] (`points` points, read as
+    equally spaced quantiles), interpolated linearly and clipped to [o, cap]."""
+    w = history_sorted.shape[0]
+    x = u * (points - 1)
+    lo = min(int(x), points - 2)
+    frac = x - lo
+    if w:
+        v0 = o if lo == 0 else history_sorted[min(max(first + lo - 1, 0), w - 1)]
+        v1 = cap if lo + 1 == points - 1 else history_sorted[min(first + lo, w - 1)]
+    else:
+        v0 = o
+        v1 = cap
+    return min(max(v0 + frac * (v1 - v0), o), cap)
+
+
 def _sampled_growth(generated, caps, prompt_tokens, kv_tokens, history_sorted, u):
     """remaining_growth_tokens(prompt, sample_final_output_tokens(generated, caps, history, u), kv)
     of past_future.py, element by element with the same operations."""
@@ -197,16 +214,7 @@ def _sampled_growth(generated, caps, prompt_tokens, kv_tokens, history_sorted, u
         first = np.searchsorted(history_sorted, o, side="right")  # history values > o start here
         points = w - first + 2  # o, the larger history values, cap
         for row in range(lists):
-            x = u[row, i] * (points - 1)
-            lo = min(int(x), points - 2)
-            frac = x - lo
-            if w:
-                v0 = o if lo == 0 else history_sorted[min(max(first + lo - 1, 0), w - 1)]
-                v1 = cap if lo + 1 == points - 1 else history_sorted[min(first + lo, w - 1)]
-            else:
-                v0 = o
-                v1 = cap
-            final = min(max(v0 + frac * (v1 - v0), o), cap)
+            final = _interpolated_final(history_sorted, first, points, o, cap, u[row, i])
             out[row, i] = max(0.0, prompt_tokens[i] + final - 1 - kv_tokens[i])
     return out
 
@@ -331,16 +339,7 @@ def _past_future_rounds_ahead(state, history_sorted, ids, prompt_col, cap_col, g
             first = _search_right(history_sorted, o)  # history values > o start here
             points = w - first + 2  # o, the larger history values, cap
             for row in range(lists):
-                x = _uniform_at(key, row * n + i + 1) * (points - 1)
-                lo = min(int(x), points - 2)
-                frac = x - lo
-                if w:
-                    v0 = o if lo == 0 else history_sorted[min(max(first + lo - 1, 0), w - 1)]
-                    v1 = cap if lo + 1 == points - 1 else history_sorted[min(first + lo, w - 1)]
-                else:
-                    v0 = o
-                    v1 = cap
-                final = min(max(v0 + frac * (v1 - v0), o), cap)
+                final = _interpolated_final(history_sorted, first, points, o, cap, _uniform_at(key, row * n + i + 1))
                 g = max(0.0, prompt_tokens[i] + final - 1 - kv_now)
                 pairs[0, row, i] = held
                 pairs[1, row, i] = g
@@ -423,11 +422,13 @@ def _reserved_blocks_sum(ids, prompt_col, cap_col, block_size):
 
 
 _KERNELS = {"reserved_blocks_sum": _reserved_blocks_sum, "replace_in_sorted": _replace_in_sorted, "lay_out": _lay_out, "sort_row": _sort_row, "peak_fits": _peak_fits, "try_add": _try_add, "sampled_growth": _sampled_growth,
-            "drawn_growth": _drawn_growth, "next_uniform": _next_uniform, "past_future_admit": _past_future_admit, "uniform_at": _uniform_at, "search_right": _search_right, "refused_by_floor": _refused_by_floor, "past_future_rounds_ahead": _past_future_rounds_ahead,
+            "drawn_growth": _drawn_growth, "next_uniform": _next_uniform, "past_future_admit": _past_future_admit, "uniform_at": _uniform_at, "search_right": _search_right, "refused_by_floor": _refused_by_floor, "interpolated_final": _interpolated_final, "past_future_rounds_ahead": _past_future_rounds_ahead,
             "exact_rounds_ahead": _exact_rounds_ahead}
 _CALLS = {"try_add": ("sort_row", "peak_fits"),
           "past_future_admit": ("next_uniform", "try_add"),
-          "past_future_rounds_ahead": ("sort_row", "peak_fits", "next_uniform", "uniform_at", "search_right", "refused_by_floor"),
+          "past_future_rounds_ahead": ("sort_row", "peak_fits", "next_uniform", "uniform_at", "search_right", "refused_by_floor",
+                                       "interpolated_final"),
+          "sampled_growth": ("interpolated_final",),
           "exact_rounds_ahead": ("sort_row", "peak_fits", "refused_by_floor")}
 
 
