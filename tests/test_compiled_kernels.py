@@ -243,11 +243,12 @@ def test_rounds_refused_without_sampling_draw_and_answer_as_numpy(seed, n, kind)
     # capacity around what is held now, so that some rounds refuse on held tokens alone
     blocks = max(1, int(held_now * rng.uniform(0.7, 1.4)) // 16)
     true_output = np.concatenate((caps, [100]))
+    finished = history[: int(rng.integers(0, 41))]  # drawn once: both schedulers see the same history
 
     def scheduler():
         spec = SCHEDULERS[kind]
         sched = spec.factory(spec.config_cls(), BuildContext(0, np.random.default_rng(seed), 300, true_output))
-        for h in history[: int(rng.integers(0, 41))]:
+        for h in finished:
             sched.record_finish(int(h))
         return sched
 

@@ -236,16 +236,22 @@ def _past_future_admit(pairs, n, is_sorted, state, history_sorted, cand_lo, cand
     """past_future._Round.admit in one call: the candidate's history draws from the scheduler's
     CounterStream (`state`; none without history: the cap), its growth per list as _drawn_growth
     makes it, then _try_add (same returns)."""
-    lists = pairs.shape[1]
+    growth = np.empty(pairs.shape[1])
+    _draw_candidate_growth(state, history_sorted, cand_lo, cand_hi, cand_prompt, cand_kv, growth)
+    return _try_add(pairs, n, is_sorted, cand_held, growth, limit_tokens)
+
+
+def _draw_candidate_growth(state, history_sorted, cand_lo, cand_hi, cand_prompt, cand_kv, growth):
+    """A waiting candidate's growth per list, into `growth`: one history value drawn per list from
+    the CounterStream `state` (as CounterStream.integers; no draw without history: the cap),
+    clipped to [lo, hi], through remaining_growth_tokens (as _drawn_growth)."""
     w = history_sorted.shape[0]
-    growth = np.empty(lists)
-    for row in range(lists):
-        final = cand_hi  # no history: the cap (no draw)
+    for row in range(growth.shape[0]):
+        final = cand_hi
         if w:
             final = history_sorted[min(int(_next_uniform(state) * w), w - 1)]
         final = min(max(final, cand_lo), cand_hi)
         growth[row] = max(0.0, cand_prompt + final - 1 - cand_kv)
-    return _try_add(pairs, n, is_sorted, cand_held, growth, limit_tokens)
 
 
 def _next_uniform(state):
@@ -346,12 +352,7 @@ def _past_future_rounds_ahead(state, history_sorted, ids, prompt_col, cap_col, g
                 total_growth[row] += g
                 least_growth[row] = min(least_growth[row], g)
         state[0] = key + np.uint64(lists * n) * _GAMMA
-        for row in range(lists):
-            final = cand_hi  # no history: the cap (no draw)
-            if w:
-                final = history_sorted[min(int(_next_uniform(state) * w), w - 1)]
-            final = min(max(final, cand_lo), cand_hi)
-            growth[row] = max(0.0, cand_prompt + final - 1 - cand_kv)
+        _draw_candidate_growth(state, history_sorted, cand_lo, cand_hi, cand_prompt, cand_kv, growth)
         admitted = True
         for row in range(lists):  # as _try_add on unsorted lists
             if total_held + total_growth[row] + growth[row] > quick_limit:
@@ -422,12 +423,13 @@ def _reserved_blocks_sum(ids, prompt_col, cap_col, block_size):
 
 
 _KERNELS = {"reserved_blocks_sum": _reserved_blocks_sum, "replace_in_sorted": _replace_in_sorted, "lay_out": _lay_out, "sort_row": _sort_row, "peak_fits": _peak_fits, "try_add": _try_add, "sampled_growth": _sampled_growth,
-            "drawn_growth": _drawn_growth, "next_uniform": _next_uniform, "past_future_admit": _past_future_admit, "uniform_at": _uniform_at, "search_right": _search_right, "refused_by_floor": _refused_by_floor, "interpolated_final": _interpolated_final, "past_future_rounds_ahead": _past_future_rounds_ahead,
+            "drawn_growth": _drawn_growth, "next_uniform": _next_uniform, "past_future_admit": _past_future_admit, "uniform_at": _uniform_at, "search_right": _search_right, "refused_by_floor": _refused_by_floor, "interpolated_final": _interpolated_final, "draw_candidate_growth": _draw_candidate_growth, "past_future_rounds_ahead": _past_future_rounds_ahead,
             "exact_rounds_ahead": _exact_rounds_ahead}
 _CALLS = {"try_add": ("sort_row", "peak_fits"),
-          "past_future_admit": ("next_uniform", "try_add"),
-          "past_future_rounds_ahead": ("sort_row", "peak_fits", "next_uniform", "uniform_at", "search_right", "refused_by_floor",
-                                       "interpolated_final"),
+          "past_future_admit": ("draw_candidate_growth", "try_add"),
+          "draw_candidate_growth": ("next_uniform",),
+          "past_future_rounds_ahead": ("sort_row", "peak_fits", "draw_candidate_growth", "uniform_at", "search_right",
+                                       "refused_by_floor", "interpolated_final"),
           "sampled_growth": ("interpolated_final",),
           "exact_rounds_ahead": ("sort_row", "peak_fits", "refused_by_floor")}
 
