@@ -160,6 +160,16 @@ def test_kernels_draw_what_the_counter_stream_draws_in_numpy(key, rounds, lists,
     assert inside.state[0] == outside.state[0]
 
 
+def _scheduler_after(kind, seed, true_output, finished):
+    """A scheduler of `kind` seeded with `seed` (the oracle knows `true_output`) that has seen the
+    requests `finished` finish."""
+    spec = SCHEDULERS[kind]
+    sched = spec.factory(spec.config_cls(), BuildContext(0, np.random.default_rng(seed), 300, true_output))
+    for h in finished:
+        sched.record_finish(int(h))
+    return sched
+
+
 def _held_rounds_case(seed, n, kind):
     """A scheduler of `kind` twice (same seed and history), a view of n running requests, a head
     candidate, and 1-8 round boundaries ahead; capacity near the batch's needs, so rounds admit
@@ -174,11 +184,7 @@ def _held_rounds_case(seed, n, kind):
     finished = history[: int(rng.integers(0, 41))]
 
     def scheduler():
-        spec = SCHEDULERS[kind]
-        sched = spec.factory(spec.config_cls(), BuildContext(0, np.random.default_rng(seed), 300, true_output))
-        for h in finished:
-            sched.record_finish(int(h))
-        return sched
+        return _scheduler_after(kind, seed, true_output, finished)
 
     def view(blocks, s=0):
         ahead = RunningBatch(run.request_ids, prompt, caps, generated + s, kv + s)
@@ -244,15 +250,7 @@ def test_rounds_refused_without_sampling_draw_and_answer_as_numpy(seed, n, kind)
     blocks = max(1, int(held_now * rng.uniform(0.7, 1.4)) // 16)
     true_output = np.concatenate((caps, [100]))
     finished = history[: int(rng.integers(0, 41))]  # drawn once: both schedulers see the same history
-
-    def scheduler():
-        spec = SCHEDULERS[kind]
-        sched = spec.factory(spec.config_cls(), BuildContext(0, np.random.default_rng(seed), 300, true_output))
-        for h in finished:
-            sched.record_finish(int(h))
-        return sched
-
-    bulk, one_by_one = scheduler(), scheduler()
+    bulk, one_by_one = (_scheduler_after(kind, seed, true_output, finished) for _ in range(2))
     index, _ = bulk.first_admitting_round(ReplicaView(0.0, 16, blocks, blocks, run), steps, cand)
     _compiled._available = False
     try:
