@@ -41,15 +41,21 @@ def test_sampled_growth_equals_numpy_bit_for_bit(seed, n, lists, history_len):
 
 
 @settings(max_examples=200, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), lists=st.integers(1, 5), history_len=st.integers(1, 60),
+@given(seed=st.integers(0, 2**32 - 1), key=st.integers(0, 2**64 - 1), lists=st.integers(1, 5), history_len=st.integers(0, 60),
        lo=st.integers(1, 300), cap=st.integers(1, 600), prompt=st.integers(1, 900))
-def test_drawn_growth_equals_numpy_bit_for_bit(seed, lists, history_len, lo, cap, prompt):
+def test_candidate_growth_drawn_in_a_kernel_equals_numpy_bit_for_bit(seed, key, lists, history_len, lo, cap, prompt):
+    """A waiting candidate's growths as _compiled._draw_candidate_growth draws and makes them, and
+    as past_future._Round.admit does in numpy; the same draws consumed (none without history)."""
     rng = np.random.default_rng(seed)
     history = np.sort(rng.integers(1, 500, history_len).astype(float))
-    index = rng.integers(0, history_len, lists)
     hi, kv = max(lo, cap), prompt + lo - 1
-    want = remaining_growth_tokens(prompt, np.clip(history[index], lo, hi), kv)
-    assert np.array_equal(_compiled.drawn_growth(history, index, lo, hi, prompt, kv), want)
+    inside, outside = CounterStream(key), CounterStream(key)
+    final = history[outside.integers(0, history_len, size=lists)] if history_len else np.full(lists, float(hi))
+    want = remaining_growth_tokens(prompt, np.clip(final, lo, hi), kv)
+    got = np.empty(lists)
+    _compiled.draw_candidate_growth(inside.state, history, lo, hi, prompt, kv, got)
+    assert np.array_equal(got, want)
+    assert inside.state[0] == outside.state[0]
 
 
 @settings(max_examples=300, deadline=None)

@@ -219,23 +219,11 @@ def _sampled_growth(generated, caps, prompt_tokens, kv_tokens, history_sorted, u
     return out
 
 
-def _drawn_growth(history_sorted, draw_index, lo_tokens, hi_tokens, prompt_tokens, kv_tokens):
-    """A waiting candidate's growth per list in past_future.py: the drawn history values (the cap
-    if the history is empty), clipped to [lo, hi], through remaining_growth_tokens."""
-    lists = draw_index.shape[0]
-    out = np.empty(lists)
-    for row in range(lists):
-        final = float(hi_tokens) if history_sorted.shape[0] == 0 else history_sorted[draw_index[row]]
-        final = min(max(final, lo_tokens), hi_tokens)
-        out[row] = max(0.0, prompt_tokens + final - 1 - kv_tokens)
-    return out
-
-
 def _past_future_admit(pairs, n, is_sorted, state, history_sorted, cand_lo, cand_hi, cand_prompt, cand_kv, cand_held,
                        limit_tokens):
     """past_future._Round.admit in one call: the candidate's history draws from the scheduler's
-    CounterStream (`state`; none without history: the cap), its growth per list as _drawn_growth
-    makes it, then _try_add (same returns)."""
+    CounterStream (`state`; none without history: the cap) and its growth per list
+    (_draw_candidate_growth), then _try_add (same returns)."""
     growth = np.empty(pairs.shape[1])
     _draw_candidate_growth(state, history_sorted, cand_lo, cand_hi, cand_prompt, cand_kv, growth)
     return _try_add(pairs, n, is_sorted, cand_held, growth, limit_tokens)
@@ -244,7 +232,7 @@ def _past_future_admit(pairs, n, is_sorted, state, history_sorted, cand_lo, cand
 def _draw_candidate_growth(state, history_sorted, cand_lo, cand_hi, cand_prompt, cand_kv, growth):
     """A waiting candidate's growth per list, into `growth`: one history value drawn per list from
     the CounterStream `state` (as CounterStream.integers; no draw without history: the cap),
-    clipped to [lo, hi], through remaining_growth_tokens (as _drawn_growth)."""
+    clipped to [lo, hi], through remaining_growth_tokens (as past_future._Round.admit in numpy)."""
     w = history_sorted.shape[0]
     for row in range(growth.shape[0]):
         final = cand_hi
@@ -303,7 +291,7 @@ def _past_future_rounds_ahead(state, history_sorted, ids, prompt_col, cap_col, g
     """past_future._Round at each boundary: the same draws from the scheduler's CounterStream
     (`state`: uniforms for the running requests, list by list, then the head's history indices,
     as CounterStream.random and .integers make them) and the same values as _sampled_growth,
-    _drawn_growth and _try_add, fused: each sampled growth goes straight into the lists, and
+    _draw_candidate_growth and _try_add, fused: each sampled growth goes straight into the lists, and
     each list's total is summed on the way for _try_add's bound."""
     n = ids.shape[0]
     w = history_sorted.shape[0]
@@ -423,7 +411,7 @@ def _reserved_blocks_sum(ids, prompt_col, cap_col, block_size):
 
 
 _KERNELS = {"reserved_blocks_sum": _reserved_blocks_sum, "replace_in_sorted": _replace_in_sorted, "lay_out": _lay_out, "sort_row": _sort_row, "peak_fits": _peak_fits, "try_add": _try_add, "sampled_growth": _sampled_growth,
-            "drawn_growth": _drawn_growth, "next_uniform": _next_uniform, "past_future_admit": _past_future_admit, "uniform_at": _uniform_at, "search_right": _search_right, "refused_by_floor": _refused_by_floor, "interpolated_final": _interpolated_final, "draw_candidate_growth": _draw_candidate_growth, "past_future_rounds_ahead": _past_future_rounds_ahead,
+            "next_uniform": _next_uniform, "past_future_admit": _past_future_admit, "uniform_at": _uniform_at, "search_right": _search_right, "refused_by_floor": _refused_by_floor, "interpolated_final": _interpolated_final, "draw_candidate_growth": _draw_candidate_growth, "past_future_rounds_ahead": _past_future_rounds_ahead,
             "exact_rounds_ahead": _exact_rounds_ahead}
 _CALLS = {"try_add": ("sort_row", "peak_fits"),
           "past_future_admit": ("draw_candidate_growth", "try_add"),
