@@ -31,8 +31,8 @@ class ComposedCostModel:
         self._per_token_cache: dict[int, tuple[float, float, float]] = {}
         self._per_seq_cache: dict[int, tuple[float, float]] = {}
         self._decode_fixed_cache: dict[int, float] = {}
-        self._lone_prefill_cache: dict[int, float] = {}
-        self._pricer_cache: dict[int, Callable[[int, int], float]] = {}  # step time of one fresh prompt's prefill, by length
+        self._lone_prefill_cache: dict[int, float] = {}  # step time of one fresh prompt's prefill, by length
+        self._pricer_cache: dict[int, Callable[[int, int], float]] = {}  # decode pricers, by sequence count
 
     # ----- hooks -----
     def _per_token_parts(self, tokens: int) -> tuple[float, float, float]:

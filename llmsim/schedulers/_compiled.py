@@ -155,20 +155,37 @@ def _try_add(pairs, n, is_sorted, held, growth_per_list, limit_tokens):
     total_held = held
     for i in range(n):
         total_held += pairs[0, 0, i]  # the same held values in every list
+    total_growth = np.zeros(lists)
+    least_growth = np.full(lists, np.inf)
+    for row in range(lists):
+        for i in range(n):
+            g = pairs[1, row, i]
+            total_growth[row] += g
+            least_growth[row] = min(least_growth[row], g)
+    return 2 if _add_to_unsorted(pairs, n, total_held, total_growth, least_growth, held, growth_per_list, limit_tokens) else 3
+
+
+def _add_to_unsorted(pairs, n, total_held, total_growth, least_growth, held, growth_per_list, limit_tokens):
+    """_try_add on lists that may be unsorted, given their sums: `total_held` (the n requests' held
+    tokens plus the candidate's `held`), and per list the n requests' total and smallest growth.
+    A list whose total fits needs no peak (see above); one that does not is refused by
+    _refused_by_floor if it can be, else sorted and checked exactly. Adds the candidate (True) or
+    not (False)."""
+    lists = pairs.shape[1]
+    shared = growth_per_list.shape[0] == 1
     quick_limit = limit_tokens * _QUICK_ADMIT_MARGIN
     for row in range(lists):
         g = growth_per_list[0] if shared else growth_per_list[row]
-        total_growth = g
-        for i in range(n):
-            total_growth += pairs[1, row, i]
-        if total_held + total_growth > quick_limit:
+        if total_held + total_growth[row] + g > quick_limit:
+            if _refused_by_floor(total_held, n + 1, min(least_growth[row], g), limit_tokens):
+                return False
             _sort_row(pairs, row, n)
             if not _peak_fits(pairs, row, n, held, g, limit_tokens):
-                return 3
+                return False
     for row in range(lists):  # appended: a list sorted above may no longer be
         pairs[0, row, n] = held
         pairs[1, row, n] = growth_per_list[0] if shared else growth_per_list[row]
-    return 2
+    return True
 
 
 def _replace_in_sorted(values, old, new):
@@ -245,12 +262,9 @@ def _draw_candidate_growth(state, history_sorted, cand_lo, cand_hi, cand_prompt,
 def _next_uniform(state):
     """The next draw of a CounterStream (llmsim.rng) whose `state` array this advances: the same
     integer operations and conversion to a double as CounterStream.random."""
-    s = state[0] + _GAMMA
-    state[0] = s
-    z = (s ^ (s >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    z ^= z >> np.uint64(31)
-    return float(z >> np.uint64(11)) * _TWO_POW_MINUS_53
+    u = _uniform_at(state[0], 1)
+    state[0] = state[0] + _GAMMA
+    return u
 
 
 # Rounds held ahead inside a fast-forwarded run (llmsim.cluster.fastforward): the rounds due
@@ -292,7 +306,7 @@ def _past_future_rounds_ahead(state, history_sorted, ids, prompt_col, cap_col, g
     (`state`: uniforms for the running requests, list by list, then the head's history indices,
     as CounterStream.random and .integers make them) and the same values as _sampled_growth,
     _draw_candidate_growth and _try_add, fused: each sampled growth goes straight into the lists, and
-    each list's total is summed on the way for _try_add's bound."""
+    each list's sums for _add_to_unsorted are made on the way."""
     n = ids.shape[0]
     w = history_sorted.shape[0]
     generated = np.empty(n, dtype=np.int64)
@@ -308,9 +322,8 @@ def _past_future_rounds_ahead(state, history_sorted, ids, prompt_col, cap_col, g
         caps[i] = float(cap_col[r])
     pairs = np.empty((2, lists, n + 4))  # _lay_out's layout; a few free columns for the rest of the round
     total_growth = np.empty(lists)
-    growth = np.empty(lists)
-    quick_limit = limit_tokens * _QUICK_ADMIT_MARGIN
     least_growth = np.empty(lists)
+    growth = np.empty(lists)
     for index in range(steps.shape[0]):
         s = steps[index]
         key = state[0]
@@ -341,20 +354,7 @@ def _past_future_rounds_ahead(state, history_sorted, ids, prompt_col, cap_col, g
                 least_growth[row] = min(least_growth[row], g)
         state[0] = key + np.uint64(lists * n) * _GAMMA
         _draw_candidate_growth(state, history_sorted, cand_lo, cand_hi, cand_prompt, cand_kv, growth)
-        admitted = True
-        for row in range(lists):  # as _try_add on unsorted lists
-            if total_held + total_growth[row] + growth[row] > quick_limit:
-                if _refused_by_floor(total_held, n + 1, min(least_growth[row], growth[row]), limit_tokens):
-                    admitted = False
-                    break
-                _sort_row(pairs, row, n)
-                if not _peak_fits(pairs, row, n, cand_held, growth[row], limit_tokens):
-                    admitted = False
-                    break
-        if admitted:
-            for row in range(lists):
-                pairs[0, row, n] = cand_held
-                pairs[1, row, n] = growth[row]
+        if _add_to_unsorted(pairs, n, total_held, total_growth, least_growth, cand_held, growth, limit_tokens):
             return index, pairs, False
     return steps.shape[0], np.empty((2, lists, 0)), False
 
@@ -363,9 +363,8 @@ def _exact_rounds_ahead(ids, final_col, prompt_col, kv_col, clock_base, clock, s
                         cand_held):
     """One list with known final lengths `final_col` by request id (oracle: the true ones;
     reserve-peak: the caps): growth = max(0, prompt + final - 1 - held now), as
-    remaining_growth_tokens, written straight into the list with its totals summed on the way
-    (as _lay_out and _try_add on an unsorted list; a refusal that _refused_by_floor sees needs no
-    sort)."""
+    remaining_growth_tokens, written straight into the list with its sums made on the way
+    (as _lay_out and _try_add on an unsorted list)."""
     n = ids.shape[0]
     base = np.empty(n, dtype=np.int64)  # prompt + final - 1 - held now
     kv_tokens = np.empty(n, dtype=np.int64)
@@ -374,29 +373,24 @@ def _exact_rounds_ahead(ids, final_col, prompt_col, kv_col, clock_base, clock, s
         kv_tokens[i] = kv_col[r] + clock - clock_base[r]
         base[i] = prompt_col[r] + final_col[r] - 1 - kv_tokens[i]
     pairs = np.empty((2, 1, n + 4))
-    quick_limit = limit_tokens * _QUICK_ADMIT_MARGIN
+    total_growth = np.empty(1)
+    least_growth = np.empty(1)
+    growth = np.full(1, cand_growth)
     for index in range(steps.shape[0]):
         s = steps[index]
         total_held = cand_held
-        total_growth = cand_growth
-        least_growth = cand_growth
+        total_growth[0] = 0.0
+        least_growth[0] = np.inf
         for i in range(n):
             g = float(max(0, base[i] - s))
             h = float(kv_tokens[i] + s + slack_tokens)
             pairs[0, 0, i] = h
             pairs[1, 0, i] = g
             total_held += h
-            total_growth += g
-            least_growth = min(least_growth, g)
-        if total_held + total_growth > quick_limit:
-            if _refused_by_floor(total_held, n + 1, least_growth, limit_tokens):
-                continue
-            _sort_row(pairs, 0, n)
-            if not _peak_fits(pairs, 0, n, cand_held, cand_growth, limit_tokens):
-                continue
-        pairs[0, 0, n] = cand_held
-        pairs[1, 0, n] = cand_growth
-        return index, pairs, False
+            total_growth[0] += g
+            least_growth[0] = min(least_growth[0], g)
+        if _add_to_unsorted(pairs, n, total_held, total_growth, least_growth, cand_held, growth, limit_tokens):
+            return index, pairs, False
     return steps.shape[0], np.empty((2, 1, 0)), False
 
 
@@ -411,15 +405,17 @@ def _reserved_blocks_sum(ids, prompt_col, cap_col, block_size):
 
 
 _KERNELS = {"reserved_blocks_sum": _reserved_blocks_sum, "replace_in_sorted": _replace_in_sorted, "lay_out": _lay_out, "sort_row": _sort_row, "peak_fits": _peak_fits, "try_add": _try_add, "sampled_growth": _sampled_growth,
-            "next_uniform": _next_uniform, "past_future_admit": _past_future_admit, "uniform_at": _uniform_at, "search_right": _search_right, "refused_by_floor": _refused_by_floor, "interpolated_final": _interpolated_final, "draw_candidate_growth": _draw_candidate_growth, "past_future_rounds_ahead": _past_future_rounds_ahead,
+            "next_uniform": _next_uniform, "past_future_admit": _past_future_admit, "uniform_at": _uniform_at, "search_right": _search_right, "refused_by_floor": _refused_by_floor, "add_to_unsorted": _add_to_unsorted, "interpolated_final": _interpolated_final, "draw_candidate_growth": _draw_candidate_growth, "past_future_rounds_ahead": _past_future_rounds_ahead,
             "exact_rounds_ahead": _exact_rounds_ahead}
-_CALLS = {"try_add": ("sort_row", "peak_fits"),
+_CALLS = {"try_add": ("add_to_unsorted", "peak_fits"),
+          "add_to_unsorted": ("sort_row", "peak_fits", "refused_by_floor"),
           "past_future_admit": ("draw_candidate_growth", "try_add"),
           "draw_candidate_growth": ("next_uniform",),
-          "past_future_rounds_ahead": ("sort_row", "peak_fits", "draw_candidate_growth", "uniform_at", "search_right",
-                                       "refused_by_floor", "interpolated_final"),
+          "next_uniform": ("uniform_at",),
+          "past_future_rounds_ahead": ("add_to_unsorted", "draw_candidate_growth", "uniform_at", "search_right",
+                                       "interpolated_final"),
           "sampled_growth": ("interpolated_final",),
-          "exact_rounds_ahead": ("sort_row", "peak_fits", "refused_by_floor")}
+          "exact_rounds_ahead": ("add_to_unsorted",)}
 
 
 def __getattr__(name: str):
