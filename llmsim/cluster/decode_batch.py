@@ -21,6 +21,15 @@ Exactness: `materialize` performs the same float operations step-by-step mode di
 is the end of this step minus the end of the request's previous token, and the maximum is taken
 over the gaps), so results are bit-identical to writing every step.
 
+Deferred maxima (`defer_max_tbt=True`): the largest gap between two steps of a membership is a
+range maximum over step ends, which cost a few numpy calls per finish. With deferral, `materialize`
+writes everything else at once (and the gap to the membership's first token) but only notes the
+range (request, first step, last step); `settle` takes the maxima of all noted ranges in a few
+vectorised calls, when the step-end buffer is compacted and when `materialize_all` runs. A maximum
+does not depend on the order it is taken in, so the results are the same bits; until `settle`, a
+request's max_tbt_s may be too small. The engine defers only where nothing reads max_tbt_s during
+the simulation (not for closed-loop clients, which judge each finished request against the SLA).
+
 Units: tokens, blocks, seconds; clocks count decode steps. Table column `clock_base` holds, per
 member, the clock at which its progress columns were last written.
 """
@@ -35,8 +44,14 @@ import numpy as np
 class DecodeBatch:
     """Decoding requests of one replica (see the module docstring)."""
 
-    def __init__(self, table, block_size: int, capacity_steps: int = 4096) -> None:
+    def __init__(self, table, block_size: int, capacity_steps: int = 4096, defer_max_tbt: bool = False) -> None:
         self.table = table
+        self.defer_max_tbt = defer_max_tbt
+        # ranges whose largest inner gap is not yet in max_tbt_s: request id, first and last step
+        # (the gap of step s is the end of s minus the end of s - 1)
+        self._pending_rids: list[int] = []
+        self._pending_first: list[int] = []
+        self._pending_last: list[int] = []
         self.block_size = block_size
         self.clock = 0
         # _ends[s - _offset] is the end time of decode step s (steps are numbered from 1); old
@@ -102,6 +117,7 @@ class DecodeBatch:
 
     def _make_room(self, k: int) -> None:
         """Drop step ends no member needs any more (before its clock_base + 1), grow if still short."""
+        self.settle()  # the noted ranges need step ends that are about to be dropped
         keep_from = self.clock + 1
         if self._members:
             keep_from = min(keep_from, int(self.table.clock_base[self.member_ids()].min()) + 1)
@@ -179,6 +195,16 @@ class DecodeBatch:
         t.generated_tokens[ids] += steps
         ends, off = self._ends, self._offset
         first_gap = ends[base + 1 - off] - t.last_token_s[ids]
+        if self.defer_max_tbt:
+            t.max_tbt_s[ids] = np.maximum(t.max_tbt_s[ids], first_gap)
+            inner = steps > 1
+            if inner.any():
+                self._pending_rids += ids[inner].tolist()
+                self._pending_first += (base[inner] + 2).tolist()
+                self._pending_last += [clock] * int(inner.sum())
+            t.last_token_s[ids] = ends[clock - off]
+            t.clock_base[ids] = clock
+            return
         lo = int(base.min()) + 1  # gaps between consecutive steps lo..clock
         gaps = np.diff(ends[lo - off: clock + 1 - off])
         if len(gaps):
@@ -202,6 +228,18 @@ class DecodeBatch:
         steps = clock - base
         t.kv_tokens[rid] += steps
         t.generated_tokens[rid] += steps
+        if self.defer_max_tbt:
+            ends, off = self._ends, self._offset
+            first_gap = ends[base + 1 - off] - t.last_token_s[rid]
+            if first_gap > t.max_tbt_s[rid]:
+                t.max_tbt_s[rid] = first_gap
+            if steps > 1:
+                self._pending_rids.append(rid)
+                self._pending_first.append(base + 2)
+                self._pending_last.append(clock)
+            t.last_token_s[rid] = ends[clock - off]
+            t.clock_base[rid] = clock
+            return
         ends = self._ends[base + 1 - self._offset: clock + 1 - self._offset]
         worst = ends[0] - t.last_token_s[rid]
         if steps > 1:
@@ -211,8 +249,31 @@ class DecodeBatch:
         t.clock_base[rid] = clock
 
     def materialize_all(self) -> None:
+        """Bring every member's columns up to the current clock and settle every deferred maximum."""
         if self._members:
             self.materialize(self.member_ids())
+        self.settle()
+
+    def settle(self) -> None:
+        """Fold the largest gap of every noted range into max_tbt_s (deferred maxima, see the
+        module docstring): one range maximum per range over the gaps between step ends."""
+        if not self._pending_rids:
+            return
+        rids = np.asarray(self._pending_rids, dtype=np.int64)
+        first = np.asarray(self._pending_first, dtype=np.int64)
+        last = np.asarray(self._pending_last, dtype=np.int64)
+        self._pending_rids, self._pending_first, self._pending_last = [], [], []
+        lo = int(first.min())
+        # gaps[i] is the gap of step lo + i; the 0 after them keeps reduceat's indices in range
+        ends = self._ends[lo - 1 - self._offset: int(last.max()) + 1 - self._offset]
+        gaps = np.append(np.subtract(ends[1:], ends[:-1]), 0.0)
+        bounds = np.empty(2 * len(rids), dtype=np.int64)
+        bounds[0::2] = first - lo
+        bounds[1::2] = last - lo + 1
+        # reduceat gives the maximum of gaps[bounds[2i]:bounds[2i + 1]] at 2i (and, at 2i + 1,
+        # values between ranges, which are not used)
+        worst = np.maximum.reduceat(gaps, bounds)[0::2]
+        np.maximum.at(self.table.max_tbt_s, rids, worst)  # a request may have several ranges
 
     def check(self) -> None:
         """Assert the aggregates agree with the members (tests)."""

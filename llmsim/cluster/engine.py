@@ -69,6 +69,9 @@ class EngineParams:
     # this for its first admission; abort one whose gap since its last token exceeds this.
     guard_max_queue_s: float | None = None
     guard_max_tbt_s: float | None = None
+    # Take each request's largest gap between tokens in batches, after it leaves the decoding
+    # batch (decode_batch.py): only where nothing reads max_tbt_s before `sync()`.
+    defer_max_tbt: bool = False
 
 
 @dataclass(slots=True)
@@ -121,7 +124,8 @@ class ReplicaEngine:
         self.waiting: deque[int] = deque()
         self.running: list[int] = []  # admission order, oldest first
         self._running_ids: np.ndarray | None = None
-        self.batch = DecodeBatch(table, params.block_size)  # the running requests whose prefill is done
+        # the running requests whose prefill is done
+        self.batch = DecodeBatch(table, params.block_size, defer_max_tbt=params.defer_max_tbt)
         self.steps_since_round = 0
         self.load_board = None  # a load-aware router's LoadBoard (router.py), see publish_load
         self._load_posted = False  # on the board's list of replicas whose bounds are out of date
@@ -197,7 +201,8 @@ class ReplicaEngine:
         return self._outstanding - run.tokens_done(now_s)
 
     def sync(self) -> None:
-        """Write the progress of every decoding request to the request table (see decode_batch.py)."""
+        """Write the progress of every decoding request to the request table, and the deferred
+        maxima of requests that left the batch (see decode_batch.py)."""
         self.batch.materialize_all()
 
     @property
