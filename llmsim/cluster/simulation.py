@@ -16,6 +16,7 @@ request is first seen at the next step end after it. Fast-forwarded runs reprodu
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 import time
@@ -321,7 +322,17 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
         env.process(_open_loop_arrivals(env, table, dispatch))
         if params.fast_forward:  # step-by-step mode stays the plain reference
             _tell_next_arrivals(engines, router, table.arrival_s, next_rid)
-    env.run()
+    # The event loop leaves no garbage in reference cycles (a collection after the run finds the
+    # same 10 to 20 objects after 1,000 requests as after 100,000, on 1 or 64 replicas), so the
+    # cyclic collector would only walk the live objects again and again: about 2 % of a
+    # past-future run. Reference counting still frees everything.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        env.run()
+    finally:
+        if collecting:
+            gc.enable()
     for e in engines:
         e.sync()  # progress of decoding requests is written lazily (decode_batch.py); nothing should be left
     if progress is not None:
