@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
+from helpers import check_run_pricer
 
 from llmsim.costmodel import (
     AnalyticCostModel,
@@ -260,10 +261,22 @@ def test_decode_steps_s_equals_per_step_step_time_s(model_name, tp):
         np.testing.assert_array_equal(vector, scalar)  # bit for bit: fast-forward relies on it
         one_by_one = [cm.decode_step_s(seqs, ctx_sum + j * seqs, ctx_max + j) for j in range(steps)]
         assert one_by_one == scalar
-        price = cm.decode_pricer(seqs)  # fast-forward's per-step pricing, attention inlined
-        assert [price(ctx_sum + j * seqs, ctx_max + j) for j in range(steps)] == scalar
+        check_run_pricer(cm, seqs, ctx_sum, ctx_max, scalar)  # fast-forward's short runs, attention inlined
     assert cm.decode_steps_s(4, 100, 30, 0).shape == (0,)
-    assert cm.decode_step_s(0, 0, 0) == cm.step_time_s(BatchShape()) == cm.decode_pricer(0)(0, 0) == 0.0
+    assert cm.decode_step_s(0, 0, 0) == cm.step_time_s(BatchShape()) == 0.0
+    assert cm.decode_run_pricer(0)(0.0, 0, 0, 2, float("inf")) == ([0.0, 0.0], [0.0, 0.0])
+
+
+def test_decode_run_pricer_takes_the_compute_bound_branch_where_it_is_larger():
+    # a GPU with almost no FLOPs: decode attention is compute bound, and the inlined formula must
+    # take that branch as _decode_attention_s does
+    profile = load_profile("h100-80g-sxm")
+    slow = profile.model_copy(update={"hardware": profile.hardware.model_copy(update={"peak_bf16_tflops": 0.001})})
+    cm = AnalyticCostModel(load_model("llama-2-7b"), slow)
+    seqs, ctx_sum, ctx_max = 8, 8 * 700, 900
+    moved = cm._kv_bytes_per_token_layer * ctx_sum / cm._attn_bytes_per_s
+    assert ctx_sum * cm._attn_flops_per_pair / cm._attn_flops_per_s > moved  # the premise
+    check_run_pricer(cm, seqs, ctx_sum, ctx_max, [cm.decode_step_s(seqs, ctx_sum + j * seqs, ctx_max + j) for j in range(20)])
 
 
 def test_moe_decode_reads_fewer_expert_weights_than_prefill():
@@ -290,8 +303,9 @@ def test_constant_model_charges_fixed_plus_per_token_time():
     assert cm.step_time_s(BatchShape((100,), (0,), 5, 500, 100)) == pytest.approx(0.02 + 0.105)
     assert cm.step_time_s(BatchShape()) == 0.0
     np.testing.assert_allclose(cm.decode_steps_s(5, 500, 100, 3), [0.025] * 3)
-    assert cm.decode_step_s(5, 500, 100) == cm.step_time_s(BatchShape((), (), 5, 500, 100)) == cm.decode_pricer(5)(500, 100)
-    assert cm.decode_pricer(0)(0, 0) == 0.0
+    assert cm.decode_step_s(5, 500, 100) == cm.step_time_s(BatchShape((), (), 5, 500, 100))
+    check_run_pricer(cm, 5, 500, 100, [cm.decode_step_s(5, 500, 100)] * 6)
+    assert cm.decode_run_pricer(0)(0.0, 0, 0, 1, float("inf")) == ([0.0], [0.0])
     assert cm.swap_time_s(1e9) == 0.0
     assert ConstantCostModel(0.01, host_link_gb_per_s=10.0).swap_time_s(1e9) == pytest.approx(0.1)
     with pytest.raises(LlmsimError):

@@ -12,6 +12,7 @@ import datetime
 import numpy as np
 import pytest
 import yaml
+from helpers import check_run_pricer
 
 from llmsim.costmodel import AnalyticCostModel, BatchShape, CostModel, load_model, load_profile
 from llmsim.costmodel import _attention as feat
@@ -313,8 +314,7 @@ def test_decode_steps_s_equals_step_time_s_per_step(table_cm):
         scalar = [table_cm.step_time_s(BatchShape((), (), seqs, ctx_sum + j * seqs, ctx_max + j)) for j in range(steps)]
         np.testing.assert_array_equal(vector, scalar)  # bit for bit: fast-forward relies on it
         assert [table_cm.decode_step_s(seqs, ctx_sum + j * seqs, ctx_max + j) for j in range(steps)] == scalar
-        price = table_cm.decode_pricer(seqs)
-        assert [price(ctx_sum + j * seqs, ctx_max + j) for j in range(steps)] == scalar
+        check_run_pricer(table_cm, seqs, ctx_sum, ctx_max, scalar)
     assert table_cm.decode_steps_s(4, 100, 30, 0).shape == (0,)
     assert np.all(table_cm.decode_steps_s(0, 0, 0, 3) == 0)
 

@@ -25,9 +25,9 @@ at the first of:
 
 The requests of a run advance through the replica's `DecodeBatch` (decode_batch.py): a run is
 planned from the batch's aggregates and applied by moving its decode clock, without touching
-per-request columns. Per-step times come from `CostModel.decode_pricer` (short runs, one step at a
-time in a Python loop) or `decode_steps_s` (long runs, numpy), which equal the single-step call bit
-for bit, and every sum is accumulated in step order, so per-request
+per-request columns. Per-step times come from `CostModel.decode_run_pricer` (short runs, one step
+at a time in a Python loop) or `decode_steps_s` (long runs, numpy), which equal the single-step call
+bit for bit, and every sum is accumulated in step order, so per-request
 timestamps, max time between tokens, the summary and the per-step series are bit-identical to
 step-by-step mode (tests/test_fastforward.py).
 """
@@ -196,27 +196,21 @@ def _plan_step_by_step(engine, now_s, n, k, horizon_s):
     after the first step that ends at or after `horizon_s`."""
     batch = engine.batch
     free = engine.kv.free_blocks
-    counts, first_class, bs = batch.block_classes()
-    price = engine.cost_model.decode_pricer(n)
-    ctx_sum = batch.kv_sum_tokens() + n  # each decode token attends to its own KV as well
-    ctx_max = batch.kv_max_tokens() + 1
-    ends, durations, cum = [], [], []
-    end, blocks = now_s, 0
-    for j in range(min(k, SHORT_RUN_STEPS)):
-        blocks += counts[(first_class - j) % bs]
+    counts, c, bs = batch.block_classes()
+    cum, blocks = [], 0
+    for _ in range(min(k, SHORT_RUN_STEPS)):
+        blocks += counts[c]  # step j allocates counts[(c0 - j) % bs]
         if blocks > free:
-            return ends, durations, cum
-        d = price(ctx_sum, ctx_max)
-        end += d  # sequential sums, as step-by-step mode's clock adds each step
-        ends.append(end)
-        durations.append(d)
+            break
         cum.append(blocks)
-        if end >= horizon_s:
-            return ends, durations, cum
-        ctx_sum += n
-        ctx_max += 1
-    if k > SHORT_RUN_STEPS:  # a long run after all: price the rest at once
-        return _extend_vectorised(engine, n, k, horizon_s, ends, durations, cum)
+        c = c - 1 if c else bs - 1
+    # each decode token attends to its own KV as well
+    run = engine.cost_model.decode_run_pricer(n)
+    ends, durations = run(now_s, batch.kv_sum_tokens() + n, batch.kv_max_tokens() + 1, len(cum), horizon_s)
+    if len(ends) < len(cum):
+        del cum[len(ends):]  # the horizon came first
+    elif k > SHORT_RUN_STEPS and len(ends) == SHORT_RUN_STEPS and ends[-1] < horizon_s:
+        return _extend_vectorised(engine, n, k, horizon_s, ends, durations, cum)  # a long run after all
     return ends, durations, cum
 
 

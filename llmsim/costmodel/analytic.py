@@ -173,22 +173,37 @@ class AnalyticCostModel(ComposedCostModel):
         flops = context_sum_tokens * self._attn_flops_per_pair
         return max(moved_bytes / self._attn_bytes_per_s, flops / self._attn_flops_per_s, self._floor_s)
 
-    def _make_decode_pricer(self, decode_seqs: int):
-        """`decode_step_s` for `decode_seqs` sequences as a function of the context sum and max, with
-        `_decode_attention_s` inlined (one Python call per priced step instead of three): the same
-        operations in the same order, so the same bits."""
+    def _make_decode_run_pricer(self, decode_seqs: int):
+        """`ComposedCostModel.decode_run_pricer` with `_decode_attention_s` inlined in the loop (no
+        Python call per priced step): the same operations in the same order, so the same bits
+        (`max(a, b, c)` keeps the first largest, as the comparisons below do)."""
         if decode_seqs <= 0:
-            return super()._make_decode_pricer(decode_seqs)
+            return super()._make_decode_run_pricer(decode_seqs)
         fixed, layers = self._decode_fixed_s(decode_seqs), self._layers
         kv_bytes, q_bytes = self._kv_bytes_per_token_layer, decode_seqs * self._q_bytes_per_token
         bytes_per_s, flops_per_pair, flops_per_s = self._attn_bytes_per_s, self._attn_flops_per_pair, self._attn_flops_per_s
         floor = self._floor_s
 
-        def price(context_sum_tokens: int, context_max_tokens: int) -> float:
-            return fixed + layers * max((context_sum_tokens * kv_bytes + q_bytes) / bytes_per_s,
-                                        context_sum_tokens * flops_per_pair / flops_per_s, floor)
+        def run(start_s: float, context_sum_tokens: int, context_max_tokens: int, num_steps: int, horizon_s: float):
+            ends, durations = [], []
+            end = start_s
+            for _ in range(num_steps):
+                attention_s = (context_sum_tokens * kv_bytes + q_bytes) / bytes_per_s
+                compute_s = context_sum_tokens * flops_per_pair / flops_per_s
+                if compute_s > attention_s:
+                    attention_s = compute_s
+                if floor > attention_s:
+                    attention_s = floor
+                d = fixed + layers * attention_s
+                end += d  # sequential sums, as step-by-step mode's clock adds each step
+                ends.append(end)
+                durations.append(d)
+                if end >= horizon_s:
+                    break
+                context_sum_tokens += decode_seqs
+            return ends, durations
 
-        return price
+        return run
 
     def _decode_attention_vec_s(self, seqs: int, context_sum_tokens: np.ndarray) -> np.ndarray:
         """`_decode_attention_s` element-wise over an array of context sums (same arithmetic)."""

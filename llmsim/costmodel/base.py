@@ -51,14 +51,16 @@ class CostModel(Protocol):
 
     def decode_step_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int) -> float:
         """Wall time of one decode-only step: equals `step_time_s` of that shape bit for bit, without
-        building a shape (fast-forward prices short runs step by step with it)."""
+        building a shape."""
         ...
 
-    def decode_pricer(self, decode_seqs: int) -> Callable[[int, int], float]:
-        """`decode_step_s` with `decode_seqs` fixed, as a function f(context sum, context max) that
-        equals `decode_step_s(decode_seqs, sum, max)` bit for bit; the parts that depend on the
-        sequence count alone are looked up once, not per step. Fast-forward prices a run's short
-        steps with it, one call per step."""
+    def decode_run_pricer(self, decode_seqs: int) -> Callable[[float, int, int, int, float], tuple[list[float], list[float]]]:
+        """A function run(start_s, context_sum, context_max, num_steps, horizon_s) -> (ends, durations)
+        that prices up to `num_steps` consecutive decode-only steps of `decode_seqs` sequences one by
+        one (step j has context sum `context_sum + j * decode_seqs` and max `context_max + j`), each
+        equal to `decode_step_s` bit for bit, with ends summed sequentially from `start_s`; it stops
+        after the first step that ends at or after `horizon_s`. Fast-forward prices short runs with
+        it (Python lists: cheaper than numpy on a few steps)."""
         ...
 
     def decode_steps_s(

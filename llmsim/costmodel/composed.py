@@ -32,7 +32,7 @@ class ComposedCostModel:
         self._per_seq_cache: dict[int, tuple[float, float]] = {}
         self._decode_fixed_cache: dict[int, float] = {}
         self._lone_prefill_cache: dict[int, float] = {}  # step time of one fresh prompt's prefill, by length
-        self._pricer_cache: dict[int, Callable[[int, int], float]] = {}  # decode pricers, by sequence count
+        self._pricer_cache: dict[int, Callable] = {}  # decode run pricers, by sequence count
 
     # ----- hooks -----
     def _per_token_parts(self, tokens: int) -> tuple[float, float, float]:
@@ -104,21 +104,33 @@ class ComposedCostModel:
             fixed = self._decode_fixed_s(decode_seqs)
         return fixed + self._layers * self._decode_attention_s(decode_seqs, context_sum_tokens)
 
-    def decode_pricer(self, decode_seqs: int) -> Callable[[int, int], float]:
-        """`decode_step_s` for a fixed number of sequences, as a function of the context sum and
-        max (fast-forward prices a run's steps one by one with it; the per-sequence parts are
-        looked up once per run instead of once per step). Bit-identical to `decode_step_s`.
-        Cached by sequence count: a replica asks for one each time it plans a run."""
+    def decode_run_pricer(self, decode_seqs: int) -> Callable[[float, int, int, int, float], tuple[list[float], list[float]]]:
+        """Short runs of decode steps of `decode_seqs` sequences, priced one step at a time (see
+        base.CostModel.decode_run_pricer). Cached by sequence count: a replica asks for one each
+        time it plans a run."""
         pricer = self._pricer_cache.get(decode_seqs)
         if pricer is None:
-            pricer = self._pricer_cache[decode_seqs] = self._make_decode_pricer(decode_seqs)
+            pricer = self._pricer_cache[decode_seqs] = self._make_decode_run_pricer(decode_seqs)
         return pricer
 
-    def _make_decode_pricer(self, decode_seqs: int) -> Callable[[int, int], float]:
-        if decode_seqs <= 0:
-            return lambda context_sum_tokens, context_max_tokens: 0.0
-        fixed, layers, attention = self._decode_fixed_s(decode_seqs), self._layers, self._decode_attention_s
-        return lambda context_sum_tokens, context_max_tokens: fixed + layers * attention(decode_seqs, context_sum_tokens)
+    def _make_decode_run_pricer(self, decode_seqs: int):
+        fixed = self._decode_fixed_s(decode_seqs) if decode_seqs > 0 else 0.0
+        layers, attention = self._layers, self._decode_attention_s
+
+        def run(start_s: float, context_sum_tokens: int, context_max_tokens: int, num_steps: int, horizon_s: float):
+            ends, durations = [], []
+            end = start_s
+            for _ in range(num_steps):
+                d = fixed + layers * attention(decode_seqs, context_sum_tokens) if decode_seqs > 0 else 0.0
+                end += d  # sequential sums, as step-by-step mode's clock adds each step
+                ends.append(end)
+                durations.append(d)
+                if end >= horizon_s:
+                    break
+                context_sum_tokens += decode_seqs
+            return ends, durations
+
+        return run
 
     def decode_steps_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int, num_steps: int) -> np.ndarray:
         """Vectorised decode-only steps; the same arithmetic as `step_time_s`, element-wise."""

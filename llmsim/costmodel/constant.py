@@ -43,9 +43,20 @@ class ConstantCostModel:
     def decode_step_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int) -> float:
         return self.base_step_s + self.per_token_s * decode_seqs if decode_seqs > 0 else 0.0
 
-    def decode_pricer(self, decode_seqs: int):
+    def decode_run_pricer(self, decode_seqs: int):
         value = self.decode_step_s(decode_seqs, 0, 0)
-        return lambda context_sum_tokens, context_max_tokens: value
+
+        def run(start_s: float, context_sum_tokens: int, context_max_tokens: int, num_steps: int, horizon_s: float):
+            ends = []
+            end = start_s
+            for _ in range(num_steps):
+                end += value
+                ends.append(end)
+                if end >= horizon_s:
+                    break
+            return ends, [value] * len(ends)
+
+        return run
 
     def decode_steps_s(
         self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int, num_steps: int
