@@ -128,6 +128,11 @@ def plan_run(engine, now_s: float, after_prefill: bool = False) -> DecodeRun | N
         # The next arrival would cut the run at the first boundary at or after it: plan no further
         # (saves pricing steps that would be thrown away, and the cut itself).
         horizon_s = engine.next_arrival_s()
+    else:
+        # An arrival may cut the run anywhere (load-aware routing): price no more than a short
+        # run. A longer one mostly ended cut, its vectorised pricing mostly in vain; one that is
+        # not cut goes on in the next run (ending a run at any boundary is exact, as a cut is).
+        k = min(k, SHORT_RUN_STEPS)
     if k < 2:
         return None
     if p.guard_max_tbt_s is None and (k <= SHORT_RUN_STEPS or horizon_s != math.inf):
