@@ -13,7 +13,9 @@ run of decode steps costs exactly what the steps cost one by one). All times are
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
+from itertools import accumulate
 
 import numpy as np
 
@@ -118,17 +120,12 @@ class ComposedCostModel:
         layers, attention = self._layers, self._decode_attention_s
 
         def run(start_s: float, context_sum_tokens: int, context_max_tokens: int, num_steps: int, horizon_s: float):
-            ends, durations = [], []
-            end = start_s
-            for _ in range(num_steps):
-                d = fixed + layers * attention(decode_seqs, context_sum_tokens) if decode_seqs > 0 else 0.0
-                end += d  # sequential sums, as step-by-step mode's clock adds each step
-                ends.append(end)
-                durations.append(d)
-                if end >= horizon_s:
-                    break
-                context_sum_tokens += decode_seqs
-            return ends, durations
+            durations = [fixed + layers * attention(decode_seqs, context_sum_tokens + j * decode_seqs) if decode_seqs > 0 else 0.0
+                         for j in range(num_steps)]
+            # sequential sums, as step-by-step mode's clock adds each step
+            ends = list(accumulate(durations, initial=start_s))[1:]
+            last = bisect_left(ends, horizon_s) + 1  # the first step that ends at or after the horizon
+            return ends[:last], durations[:last]
 
         return run
 
