@@ -109,19 +109,31 @@ def test_a_closed_loop_request_sent_exactly_at_another_replicas_step_end_is_seen
 
 @pytest.mark.parametrize("replicas,router,known", [
     (1, "least-outstanding-tokens", True),  # one replica: every request comes here
-    (3, "round-robin", True),  # the next request's replica is known in advance
+    (3, "round-robin", True),  # each request's replica is known in advance
     (3, "least-outstanding-tokens", False),  # not known: runs are planned to the next finish and cut
 ])
-def test_a_known_next_arrival_ends_runs_there_and_lets_the_replica_run_ahead(monkeypatch, replicas, router, known):
-    """Where the next arrival at a replica is known, runs are planned to end at it (nothing is cut)
-    and the replica waits on SimPy's clock only for a step that ends at or after it, not for every
-    step; the results are those of step-by-step mode either way."""
+def test_replicas_whose_arrivals_are_known_run_apart_without_simpy(monkeypatch, replicas, router, known):
+    """Where each request's replica is known in advance, every replica runs on its own without
+    SimPy, its runs planned to end at its next arrival (nothing is cut); otherwise every cycle waits
+    on a SimPy event and arrivals cut runs. The results are those of step-by-step mode either way,
+    and those of the SimPy processes with runs planned blind to the next arrival."""
     from llmsim.cluster import simulation
+    from llmsim.cluster.fastforward import DecodeRun
 
     cuts, waits = [], []
     move, timeout_at = simulation._Environment.move_earlier, simulation._Environment.timeout_at
     monkeypatch.setattr(simulation._Environment, "move_earlier", lambda env, ev, at: cuts.append(at) or move(env, ev, at))
     monkeypatch.setattr(simulation._Environment, "timeout_at", lambda env, at: waits.append(at) or timeout_at(env, at))
+    shortened = []  # runs an arrival ended earlier than planned
+    truncate = DecodeRun.truncate
+
+    def watch(run, at):
+        before = run.end_s
+        end = truncate(run, at)
+        shortened.extend([end] if end != before else [])
+        return end
+
+    monkeypatch.setattr(DecodeRun, "truncate", watch)
     sc = {
         "name": "horizon", "seed": 3, "model": "llama-2-7b", "hardware": "h100-80g-sxm",
         "cluster": {"replicas": replicas, "router": router},
@@ -131,15 +143,45 @@ def test_a_known_next_arrival_ends_runs_there_and_lets_the_replica_run_ahead(mon
                      "arrivals": {"kind": "poisson", "rate_per_s": 6.0 * replicas}, "num_requests": 150, "max_new_tokens": "exact"},
     }
     fast = _run(sc, True)
-    fast_cuts, fast_waits = len(cuts), len(waits)
+    fast_cuts, fast_waits, fast_shortened = len(cuts), len(waits), len(shortened)
     cycles = sum(fast.derived["replica_timeouts"])  # plan/apply cycles
-    cuts.clear(), waits.clear()
-    monkeypatch.setattr(simulation, "_tell_next_arrivals", lambda *args: None)
-    blind = _run(sc, True)  # the same without knowing the next arrival
+    cuts.clear(), waits.clear(), shortened.clear()
+    monkeypatch.setattr(simulation, "routes_ahead", lambda *args: None)
+    blind = _run(sc, True)  # the SimPy processes, blind to the next arrival
     assert fast.requests.equals(blind.requests)
     assert fast.requests.equals(_run(sc, False).requests)
     if known:
-        assert fast_cuts == 0 and len(cuts) > 0
-        assert fast_waits < 0.7 * len(waits) and fast_waits < 0.7 * cycles
+        assert fast_shortened == 0 and fast_waits == 0 and len(shortened) > 0 and len(waits) > 0
     else:
         assert fast_cuts > 0 and fast_waits == cycles + fast_cuts  # every cycle waits, a cut adds an event
+
+
+def test_arrival_clock_times_are_simpys_to_the_bit():
+    """The clock at each open-loop arrival, which replicas running apart see, is the one SimPy's
+    arrivals process reaches (now + (arrival - now), which can differ from the arrival time in the
+    last bit when times span magnitudes)."""
+    import numpy as np
+    import simpy
+
+    from llmsim.cluster.simulation import arrival_clock_s
+
+    rng = np.random.default_rng(7)
+    differ = 0
+    for _ in range(50):
+        arrival = np.sort(rng.uniform(0, 1, 40) * 10.0 ** rng.uniform(-3, 3, 40))
+        arrival[5:8] = arrival[5]  # ties
+        env, seen = simpy.Environment(), []
+
+        def arrivals():
+            for a in arrival:
+                delay = float(a) - env.now
+                if delay > 0:
+                    yield env.timeout(delay)
+                seen.append(env.now)
+
+        env.process(arrivals())
+        env.run()
+        clock = arrival_clock_s(arrival)
+        assert clock.tolist() == seen
+        differ += int((clock != arrival).sum())
+    assert differ > 0  # the case the function exists for did occur

@@ -29,9 +29,9 @@ class RoundRobinRouter:
         self._next = (i + 1) % len(replicas)
         return i
 
-    def routed_elsewhere_first(self, replica_index: int, num_replicas: int) -> int:
-        """How many of the next requests go to other replicas before one comes to this one."""
-        return (replica_index - self._next) % num_replicas
+    def routes_ahead(self, num_requests: int, num_replicas: int) -> np.ndarray:
+        """The replica of each of the next `num_requests` requests (what `route` will answer)."""
+        return (np.arange(num_requests) + self._next) % num_replicas
 
 
 class RandomRouter:
@@ -102,6 +102,16 @@ class LeastOutstandingTokensRouter:
             if load < best_load or (load == best_load and i < best):
                 best, best_load = i, load
         return best
+
+
+def routes_ahead(router: Router, num_replicas: int, num_requests: int) -> np.ndarray | None:
+    """The replica of each of the next requests, where it is known before they arrive (it depends
+    on neither load nor draws: one replica, or a router with `routes_ahead`), else None."""
+    if num_replicas == 1:
+        return np.zeros(num_requests, dtype=np.int64)
+    if hasattr(router, "routes_ahead"):
+        return router.routes_ahead(num_requests, num_replicas)
+    return None
 
 
 ROUTERS: dict[str, Callable[[np.random.Generator], Router]] = {

@@ -12,6 +12,10 @@ client sends its next request from an event created at the finish that freed it,
 every replica has already handled its step ends (their events were created earlier): such a
 request is first seen at the next step end after it. Fast-forwarded runs reproduce both orders
 (see `dispatch`).
+
+With fast-forward, open-loop arrivals and one replica or round-robin routing, each replica runs
+apart from the others in a plain loop instead (`_run_apart`), with the same events in the same
+order.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from ..schedulers import SCHEDULERS, BuildContext, build_scheduler
 from ..workload import Workload, build_workload
 from .clients import ClosedLoopClients
 from .engine import EngineParams, ReplicaEngine
-from .router import ROUTERS
+from .router import ROUTERS, routes_ahead
 
 STEP_COLUMNS = ("start_s", "duration_s", "decode_seqs", "prefill_tokens", "running", "waiting", "used_blocks", "evictions_so_far")
 
@@ -164,50 +168,26 @@ class _Environment(simpy.Environment):
 
 
 def _replica_process(env: _Environment, engine: ReplicaEngine):
-    """Plan a step (or a fast-forwarded run), wait for its end, apply it; idle until woken.
-
-    Running ahead: a replica that knows no request can reach it before a step ends (open-loop
-    arrivals with one replica or round-robin routing: `engine.next_arrival_s`, set only with
-    fast-forward on) applies that step without waiting for SimPy's clock, and plans the next one
-    from the step's end (`now_s`). Nothing else reads a replica's state in between (those routers
-    ignore load, and open-loop arrivals do not wait for finishes), and every time it records is
-    explicit, so the results are those of waiting. An arrival exactly at a step's end is seen at
-    that boundary (arrivals are URGENT), so the step must end strictly before the next arrival.
-    """
-    now_s = env.now
-    next_arrival_s = engine.next_arrival_s
+    """Plan a step (or a fast-forwarded run), wait for its end, apply it; idle until woken."""
     while True:
-        step = engine.plan_step(now_s)
+        step = engine.plan_step(env.now)
         if step is None:
             engine.wakeup = env.event()
             yield engine.wakeup
             engine.wakeup = None
-            now_s = env.now
             continue
         if step.run is None:
-            end_s = now_s + step.duration_s  # as env.timeout(duration) would place it
-            if next_arrival_s is not None and end_s < next_arrival_s():
-                engine.finish_step(step, end_s)
-                now_s = end_s
-                continue
-            yield env.timeout_at(end_s)
+            yield env.timeout_at(env.now + step.duration_s)  # as env.timeout(duration) would place it
             engine.finish_step(step, env.now)
-            now_s = env.now
-            continue
-        end_s = step.run.end_s
-        if next_arrival_s is not None and end_s < next_arrival_s():
-            engine.finish_step(step, end_s)
-            now_s = end_s
             continue
         # Wait for a fast-forwarded run: an arrival at an empty queue cuts it at the first step
         # boundary at or after that arrival (`_cut_run` moves the end event earlier).
         engine.active_run = step.run
         engine.load_changed()
-        engine.run_end = env.timeout_at(end_s)
+        engine.run_end = env.timeout_at(step.run.end_s)
         yield engine.run_end
         engine.active_run = engine.run_end = None
         engine.finish_step(step, step.run.end_s)
-        now_s = env.now
 
 
 def _cut_run(env: _Environment, engine: ReplicaEngine, seen_s: float) -> None:
@@ -223,26 +203,76 @@ def _cut_run(env: _Environment, engine: ReplicaEngine, seen_s: float) -> None:
         engine.load_changed()
 
 
-def _tell_next_arrivals(engines: list[ReplicaEngine], router, arrival_s: np.ndarray, next_rid: list[int]) -> None:
-    """Give each engine the time of the next request it will receive, where the router's choice
-    is known before the request arrives (one replica, or a router that says so): fast-forwarded
-    runs then end where that arrival would cut them instead of being planned further and cut, and
-    the replica runs ahead of SimPy's clock until then (`_replica_process`)."""
-    replicas = len(engines)
-    if replicas == 1:
-        def skip(i):
-            return 0
-    elif hasattr(router, "routed_elsewhere_first"):
-        def skip(i):
-            return router.routed_elsewhere_first(i, replicas)
-    else:
-        return
-    total = len(arrival_s)
-    for e in engines:
-        def next_arrival_s(i=e.index) -> float:
-            rid = next_rid[0] + skip(i)
-            return float(arrival_s[rid]) if rid < total else math.inf
-        e.next_arrival_s = next_arrival_s
+def arrival_clock_s(arrival_s: np.ndarray) -> np.ndarray:
+    """SimPy's clock at each open-loop arrival. The arrivals process waits `arrival - now` after
+    the previous one, and `now + (arrival - now)` can differ from `arrival` in the last bit (not
+    when arrival <= 2 * now, where the difference is exact: almost always), so each time is
+    computed as the process computes it, from the one before."""
+    a = np.asarray(arrival_s, dtype=np.float64)
+    prev = np.concatenate(([0.0], a[:-1]))
+    # right wherever the previous time is exact (by induction: everywhere, unless one differs)
+    clock = np.where(a > prev, prev + (a - prev), prev)
+    off = np.flatnonzero(clock != a)
+    if len(off) == 0:
+        return a
+    clock = a.copy()
+    i = int(off[0])
+    while i < len(a):
+        before = float(clock[i - 1]) if i else 0.0
+        delay = float(a[i]) - before
+        clock[i] = before + delay if delay > 0 else before
+        if clock[i] == a[i]:  # in step again: on to the next place where it may not be
+            later = off[off > i]
+            i = int(later[0]) if len(later) else len(a)
+        else:
+            i += 1
+    return clock
+
+
+def _run_apart(engine: ReplicaEngine, rids: list[int], clock_s: list[float]) -> None:
+    """Run one replica to its end without SimPy, for open-loop arrivals whose replica is known in
+    advance (one replica, or round-robin routing: `router.routes_ahead`). Nothing then couples the
+    replicas (those routers ignore load, open-loop arrivals do not wait for finishes, each policy
+    draws from its own stream), so each can be simulated on its own, one after another, and SimPy's
+    event queue is only overhead. `rids` are its requests in arrival order, `clock_s` SimPy's
+    clock at their arrivals (`arrival_clock_s`).
+
+    The events are those of `_replica_process` and the arrivals process, in SimPy's order: an
+    arrival at or before a step's end is seen before the step is applied (arrivals are URGENT,
+    step ends NORMAL), all arrivals at one time are seen before an idle replica wakes, and an
+    arrival at an empty queue cuts a run at the first boundary at or after it. Knowing when the
+    next request comes (`engine.next_arrival_s`), fast-forward plans runs to end at that boundary,
+    so nothing is priced in vain and nothing is cut."""
+    times = clock_s + [math.inf]  # a sentinel: no bounds checks below
+    cursor = [0]
+    engine.next_arrival_s = lambda: times[cursor[0]]
+    engine.cut_run = lambda seen_s: engine.active_run.truncate(seen_s)
+    enqueue, plan_step, finish_step = engine.enqueue, engine.plan_step, engine.finish_step
+    now_s, i = 0.0, 0
+    while True:
+        step = plan_step(now_s)
+        if step is None:
+            if i == len(rids):
+                return
+            now_s = times[i]  # idle until the next arrival
+        else:
+            run = step.run
+            end_s = now_s + step.duration_s if run is None else run.end_s
+            if times[i] <= end_s:  # arrivals during the step or run: seen before it is applied
+                engine.active_run = run
+                while times[i] <= end_s:
+                    enqueue(rids[i], times[i])
+                    i += 1
+                    cursor[0] = i
+                    if run is not None:
+                        end_s = run.end_s  # an arrival at an empty queue may have cut the run
+                engine.active_run = None
+            finish_step(step, end_s)
+            now_s = end_s
+        while times[i] <= now_s:  # arrivals at the time the replica resumes
+            enqueue(rids[i], times[i])
+            i += 1
+            cursor[0] = i
 
 
 def _open_loop_arrivals(env: simpy.Environment, table: RequestTable, dispatch: Callable[[int], None]):
@@ -279,10 +309,10 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
         sched = build_scheduler(kind, scheduler_config(sc.scheduler), ctx)
         engines.append(ReplicaEngine(i, table, sched, cost_model, params))
     router = ROUTERS[sc.cluster.router](stream(sc.seed, "router"))
-    if hasattr(router, "attach"):
-        router.attach(engines)
+    # Open-loop arrivals whose replica is known in advance: each replica runs on its own, without
+    # SimPy (`_run_apart`). Step-by-step mode stays the plain SimPy reference.
+    routes = None if closed or not params.fast_forward else routes_ahead(router, len(engines), len(wl))
 
-    env = _Environment()
     total = None if closed and sc.workload.num_requests is None else len(wl)
     ended = [0]
     every = max(1, (total or 10_000) // 200)
@@ -296,32 +326,40 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
         if progress is not None and ended[0] // every != before // every:
             progress(ended[0], total)
 
-    next_rid = [0]  # open loop: requests are dispatched in id (= arrival) order
-
-    def dispatch(rid: int) -> None:
-        next_rid[0] = rid + 1
-        # The time at which this arrival is ordered against step ends: a run compares it with its
-        # step ends to decide where to cut and what it has done. Open loop: now (URGENT, before
-        # any step end at now). Closed loop: just after now, since step-by-step mode handled every
-        # step end at now before the client's event (see the module docstring).
-        seen_s = math.nextafter(env.now, math.inf) if closed else env.now
-        engines[router.route(rid, engines, seen_s)].enqueue(rid, seen_s)
-
     for e in engines:
         e.on_end = on_end
-        env.process(_replica_process(env, e))
-        e.cut_run = (lambda eng: (lambda seen_s: _cut_run(env, eng, seen_s)))(e)
-    if closed:
-        a = sc.workload.arrivals
-        clients = ClosedLoopClients(
-            env, table, wl.prompt_tokens, wl.output_tokens, wl.max_new_tokens, dispatch,
-            good_checker(table, sc.sla.model_dump()), a.clients, a.think_time_s, a.resend_failed, a.max_attempts,
-            stop_sending_s=sc.workload.duration_s,
-        )
+    if routes is not None:
+        def run() -> None:
+            clock_s = arrival_clock_s(table.column("arrival_s"))
+            for e in engines:
+                mine = np.flatnonzero(routes == e.index)
+                _run_apart(e, mine.tolist(), clock_s[mine].tolist())
     else:
-        env.process(_open_loop_arrivals(env, table, dispatch))
-        if params.fast_forward:  # step-by-step mode stays the plain reference
-            _tell_next_arrivals(engines, router, table.arrival_s, next_rid)
+        env = _Environment()
+        if hasattr(router, "attach"):
+            router.attach(engines)
+
+        def dispatch(rid: int) -> None:
+            # The time at which this arrival is ordered against step ends: a run compares it with
+            # its step ends to decide where to cut and what it has done. Open loop: now (URGENT,
+            # before any step end at now). Closed loop: just after now, since step-by-step mode
+            # handled every step end at now before the client's event (see the module docstring).
+            seen_s = math.nextafter(env.now, math.inf) if closed else env.now
+            engines[router.route(rid, engines, seen_s)].enqueue(rid, seen_s)
+
+        for e in engines:
+            env.process(_replica_process(env, e))
+            e.cut_run = (lambda eng: (lambda seen_s: _cut_run(env, eng, seen_s)))(e)
+        if closed:
+            a = sc.workload.arrivals
+            clients = ClosedLoopClients(
+                env, table, wl.prompt_tokens, wl.output_tokens, wl.max_new_tokens, dispatch,
+                good_checker(table, sc.sla.model_dump()), a.clients, a.think_time_s, a.resend_failed, a.max_attempts,
+                stop_sending_s=sc.workload.duration_s,
+            )
+        else:
+            env.process(_open_loop_arrivals(env, table, dispatch))
+        run = env.run
     # The event loop leaves no garbage in reference cycles (a collection after the run finds the
     # same 10 to 20 objects after 1,000 requests as after 100,000, on 1 or 64 replicas), so the
     # cyclic collector would only walk the live objects again and again: about 2 % of a
@@ -329,7 +367,7 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
     collecting = gc.isenabled()
     gc.disable()
     try:
-        env.run()
+        run()
     finally:
         if collecting:
             gc.enable()
