@@ -197,23 +197,24 @@ SHORT_RUN_STEPS = 32  # up to this many steps, a Python loop beats numpy's per-c
 
 
 def _plan_step_by_step(engine, now_s, n, k, horizon_s):
-    """Up to k steps, priced one by one, stopping before a step whose new blocks do not fit and
-    after the first step that ends at or after `horizon_s`."""
+    """Up to k steps, priced one by one, stopping after the first step that ends at or after
+    `horizon_s` and before a step whose new blocks do not fit."""
     batch = engine.batch
+    # each decode token attends to its own KV as well
+    run = engine.cost_model.decode_run_pricer(n)
+    ends, durations = run(now_s, batch.kv_sum_tokens() + n, batch.kv_max_tokens() + 1, min(k, SHORT_RUN_STEPS), horizon_s)
+    # blocks counted only for the steps priced (the horizon mostly comes first; memory rarely does)
     free = engine.kv.free_blocks
     counts, c, bs = batch.block_classes()
     cum, blocks = [], 0
-    for _ in range(min(k, SHORT_RUN_STEPS)):
+    for _ in range(len(ends)):
         blocks += counts[c]  # step j allocates counts[(c0 - j) % bs]
         if blocks > free:
             break
         cum.append(blocks)
         c = c - 1 if c else bs - 1
-    # each decode token attends to its own KV as well
-    run = engine.cost_model.decode_run_pricer(n)
-    ends, durations = run(now_s, batch.kv_sum_tokens() + n, batch.kv_max_tokens() + 1, len(cum), horizon_s)
-    if len(ends) < len(cum):
-        del cum[len(ends):]  # the horizon came first
+    if len(cum) < len(ends):
+        del ends[len(cum):], durations[len(cum):]  # memory came first
     elif k > SHORT_RUN_STEPS and len(ends) == SHORT_RUN_STEPS and ends[-1] < horizon_s:
         return _extend_vectorised(engine, n, k, horizon_s, ends, durations, cum)  # a long run after all
     return ends, durations, cum
