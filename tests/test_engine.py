@@ -27,7 +27,7 @@ def assert_drained(engine, records):
     assert sorted(finished) == list(range(len(t)))  # each request finishes exactly once
     assert t.generated_tokens.tolist() == t.output_tokens.tolist()
     assert (t.status == FINISHED).all()
-    assert (engine.kv.used_blocks, engine.swap.used_blocks, engine.running, list(engine.waiting)) == (0, 0, [], [])
+    assert (engine.kv.used_blocks, engine.swap.used_blocks, list(engine.running), list(engine.waiting)) == (0, 0, [], [])
 
 
 # ------------------------------------------------------------------ separate mode

@@ -34,6 +34,7 @@ Units: seconds of simulated time, tokens, blocks.
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -122,8 +123,9 @@ class ReplicaEngine:
         block_bytes = params.block_size * params.kv_bytes_per_token_per_gpu
         self.swap = SwapSpace(params.swap_space_bytes if params.preemption == "swap" else 0.0, block_bytes)
         self.waiting: deque[int] = deque()
-        self.running: list[int] = []  # admission order, oldest first
-        self._running_ids: np.ndarray | None = None
+        # admission order, oldest first; an array of int64 (list-like) that numpy copies in one call
+        self.running: array = array("q")
+        self._running_ids: np.ndarray | None = None  # a numpy copy, made when asked for
         # the running requests whose prefill is done
         self.batch = DecodeBatch(table, params.block_size, defer_max_tbt=params.defer_max_tbt)
         self.steps_since_round = 0
@@ -227,7 +229,7 @@ class ReplicaEngine:
             if prefill_ids:
                 chunks = [int(t.prefill_left_tokens[r]) for r in prefill_ids]
                 shape = BatchShape(tuple(chunks), (0,) * len(chunks))
-                step = self._step(now_s, shape, np.empty(0, dtype=np.int64), prefill_ids, chunks, swap_s)
+                step = self._step(now_s, shape, _NO_IDS, prefill_ids, chunks, swap_s)
                 p = self.params
                 if p.fast_forward and swap_s == 0.0 and p.guard_max_queue_s is None and p.guard_max_tbt_s is None:
                     self._continue_prefill_with_run(step)
@@ -504,7 +506,7 @@ class ReplicaEngine:
     # ---------------------------------------------------------------- eviction
     def _ids(self) -> np.ndarray:
         if self._running_ids is None:
-            self._running_ids = np.fromiter(self.running, dtype=np.int64, count=len(self.running))
+            self._running_ids = np.array(self.running)
         return self._running_ids
 
     def _decoding_ids(self) -> np.ndarray:
@@ -666,7 +668,7 @@ class ReplicaEngine:
         end (the server would have aborted them when the gap passed the limit, so a token they
         would emit now is not counted)."""
         t, limit = self.table, self.params.guard_max_tbt_s
-        candidates = self.running + [r for r in self.waiting if t.generated_tokens[r] > 0]
+        candidates = list(self.running) + [r for r in self.waiting if t.generated_tokens[r] > 0]
         stalled = [r for r in candidates if t.generated_tokens[r] > 0 and end_s - t.last_token_s[r] > limit]
         if not stalled:
             return
