@@ -27,6 +27,17 @@ LATENCY_METRICS = ("ttft_s", "tpot_s", "max_tbt_s", "e2e_s", "queue_delay_s")
 SLA_FIELDS = ("ttft_s", "tpot_s", "max_tbt_s", "e2e_s")
 
 
+def _outcome_names(status: np.ndarray) -> np.ndarray:
+    """The outcome name of each status code (an object array of str, as a list would give;
+    one lookup instead of a Python loop over every request)."""
+    codes = np.asarray(status, dtype=np.int64)
+    names = np.array(["unfinished"] * (max(OUTCOMES) + 2), dtype=object)
+    for code, name in OUTCOMES.items():
+        names[code] = name
+    # codes outside the table (none today) read "unfinished", the last entry
+    return names[np.where((codes >= 0) & (codes <= max(OUTCOMES)), codes, len(names) - 1)]
+
+
 def request_frame(table: RequestTable, sla: dict[str, float | None]) -> pd.DataFrame:
     """One row per request: trace fields, latencies, evictions, replica, outcome, SLA verdict."""
     c = table.column
@@ -56,7 +67,7 @@ def request_frame(table: RequestTable, sla: dict[str, float | None]) -> pd.DataF
             "end_s": c("end_s"),  # when it finished, or was dropped or aborted (simulated time)
             "evictions": c("evictions"),
             "swaps": c("swaps"),
-            "outcome": [OUTCOMES.get(int(x), "unfinished") for x in status],
+            "outcome": _outcome_names(status),
             "finished": finished,
         }
     )
