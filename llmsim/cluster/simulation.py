@@ -251,28 +251,28 @@ def _run_apart(engine: ReplicaEngine, rids: list[int], clock_s: list[float]) -> 
     now_s, i = 0.0, 0
     while True:
         step = plan_step(now_s)
-        if step is None:
+        if step is None:  # idle until the next arrival, and every arrival at that time
             if i == len(rids):
                 return
-            now_s = times[i]  # idle until the next arrival
-        else:
-            run = step.run
-            end_s = now_s + step.duration_s if run is None else run.end_s
-            if times[i] <= end_s:  # arrivals during the step or run: seen before it is applied
-                engine.active_run = run
-                while times[i] <= end_s:
-                    enqueue(rids[i], times[i])
-                    i += 1
-                    cursor[0] = i
-                    if run is not None:
-                        end_s = run.end_s  # an arrival at an empty queue may have cut the run
-                engine.active_run = None
-            finish_step(step, end_s)
-            now_s = end_s
-        while times[i] <= now_s:  # arrivals at the time the replica resumes
-            enqueue(rids[i], times[i])
-            i += 1
-            cursor[0] = i
+            now_s = times[i]
+            while times[i] <= now_s:
+                enqueue(rids[i], times[i])
+                i += 1
+                cursor[0] = i
+            continue
+        run = step.run
+        end_s = now_s + step.duration_s if run is None else run.end_s
+        if times[i] <= end_s:  # arrivals during the step or run: seen before it is applied
+            engine.active_run = run
+            while times[i] <= end_s:
+                enqueue(rids[i], times[i])
+                i += 1
+                cursor[0] = i
+                if run is not None:
+                    end_s = run.end_s  # an arrival at an empty queue may have cut the run
+            engine.active_run = None
+        finish_step(step, end_s)
+        now_s = end_s
 
 
 def _open_loop_arrivals(env: simpy.Environment, table: RequestTable, dispatch: Callable[[int], None]):
