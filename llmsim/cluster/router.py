@@ -104,7 +104,7 @@ class LeastOutstandingTokensRouter:
         return best
 
 
-def routes_ahead(router: Router, num_replicas: int, num_requests: int) -> np.ndarray | None:
+def routes_ahead(router: Router, num_requests: int, num_replicas: int) -> np.ndarray | None:
     """The replica of each of the next requests, where it is known before they arrive (it depends
     on neither load nor draws: one replica, or a router with `routes_ahead`), else None."""
     if num_replicas == 1:

@@ -311,7 +311,7 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
     router = ROUTERS[sc.cluster.router](stream(sc.seed, "router"))
     # Open-loop arrivals whose replica is known in advance: each replica runs on its own, without
     # SimPy (`_run_apart`). Step-by-step mode stays the plain SimPy reference.
-    routes = None if closed or not params.fast_forward else routes_ahead(router, len(engines), len(wl))
+    routes = None if closed or not params.fast_forward else routes_ahead(router, len(wl), len(engines))
 
     total = None if closed and sc.workload.num_requests is None else len(wl)
     ended = [0]
