@@ -110,13 +110,15 @@ def test_a_closed_loop_request_sent_exactly_at_another_replicas_step_end_is_seen
 @pytest.mark.parametrize("replicas,router,known", [
     (1, "least-outstanding-tokens", True),  # one replica: every request comes here
     (3, "round-robin", True),  # each request's replica is known in advance
-    (3, "least-outstanding-tokens", False),  # not known: runs are planned to the next finish and cut
+    (3, "least-outstanding-tokens", False),  # not known: one event loop, runs cut by arrivals
+    (3, "random", False),
 ])
-def test_replicas_whose_arrivals_are_known_run_apart_without_simpy(monkeypatch, replicas, router, known):
-    """Where each request's replica is known in advance, every replica runs on its own without
-    SimPy, its runs planned to end at its next arrival (nothing is cut); otherwise every cycle waits
-    on a SimPy event and arrivals cut runs. The results are those of step-by-step mode either way,
-    and those of the SimPy processes with runs planned blind to the next arrival."""
+def test_open_loop_fast_forward_runs_without_simpy(monkeypatch, replicas, router, known):
+    """With open-loop arrivals, fast-forward takes no SimPy event. Where each request's replica is
+    known in advance, every replica runs on its own, its runs planned to end at its next arrival
+    (nothing is cut); otherwise all run in one plain event loop and arrivals cut runs. The results
+    are those of step-by-step mode either way, and those of fast-forward on SimPy's processes
+    (runs planned blind to the next arrival, cut by moving SimPy events)."""
     from llmsim.cluster import simulation
     from llmsim.cluster.fastforward import DecodeRun
 
@@ -137,7 +139,7 @@ def test_replicas_whose_arrivals_are_known_run_apart_without_simpy(monkeypatch, 
     sc = {
         "name": "horizon", "seed": 3, "model": "llama-2-7b", "hardware": "h100-80g-sxm",
         "cluster": {"replicas": replicas, "router": router},
-        "engine": {"max_model_len": 4096, "kv_capacity_tokens": 60000},
+        "engine": {"max_model_len": 4096, "kv_capacity_tokens": 60000, "record_steps": True},
         "scheduler": {"kind": "aggressive"},
         "workload": {"lengths": {"kind": "uniform", "input_tokens": [32, 256], "output_tokens": [100, 400]},
                      "arrivals": {"kind": "poisson", "rate_per_s": 6.0 * replicas}, "num_requests": 150, "max_new_tokens": "exact"},
@@ -146,14 +148,18 @@ def test_replicas_whose_arrivals_are_known_run_apart_without_simpy(monkeypatch, 
     fast_cuts, fast_waits, fast_shortened = len(cuts), len(waits), len(shortened)
     cycles = sum(fast.derived["replica_timeouts"])  # plan/apply cycles
     cuts.clear(), waits.clear(), shortened.clear()
-    monkeypatch.setattr(simulation, "routes_ahead", lambda *args: None)
-    blind = _run(sc, True)  # the SimPy processes, blind to the next arrival
-    assert fast.requests.equals(blind.requests)
+    monkeypatch.setattr(simulation, "PLAIN_LOOP", False)
+    on_simpy = _run(sc, True)  # fast-forward on SimPy's processes, blind to the next arrival
+    assert fast_waits == fast_cuts == 0  # no SimPy event
+    assert len(waits) == sum(on_simpy.derived["replica_timeouts"]) + len(cuts)  # there, every cycle waits, a cut adds an event
+    assert fast.requests.equals(on_simpy.requests)
+    assert fast.steps.equals(on_simpy.steps)
     assert fast.requests.equals(_run(sc, False).requests)
     if known:
-        assert fast_shortened == 0 and fast_waits == 0 and len(shortened) > 0 and len(waits) > 0
+        assert fast_shortened == 0 and len(shortened) > 0
     else:
-        assert fast_cuts > 0 and fast_waits == cycles + fast_cuts  # every cycle waits, a cut adds an event
+        assert fast_shortened > 0 and len(shortened) == len(cuts) == fast_shortened  # the same cuts
+        assert cycles == sum(on_simpy.derived["replica_timeouts"])
 
 
 def test_arrival_clock_times_are_simpys_to_the_bit():

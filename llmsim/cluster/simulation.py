@@ -13,9 +13,10 @@ every replica has already handled its step ends (their events were created earli
 request is first seen at the next step end after it. Fast-forwarded runs reproduce both orders
 (see `dispatch`).
 
-With fast-forward, open-loop arrivals and one replica or round-robin routing, each replica runs
-apart from the others in a plain loop instead (`_run_apart`), with the same events in the same
-order.
+With fast-forward and open-loop arrivals, no SimPy process runs: with one replica or round-robin
+routing each replica runs apart from the others in a plain loop (`_run_apart`), and with a router
+that reads the replicas' loads all run in one plain event loop (`_run_together`), with the same
+events in the same order.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ from ..workload import Workload, build_workload
 from .clients import ClosedLoopClients
 from .engine import EngineParams, ReplicaEngine
 from .router import ROUTERS, routes_ahead
+
+# Tests set this False to run fast-forward on SimPy's processes for open-loop arrivals as well,
+# the reference the plain loops (`_run_apart`, `_run_together`) must reproduce.
+PLAIN_LOOP = True
 
 STEP_COLUMNS = ("start_s", "duration_s", "decode_seqs", "prefill_tokens", "running", "waiting", "used_blocks", "evictions_so_far")
 
@@ -275,6 +280,88 @@ def _run_apart(engine: ReplicaEngine, rids: list[int], clock_s: list[float]) -> 
         now_s = end_s
 
 
+def _run_together(engines: list[ReplicaEngine], router, clock_s: list[float]) -> None:
+    """Run replicas that a load-aware router couples (each request's replica depends on every
+    replica's load when it arrives), for open-loop arrivals, in one plain event loop: a heap of
+    step ends and the arrivals in order. SimPy's processes and events cost a third of a
+    fast-forwarded cycle's overhead here and decide nothing that this loop does not decide the
+    same way. `clock_s` is SimPy's clock at each request's arrival (`arrival_clock_s`); request
+    ids are arrival order.
+
+    The events are those of `_replica_process` and the arrivals process, in SimPy's order:
+    - all arrivals at one time (URGENT) come before any step end at that time, so the router sees
+      each replica as step-by-step mode has it then (its steps that ended strictly before);
+    - an arrival at an empty queue cuts the replica's run at the first boundary at or after it
+      (the run's end moves earlier; the entry of its old end is skipped when it comes up);
+    - a replica that idled plans when every arrival at that time has been routed (SimPy wakes it
+      with an event created at the arrival, after the arrivals process has dispatched them all);
+    - step ends at equal times pop in the order they were planned, as SimPy's event ids order
+      them. The order among replicas does not matter anyway: their step ends share nothing, and
+      the router acts only at arrivals, which come first."""
+    times = clock_s + [math.inf]  # a sentinel: no bounds checks below
+    num_requests = len(clock_s)
+    ends: list[tuple[float, int, int]] = []  # heap of (end time, serial, replica index)
+    # each replica's step in flight and the serial of its heap entry; None while it idles
+    in_flight: list[tuple[int, object] | None] = [None] * len(engines)
+    serial = 0
+
+    def start(engine: ReplicaEngine, now_s: float) -> None:
+        nonlocal serial
+        step = engine.plan_step(now_s)
+        if step is None:
+            in_flight[engine.index] = None
+            return
+        run = step.run
+        if run is None:
+            end_s = now_s + step.duration_s  # as env.timeout(duration) would place it
+        else:
+            engine.active_run = run
+            engine.load_changed()
+            end_s = run.end_s
+        serial += 1
+        in_flight[engine.index] = (serial, step)
+        heapq.heappush(ends, (end_s, serial, engine.index))
+
+    def cut(engine: ReplicaEngine, seen_s: float) -> None:
+        nonlocal serial
+        run = engine.active_run
+        before = run.end_s
+        end_s = run.truncate(seen_s)
+        if end_s != before:
+            serial += 1
+            in_flight[engine.index] = (serial, in_flight[engine.index][1])
+            heapq.heappush(ends, (end_s, serial, engine.index))
+            engine.load_changed()
+
+    for e in engines:
+        e.cut_run = (lambda eng: (lambda seen_s: cut(eng, seen_s)))(e)
+    route, heappop = router.route, heapq.heappop
+    i = 0
+    while True:
+        if ends and ends[0][0] < times[i]:  # a step end strictly before the next arrival
+            end_s, s, index = heappop(ends)
+            flight = in_flight[index]
+            if flight[0] != s:
+                continue  # the old end of a run that an arrival cut
+            engine = engines[index]
+            engine.active_run = None
+            engine.finish_step(flight[1], end_s)
+            start(engine, end_s)
+            continue
+        if i == num_requests:
+            return
+        now_s = times[i]
+        woken = []
+        while times[i] == now_s:
+            engine = engines[route(i, engines, now_s)]
+            if in_flight[engine.index] is None and engine not in woken:
+                woken.append(engine)
+            engine.enqueue(i, now_s)
+            i += 1
+        for engine in woken:
+            start(engine, now_s)
+
+
 def _open_loop_arrivals(env: simpy.Environment, table: RequestTable, dispatch: Callable[[int], None]):
     arrival = table.arrival_s
     for rid in range(len(table)):
@@ -309,9 +396,11 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
         sched = build_scheduler(kind, scheduler_config(sc.scheduler), ctx)
         engines.append(ReplicaEngine(i, table, sched, cost_model, params))
     router = ROUTERS[sc.cluster.router](stream(sc.seed, "router"))
-    # Open-loop arrivals whose replica is known in advance: each replica runs on its own, without
-    # SimPy (`_run_apart`). Step-by-step mode stays the plain SimPy reference.
-    routes = None if closed or not params.fast_forward else routes_ahead(router, len(wl), len(engines))
+    # Open-loop arrivals in fast-forward mode run without SimPy: each replica on its own where its
+    # requests are known in advance (`_run_apart`), else all in one plain event loop
+    # (`_run_together`). Step-by-step mode stays the plain SimPy reference; closed-loop clients
+    # keep SimPy's processes too.
+    routes = None if closed or not params.fast_forward or not PLAIN_LOOP else routes_ahead(router, len(wl), len(engines))
 
     total = None if closed and sc.workload.num_requests is None else len(wl)
     ended = [0]
@@ -334,6 +423,12 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
             for e in engines:
                 mine = np.flatnonzero(routes == e.index)
                 _run_apart(e, mine.tolist(), clock_s[mine].tolist())
+    elif not closed and params.fast_forward and PLAIN_LOOP:
+        if hasattr(router, "attach"):
+            router.attach(engines)
+
+        def run() -> None:
+            _run_together(engines, router, arrival_clock_s(table.column("arrival_s")).tolist())
     else:
         env = _Environment()
         if hasattr(router, "attach"):
