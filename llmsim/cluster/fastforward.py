@@ -37,6 +37,9 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from functools import reduce
+from itertools import accumulate, cycle, islice
+from operator import add, mul
 
 import numpy as np
 
@@ -204,17 +207,12 @@ def _plan_step_by_step(engine, now_s, n, k, horizon_s):
     run = engine.cost_model.decode_run_pricer(n)
     ends, durations = run(now_s, batch.kv_sum_tokens() + n, batch.kv_max_tokens() + 1, min(k, SHORT_RUN_STEPS), horizon_s)
     # blocks counted only for the steps priced (the horizon mostly comes first; memory rarely does)
-    free = engine.kv.free_blocks
-    counts, c, bs = batch.block_classes()
-    cum, blocks = [], 0
-    for _ in range(len(ends)):
-        blocks += counts[c]  # step j allocates counts[(c0 - j) % bs]
-        if blocks > free:
-            break
-        cum.append(blocks)
-        c = c - 1 if c else bs - 1
-    if len(cum) < len(ends):
-        del ends[len(cum):], durations[len(cum):]  # memory came first
+    counts, c, _ = batch.block_classes()
+    # step j allocates counts[(c - j) % block_size]: the classes c, c - 1, ..., 0, then from the top
+    cum = list(accumulate(islice(cycle(counts[c::-1] + counts[:c:-1]), len(ends))))
+    if cum[-1] > engine.kv.free_blocks:
+        fits = bisect_right(cum, engine.kv.free_blocks)  # cumulative counts never decrease
+        del ends[fits:], durations[fits:], cum[fits:]  # memory came first
     elif k > SHORT_RUN_STEPS and len(ends) == SHORT_RUN_STEPS and ends[-1] < horizon_s:
         return _extend_vectorised(engine, n, k, horizon_s, ends, durations, cum)  # a long run after all
     return ends, durations, cum
@@ -270,13 +268,11 @@ def apply_run(engine, step, run: DecodeRun) -> list[int]:
     engine.batch.advance(run.ends_s)
     engine._add_outstanding(-n * k)
     # summed step by step, in step order, as step-by-step mode does (float addition in the same
-    # order gives the same bits)
+    # order gives the same bits): reduce(add, xs, total) is the left fold ((total + x0) + x1) + ...,
+    # looped in C
     before = run.used_blocks_before
-    kv_block_s, busy_s = st.kv_block_s, st.busy_s
-    for c, d in zip(run.cum_new_blocks, run.durations_s):
-        kv_block_s += (before + c) * d
-        busy_s += d
-    st.kv_block_s, st.busy_s = kv_block_s, busy_s
+    st.kv_block_s = reduce(add, map(mul, map(before.__add__, run.cum_new_blocks), run.durations_s), st.kv_block_s)
+    st.busy_s = reduce(add, run.durations_s, st.busy_s)
     st.peak_used_blocks = max(st.peak_used_blocks, before + run.cum_new_blocks[-1])
     st.steps += k
     engine.steps_since_round = _round_counter_after(engine, run, k)
