@@ -9,6 +9,7 @@ import pytest
 import yaml
 from helpers import check_run_pricer
 
+from llmsim.schedulers import _compiled as _compiled_switch  # whether compiled kernels may be used
 from llmsim.costmodel import (
     AnalyticCostModel,
     BatchShape,
@@ -252,8 +253,25 @@ def test_prefix_defaults_to_zero_when_omitted(cm7b):
     assert cm7b.step_time_s(BatchShape((700,))) == cm7b.step_time_s(BatchShape((700,), (0,)))
 
 
+@pytest.fixture(params=["python", "compiled"])
+def pricer(request, monkeypatch):
+    """Run a test with the analytic model's Python decode-run pricer and with its compiled twin
+    (which it switches to after COMPILED_PRICER_AFTER calls; here at the first)."""
+    from llmsim.costmodel import analytic
+
+    if request.param == "compiled":
+        pytest.importorskip("numba", reason="numba is in the test extras; install with pip install -e '.[test]'")
+        monkeypatch.setattr(_compiled_switch, "_available", True)
+    monkeypatch.setattr(analytic, "COMPILED_PRICER_AFTER", 1 if request.param == "compiled" else 10**12)
+    return request.param
+
+
+def _check_pricer_kind(cm, kind):
+    assert (cm._run_kernel is not None) == (kind == "compiled")  # the pricer checked is the one meant
+
+
 @pytest.mark.parametrize("model_name,tp", [("llama-2-7b", 1), ("llama-2-70b", 4), ("mixtral-8x7b", 2)])
-def test_decode_steps_s_equals_per_step_step_time_s(model_name, tp):
+def test_decode_steps_s_equals_per_step_step_time_s(model_name, tp, pricer):
     cm = AnalyticCostModel(load_model(model_name), load_profile("h100-80g-sxm"), tp)
     for seqs, ctx_sum, ctx_max, steps in ((1, 5, 5, 50), (37, 37 * 800, 1500, 300), (256, 10**6, 9000, 7)):
         vector = cm.decode_steps_s(seqs, ctx_sum, ctx_max, steps)
@@ -265,9 +283,11 @@ def test_decode_steps_s_equals_per_step_step_time_s(model_name, tp):
     assert cm.decode_steps_s(4, 100, 30, 0).shape == (0,)
     assert cm.decode_step_s(0, 0, 0) == cm.step_time_s(BatchShape()) == 0.0
     assert cm.decode_run_pricer(0)(0.0, 0, 0, 2, float("inf")) == ([0.0, 0.0], [0.0, 0.0])
+    _check_pricer_kind(cm, pricer)
+    check_run_pricer(cm, 3, 300, 120, [cm.decode_step_s(3, 300 + 3 * j, 120 + j) for j in range(70)])  # past the first buffer's 32 steps
 
 
-def test_decode_run_pricer_takes_the_compute_bound_branch_where_it_is_larger():
+def test_decode_run_pricer_takes_the_compute_bound_branch_where_it_is_larger(pricer):
     # a GPU with almost no FLOPs: decode attention is compute bound, and the inlined formula must
     # take that branch as _decode_attention_s does
     profile = load_profile("h100-80g-sxm")
@@ -277,6 +297,42 @@ def test_decode_run_pricer_takes_the_compute_bound_branch_where_it_is_larger():
     moved = cm._kv_bytes_per_token_layer * ctx_sum / cm._attn_bytes_per_s
     assert ctx_sum * cm._attn_flops_per_pair / cm._attn_flops_per_s > moved  # the premise
     check_run_pricer(cm, seqs, ctx_sum, ctx_max, [cm.decode_step_s(seqs, ctx_sum + j * seqs, ctx_max + j) for j in range(20)])
+    _check_pricer_kind(cm, pricer)
+
+
+def test_a_simulation_is_the_same_with_the_compiled_decode_run_pricer(monkeypatch):
+    """The analytic model switches to its compiled pricer after COMPILED_PRICER_AFTER priced
+    runs; where it does, a run gives the same results, step for step."""
+    pytest.importorskip("numba", reason="numba is in the test extras; install with pip install -e '.[test]'")
+    from llmsim import scenario_from_dict, simulate
+    from llmsim.costmodel import analytic
+
+    monkeypatch.setattr(_compiled_switch, "_available", True)
+    kernel = analytic._compiled.decode_run_times()
+    priced = []  # runs the kernel priced
+
+    def counted(*args):
+        priced.append(args[4])
+        return kernel(*args)
+
+    monkeypatch.setattr(analytic._compiled, "decode_run_times", lambda: counted)
+    sc = {
+        "name": "pricer", "seed": 5, "model": "llama-2-7b", "hardware": "h100-80g-sxm",
+        "cluster": {"replicas": 3, "router": "least-outstanding-tokens"},
+        "engine": {"max_model_len": 4096, "kv_capacity_tokens": 30000, "record_steps": True},
+        "scheduler": {"kind": "aggressive"},
+        "workload": {"lengths": {"kind": "uniform", "input_tokens": [32, 512], "output_tokens": [20, 600]},
+                     "arrivals": {"kind": "poisson", "rate_per_s": 30.0}, "num_requests": 300, "max_new_tokens": "exact"},
+    }
+    runs = {}
+    for after in (10**12, 50):  # never, and after 50 priced runs (most of this run's)
+        monkeypatch.setattr(analytic, "COMPILED_PRICER_AFTER", after)
+        runs[after] = simulate(scenario_from_dict(sc))
+    python, compiled = runs[10**12], runs[50]
+    assert len(priced) > 500  # most of the second run's were priced by the kernel
+    assert python.requests.equals(compiled.requests)
+    assert python.steps.equals(compiled.steps)
+    assert python.summary == compiled.summary
 
 
 def test_moe_decode_reads_fewer_expert_weights_than_prefill():

@@ -25,6 +25,12 @@ from llmsim.costmodel.catalog import ModelArch
 from llmsim.costmodel.composed import ComposedCostModel
 from llmsim.costmodel.profile import HardwareProfile
 
+from . import _compiled
+
+# Priced runs after which the analytic model prices them with its compiled kernel (see
+# AnalyticCostModel.decode_run_pricer): about 20,000 is a run of some 10,000 requests.
+COMPILED_PRICER_AFTER = 20_000
+
 
 class AnalyticCostModel(ComposedCostModel):
     """CostModel from a model architecture, an (analytic) hardware profile and a TP degree."""
@@ -87,6 +93,8 @@ class AnalyticCostModel(ComposedCostModel):
         self._allreduce_s_per_byte = ring_factor / (profile.comm.allreduce_bus_gb_per_s * 1e9)
 
         self._init_caches()
+        self._pricer_calls = 0
+        self._run_kernel = None  # the compiled pricer, once decode_run_pricer switches to it
 
     def __repr__(self) -> str:
         return (
@@ -173,6 +181,19 @@ class AnalyticCostModel(ComposedCostModel):
         flops = context_sum_tokens * self._attn_flops_per_pair
         return max(moved_bytes / self._attn_bytes_per_s, flops / self._attn_flops_per_s, self._floor_s)
 
+    def decode_run_pricer(self, decode_seqs: int):
+        """As ComposedCostModel's, switching to the compiled pricer (_compiled.py, the same bits)
+        at the COMPILED_PRICER_AFTER-th call: numba's import and the kernel's load cost about
+        0.25 s, which a run pays back only after some 10^5 priced runs, so small runs stay in
+        Python."""
+        self._pricer_calls += 1
+        if self._pricer_calls == COMPILED_PRICER_AFTER:
+            kernel = _compiled.decode_run_times()
+            if kernel is not None:
+                self._run_kernel = kernel
+                self._pricer_cache.clear()
+        return super().decode_run_pricer(decode_seqs)
+
     def _make_decode_run_pricer(self, decode_seqs: int):
         """`ComposedCostModel.decode_run_pricer` with `_decode_attention_s` inlined in the loop (no
         Python call per priced step): the same operations in the same order, so the same bits
@@ -183,6 +204,19 @@ class AnalyticCostModel(ComposedCostModel):
         kv_bytes, q_bytes = self._kv_bytes_per_token_layer, decode_seqs * self._q_bytes_per_token
         bytes_per_s, flops_per_pair, flops_per_s = self._attn_bytes_per_s, self._attn_flops_per_pair, self._attn_flops_per_s
         floor = self._floor_s
+        kernel = self._run_kernel
+        if kernel is not None:
+            out = np.empty((2, 32))
+
+            def run_compiled(start_s: float, context_sum_tokens: int, context_max_tokens: int, num_steps: int, horizon_s: float):
+                nonlocal out
+                if num_steps > out.shape[1]:
+                    out = np.empty((2, num_steps))
+                k = kernel(out, start_s, context_sum_tokens, decode_seqs, num_steps, horizon_s, fixed, layers,
+                           kv_bytes, q_bytes, bytes_per_s, flops_per_pair, flops_per_s, floor)
+                return out[0, :k].tolist(), out[1, :k].tolist()
+
+            return run_compiled
 
         def run(start_s: float, context_sum_tokens: int, context_max_tokens: int, num_steps: int, horizon_s: float):
             ends, durations = [], []
