@@ -256,13 +256,13 @@ def test_prefix_defaults_to_zero_when_omitted(cm7b):
 @pytest.fixture(params=["python", "compiled"])
 def pricer(request, monkeypatch):
     """Run a test with the analytic model's Python decode-run pricer and with its compiled twin
-    (which it switches to after COMPILED_PRICER_AFTER calls; here at the first)."""
+    (which it switches to after pricing some steps in Python; here at once)."""
     from llmsim.costmodel import analytic
 
     if request.param == "compiled":
         pytest.importorskip("numba", reason="numba is in the test extras; install with pip install -e '.[test]'")
         monkeypatch.setattr(_compiled_switch, "_available", True)
-    monkeypatch.setattr(analytic, "COMPILED_PRICER_AFTER", 1 if request.param == "compiled" else 10**12)
+    monkeypatch.setattr(analytic, "pricer_switch_after_steps", lambda: 0 if request.param == "compiled" else 10**12)
     return request.param
 
 
@@ -301,8 +301,8 @@ def test_decode_run_pricer_takes_the_compute_bound_branch_where_it_is_larger(pri
 
 
 def test_a_simulation_is_the_same_with_the_compiled_decode_run_pricer(monkeypatch):
-    """The analytic model switches to its compiled pricer after COMPILED_PRICER_AFTER priced
-    runs; where it does, a run gives the same results, step for step."""
+    """The analytic model switches to its compiled pricer after pricing some steps in Python;
+    where it does, a run gives the same results, step for step, and a small run does not."""
     pytest.importorskip("numba", reason="numba is in the test extras; install with pip install -e '.[test]'")
     from llmsim import scenario_from_dict, simulate
     from llmsim.costmodel import analytic
@@ -324,12 +324,16 @@ def test_a_simulation_is_the_same_with_the_compiled_decode_run_pricer(monkeypatc
         "workload": {"lengths": {"kind": "uniform", "input_tokens": [32, 512], "output_tokens": [20, 600]},
                      "arrivals": {"kind": "poisson", "rate_per_s": 30.0}, "num_requests": 300, "max_new_tokens": "exact"},
     }
-    runs = {}
-    for after in (10**12, 50):  # never, and after 50 priced runs (most of this run's)
-        monkeypatch.setattr(analytic, "COMPILED_PRICER_AFTER", after)
+    runs, shipped = {}, analytic.pricer_switch_after_steps
+    for after in (10**12, 500):  # never, and after 500 priced steps (a small part of this run's)
+        monkeypatch.setattr(analytic, "pricer_switch_after_steps", lambda: after)
         runs[after] = simulate(scenario_from_dict(sc))
-    python, compiled = runs[10**12], runs[50]
-    assert len(priced) > 500  # most of the second run's were priced by the kernel
+    python, compiled = runs[10**12], runs[500]
+    assert len(priced) > 500  # most of the second run's runs were priced by the kernel
+    monkeypatch.setattr(analytic, "pricer_switch_after_steps", shipped)  # as shipped, a run this small stays in Python
+    before = len(priced)
+    assert simulate(scenario_from_dict(sc)).requests.equals(python.requests)
+    assert len(priced) == before
     assert python.requests.equals(compiled.requests)
     assert python.steps.equals(compiled.steps)
     assert python.summary == compiled.summary

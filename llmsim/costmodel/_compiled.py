@@ -9,8 +9,9 @@ the same conversion and product), so every end and duration is the same bits;
 tests/test_costmodel.py checks that on random inputs.
 
 Whether it may be used is the schedulers' switch (llmsim.schedulers._compiled.available: numba
-importable and LLMSIM_PURE_NUMPY unset). The kernel is compiled, or loaded from numba's on-disk
-cache, on first use.
+importable and LLMSIM_PURE_NUMPY unset); when, the analytic model decides
+(analytic.pricer_switch_after_steps: once a run has priced enough steps to pay the kernel's
+start-up back). The kernel is compiled, or loaded from numba's on-disk cache, on first use.
 
 Units: seconds, tokens, bytes.
 """

@@ -18,6 +18,8 @@ dict lookup plus a few float operations.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from llmsim.costmodel.base import BatchShape
@@ -27,9 +29,16 @@ from llmsim.costmodel.profile import HardwareProfile
 
 from . import _compiled
 
-# Priced runs after which the analytic model prices them with its compiled kernel (see
-# AnalyticCostModel.decode_run_pricer): about 20,000 is a run of some 10,000 requests.
-COMPILED_PRICER_AFTER = 20_000
+
+
+def pricer_switch_after_steps() -> int:
+    """Decode steps priced in Python after which the analytic model prices with its compiled kernel
+    (AnalyticCostModel.decode_run_pricer). The kernel saves about 0.1 us a priced step on the
+    long runs that load-aware routing prices (32 steps: 2.2 against 5.1 us) and little on short
+    ones, and its start-up must be paid back first: about 0.05 s to load it where numba is
+    already imported (the future-peak policies import it), about 0.3 s with numba's import.
+    About 1,000,000 steps are priced per 100,000 requests."""
+    return 500_000 if "numba" in sys.modules else 3_000_000
 
 
 class AnalyticCostModel(ComposedCostModel):
@@ -93,7 +102,8 @@ class AnalyticCostModel(ComposedCostModel):
         self._allreduce_s_per_byte = ring_factor / (profile.comm.allreduce_bus_gb_per_s * 1e9)
 
         self._init_caches()
-        self._pricer_calls = 0
+        self._priced_steps = [0]  # by this model's Python pricers (a cell they share)
+        self._switch_check_steps = 0  # when decode_run_pricer next asks whether to switch
         self._run_kernel = None  # the compiled pricer, once decode_run_pricer switches to it
 
     def __repr__(self) -> str:
@@ -183,15 +193,16 @@ class AnalyticCostModel(ComposedCostModel):
 
     def decode_run_pricer(self, decode_seqs: int):
         """As ComposedCostModel's, switching to the compiled pricer (_compiled.py, the same bits)
-        at the COMPILED_PRICER_AFTER-th call: numba's import and the kernel's load cost about
-        0.25 s, which a run pays back only after some 10^5 priced runs, so small runs stay in
-        Python."""
-        self._pricer_calls += 1
-        if self._pricer_calls == COMPILED_PRICER_AFTER:
-            kernel = _compiled.decode_run_times()
-            if kernel is not None:
-                self._run_kernel = kernel
-                self._pricer_cache.clear()
+        once the Python pricers have priced `pricer_switch_after_steps()` steps."""
+        if self._priced_steps[0] >= self._switch_check_steps:  # cheap to test on every call
+            after = pricer_switch_after_steps()
+            if self._priced_steps[0] < after:
+                self._switch_check_steps = after
+            else:
+                self._switch_check_steps = 1 << 62  # decided: not asked again
+                self._run_kernel = _compiled.decode_run_times()  # None where numba may not be used
+                if self._run_kernel is not None:
+                    self._pricer_cache.clear()
         return super().decode_run_pricer(decode_seqs)
 
     def _make_decode_run_pricer(self, decode_seqs: int):
@@ -218,6 +229,8 @@ class AnalyticCostModel(ComposedCostModel):
 
             return run_compiled
 
+        priced = self._priced_steps
+
         def run(start_s: float, context_sum_tokens: int, context_max_tokens: int, num_steps: int, horizon_s: float):
             ends, durations = [], []
             end = start_s
@@ -235,6 +248,7 @@ class AnalyticCostModel(ComposedCostModel):
                 if end >= horizon_s:
                     break
                 context_sum_tokens += decode_seqs
+            priced[0] += len(ends)
             return ends, durations
 
         return run
