@@ -30,7 +30,6 @@ from llmsim.costmodel.profile import HardwareProfile
 from . import _compiled
 
 
-
 def pricer_switch_after_steps() -> int:
     """Decode steps priced in Python after which the analytic model prices with its compiled kernel
     (AnalyticCostModel.decode_run_pricer). The kernel saves about 0.1 us a priced step on the
