@@ -22,11 +22,9 @@ class BlockAllocator:
             raise ValueError("total_blocks and block_size must be positive")
         self.total_blocks = total_blocks
         self.block_size = block_size
+        # both kept, as plain attributes: the engine reads free blocks several times a cycle
         self.used_blocks = 0
-
-    @property
-    def free_blocks(self) -> int:
-        return self.total_blocks - self.used_blocks
+        self.free_blocks = total_blocks
 
     @property
     def capacity_tokens(self) -> int:
@@ -36,11 +34,13 @@ class BlockAllocator:
         if blocks > self.free_blocks:
             raise RuntimeError(f"KV over-allocation: {blocks} blocks asked, {self.free_blocks} free")
         self.used_blocks += blocks
+        self.free_blocks -= blocks
 
     def free(self, blocks: int) -> None:
         if blocks > self.used_blocks:
             raise RuntimeError(f"KV double free: {blocks} blocks freed, {self.used_blocks} in use")
         self.used_blocks -= blocks
+        self.free_blocks += blocks
 
 
 class SwapSpace:

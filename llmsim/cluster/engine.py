@@ -117,6 +117,9 @@ class ReplicaEngine:
         self.index = index
         self.table = table
         self.scheduler = scheduler
+        # the policy's optional parts (base.Scheduler), looked up once: a round runs about once a request
+        self._rounds_at_once = getattr(scheduler, "first_admitting_round", None)
+        self._refusal_stable = getattr(scheduler, "refusal_stable", False)
         self.cost_model = cost_model
         self.params = params
         self.kv = BlockAllocator(params.total_blocks, params.block_size)
@@ -328,7 +331,7 @@ class ReplicaEngine:
         # into blocks this very step needs and be evicted before computing anything.
         reserved = self.batch.blocks_next_step()
         limit = self.scheduler.max_admissions_per_round
-        at_once = getattr(self.scheduler, "first_admitting_round", None)
+        at_once = self._rounds_at_once
         admitted: list[int] = []
         swap_s = 0.0
         self.head_refusal_stable = self.policy_refused_head = False
@@ -366,7 +369,7 @@ class ReplicaEngine:
             else:
                 accepted = rnd.admit(cand)
             if not accepted and not forced:
-                if not getattr(self.scheduler, "refusal_stable", False):
+                if not self._refusal_stable:
                     self.head_refusal_stable = False
                     self.policy_refused_head = True
                 break
@@ -427,7 +430,7 @@ class ReplicaEngine:
         earlier in wall time. A policy may answer for all the rounds at once
         (`first_admitting_round`, given the view now; compiled past-future and oracle do)."""
         sched = self.scheduler
-        at_once = getattr(sched, "first_admitting_round", None)
+        at_once = self._rounds_at_once
         found = None if at_once is None else at_once(self._view(ends_s[steps[0] - 1]), np.asarray(steps, dtype=np.int64), cand)
         if found is None:
             for i, j in enumerate(steps):
@@ -435,7 +438,7 @@ class ReplicaEngine:
                 if rnd.admit(cand):
                     found = i, rnd
                     break
-                if getattr(sched, "refusal_stable", False):
+                if self._refusal_stable:
                     return i, True
             else:
                 found = len(steps), None

@@ -106,7 +106,6 @@ def sample_final_output_tokens(generated, caps, history_sorted: np.ndarray, u: n
 
 class _Round:
     def __init__(self, sched: "PastFutureScheduler", view: ReplicaView) -> None:
-        cfg = sched.config
         run = view.running
         n = len(run)
         self.sched = sched
@@ -121,8 +120,8 @@ class _Round:
         else:
             final = sample_final_output_tokens(run.generated_tokens, run.max_new_tokens, hist, u)
             growth = remaining_growth_tokens(run.prompt_tokens, final, run.kv_tokens)
-        held = run.kv_tokens + cfg.per_request_slack_tokens
-        self.peaks = PeakAdmissionRound(held, growth, view.capacity_tokens * (1.0 - cfg.headroom), self.compiled)
+        held = run.kv_tokens + sched._slack_tokens
+        self.peaks = PeakAdmissionRound(held, growth, view.capacity_tokens * sched._limit_fraction, self.compiled)
 
     @classmethod
     def resumed(cls, sched: "PastFutureScheduler", num_lists: int, peaks: PeakAdmissionRound) -> "_Round":
@@ -136,7 +135,7 @@ class _Round:
         hist = sched.history.sorted()
         lo = candidate.generated_tokens + 1
         hi = max(lo, candidate.max_new_tokens)
-        held = candidate.kv_tokens + sched.config.per_request_slack_tokens
+        held = candidate.kv_tokens + sched._slack_tokens
         if self.compiled:  # the same draws and values in one call (_compiled.py)
             return self.peaks.try_add_by(_compiled.past_future_admit, sched.stream.state, hist, lo, hi,
                                          candidate.prompt_tokens, candidate.kv_tokens, float(held))
@@ -164,11 +163,14 @@ class PastFutureScheduler:
         prior = config.prior_output_tokens or ctx.default_prior_output_tokens
         count = config.history_window // 2 if config.prior_count is None else config.prior_count
         self.history = LengthHistory(config.history_window, prior, count)
+        # read at every round (about one per request): plain attributes, not the config's
+        self._max_lists, self._samples_per_list = config.max_lists, config.samples_per_list
+        self._limit_fraction = 1.0 - config.headroom  # of capacity
+        self._slack_tokens = config.per_request_slack_tokens
 
     def num_lists(self, running: int) -> int:
         """Lists of draws in a round with `running` requests running (LightLLM's rule)."""
-        cfg = self.config
-        return min(cfg.max_lists, cfg.samples_per_list // running + 1) if running else cfg.max_lists
+        return min(self._max_lists, self._samples_per_list // running + 1) if running else self._max_lists
 
     def start_round(self, view: ReplicaView) -> _Round:
         return _Round(self, view)
@@ -181,11 +183,11 @@ class PastFutureScheduler:
         each boundary; None without the compiled kernels (the engine then calls those)."""
         if not _compiled.available():
             return None
-        cfg, cols = self.config, view.batch_columns()
+        cols = view.batch_columns()
         n = len(cols.ids)
         num_lists = self.num_lists(n)
-        limit = view.capacity_tokens * (1.0 - cfg.headroom)
-        slack = cfg.per_request_slack_tokens
+        limit = view.capacity_tokens * self._limit_fraction
+        slack = self._slack_tokens
         lo = candidate.generated_tokens + 1
         index, pairs, is_sorted = _compiled.past_future_rounds_ahead(
             self.stream.state, self.history.sorted(), cols.ids, cols.prompt, cols.max_new, cols.generated, cols.kv,
