@@ -32,12 +32,17 @@ from . import _compiled
 
 def pricer_switch_after_steps() -> int:
     """Decode steps priced in Python after which the analytic model prices with its compiled kernel
-    (AnalyticCostModel.decode_run_pricer). The kernel saves about 0.1 us a priced step on the
-    long runs that load-aware routing prices (32 steps: 2.2 against 5.1 us) and little on short
-    ones, and its start-up must be paid back first: about 0.05 s to load it where numba is
-    already imported (the future-peak policies import it), about 0.3 s with numba's import.
-    About 1,000,000 steps are priced per 100,000 requests."""
-    return 500_000 if "numba" in sys.modules else 3_000_000
+    (AnalyticCostModel.decode_run_pricer). The kernel saves about 0.1 us a priced step (0.13 us
+    on one replica's runs of about 6 steps, more on the 32-step runs that load-aware routing
+    prices: 2.2 against 5.1 us), and its start-up must be paid back first: about 4 ms to load it
+    where a policy's kernels are already loaded (past-future, the oracle, conservative), about
+    0.1 s where numba is only imported, about 0.2 s with numba's import (aggressive, which
+    loads no kernel). About 1,000,000 steps are priced per 100,000 requests."""
+    from ..schedulers import _compiled as kernels  # where the compiled switch lives (costmodel/_compiled.py)
+
+    if kernels.kernels_loaded():
+        return 50_000
+    return 1_000_000 if "numba" in sys.modules else 3_000_000
 
 
 class AnalyticCostModel(ComposedCostModel):

@@ -46,6 +46,13 @@ def available() -> bool:
     return _available
 
 
+def kernels_loaded() -> bool:
+    """Whether a kernel has been made in this process (numba's start-up, about 0.1 s to import it
+    and 0.1 s to set up its first compiled function, is then paid: another kernel loads in a few
+    milliseconds)."""
+    return any(name in globals() for name in _KERNELS)
+
+
 # Lists of (held, growth) pairs, laid out as pairs[0, list, i] = held, pairs[1, list, i] = growth,
 # with free columns after the first n for admissions. A list's future peak, max over k of
 # A_k + k * b_k, needs it sorted by growth (largest first), but never exceeds the list's total
