@@ -90,8 +90,9 @@ class DecodeBatch:
 
     def remove(self, rids: list[int]) -> None:
         """Write the progress of members `rids` and take them out of the batch."""
-        if len(rids) == 1:
-            self._materialize_one(rids[0])
+        if len(rids) <= 8:  # a few (mostly one): scalars cost less than numpy's fancy indexing
+            for rid in rids:
+                self._materialize_one(rid)
         else:
             self.materialize(np.asarray(rids, dtype=np.int64))
         t, clock = self.table, self.clock

@@ -39,7 +39,7 @@ import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from functools import reduce
-from itertools import accumulate, cycle, islice
+from itertools import accumulate
 from operator import add, mul
 
 import numpy as np
@@ -209,8 +209,12 @@ def _plan_step_by_step(engine, now_s, n, k, horizon_s):
     ends, durations = run(now_s, batch.kv_sum_tokens() + n, batch.kv_max_tokens() + 1, min(k, SHORT_RUN_STEPS), horizon_s)
     # blocks counted only for the steps priced (the horizon mostly comes first; memory rarely does)
     counts, c, _ = batch.block_classes()
-    # step j allocates counts[(c - j) % block_size]: the classes c, c - 1, ..., 0, then from the top
-    cum = list(accumulate(islice(cycle(counts[c::-1] + counts[:c:-1]), len(ends))))
+    # step j allocates counts[(c - j) % block_size]: the classes c, c - 1, ..., 0, then from the
+    # top, cycling (a run mostly ends before class 0)
+    order = counts[c::-1]
+    if len(ends) > len(order):
+        order = (order + counts[:c:-1]) * (len(ends) // len(counts) + 1)
+    cum = list(accumulate(order[:len(ends)]))
     if cum[-1] > engine.kv.free_blocks:
         fits = bisect_right(cum, engine.kv.free_blocks)  # cumulative counts never decrease
         del ends[fits:], durations[fits:], cum[fits:]  # memory came first

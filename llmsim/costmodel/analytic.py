@@ -229,7 +229,8 @@ class AnalyticCostModel(ComposedCostModel):
                     out = np.empty((2, num_steps))
                 k = kernel(out, start_s, context_sum_tokens, decode_seqs, num_steps, horizon_s, fixed, layers,
                            kv_bytes, q_bytes, bytes_per_s, flops_per_pair, flops_per_s, floor)
-                return out[0, :k].tolist(), out[1, :k].tolist()
+                ends, durations = out[:, :k].tolist()
+                return ends, durations
 
             return run_compiled
 
