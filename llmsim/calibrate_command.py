@@ -41,7 +41,7 @@ def _host_memory_gib() -> float:
 
 
 def run_calibration(args, console: Console) -> int:
-    from .cluster.simulation import profile_search_dirs
+    from .cluster.build import profile_search_dirs
     from .costmodel import load_model, load_profile
     from .costmodel.calibrate import plan_for, require_torch, run_microbenchmarks
     from .costmodel.checks import checks_text, fit_report_text, sanity_checks

@@ -130,7 +130,7 @@ def _run(args, console: Console) -> int:
 
 
 def _validate(args, console: Console) -> int:
-    from .cluster.simulation import check_requests, resolve
+    from .cluster.build import check_requests, resolve
     from .config import load_scenario
     from .workload import build_workload
 
@@ -231,7 +231,7 @@ def _step_time(args, console: Console) -> int:
     import dataclasses
     import json
 
-    from .cluster.simulation import profile_search_dirs
+    from .cluster.build import profile_search_dirs
     from .costmodel import load_model, load_profile
     from .costmodel.tables import cost_model_for
 

@@ -18,7 +18,8 @@ def _scenario(draw) -> dict:
     closed = draw(st.booleans())
     replicas = draw(st.integers(1, 3))
     arrivals = (
-        {"kind": "closed-loop", "clients": draw(st.integers(1, 24))}
+        {"kind": "closed-loop", "clients": draw(st.integers(1, 24)), "think_time_s": draw(st.sampled_from([0.0, 0.05, 0.3])),
+         "resend_failed": draw(st.booleans()), "max_attempts": draw(st.integers(1, 4))}
         if closed
         else {"kind": "poisson", "rate_per_s": draw(st.floats(0.5, 40.0))}
     )
@@ -110,32 +111,18 @@ def test_a_closed_loop_request_sent_exactly_at_another_replicas_step_end_is_seen
 @pytest.mark.parametrize("replicas,router,known", [
     (1, "least-outstanding-tokens", True),  # one replica: every request comes here
     (3, "round-robin", True),  # each request's replica is known in advance
-    (3, "least-outstanding-tokens", False),  # not known: one event loop, runs cut by arrivals
+    (3, "least-outstanding-tokens", False),  # not known: arrivals cut runs
     (3, "random", False),
 ])
-def test_open_loop_fast_forward_runs_without_simpy(monkeypatch, replicas, router, known):
-    """With open-loop arrivals, fast-forward takes no SimPy event. Where each request's replica is
-    known in advance, every replica runs on its own, its runs planned to end at its next arrival
-    (nothing is cut); otherwise all run in one plain event loop and arrivals cut runs. The results
-    are those of step-by-step mode either way, and those of fast-forward on SimPy's processes
-    (runs planned blind to the next arrival, cut by moving SimPy events)."""
-    from llmsim.cluster import simulation
-    from llmsim.cluster.fastforward import DecodeRun
+def test_open_loop_runs_end_at_the_next_known_arrival_and_are_cut_otherwise(monkeypatch, replicas, router, known):
+    """Where each open-loop request's replica is known in advance, fast-forward plans each run to
+    end at the replica's next arrival, so no arrival cuts a run (no interrupt); otherwise arrivals
+    cut runs by interrupting the replica process. The results are step-by-step mode's either way."""
+    from llmsim.cluster.engine import ReplicaEngine
 
-    cuts, waits = [], []
-    move, timeout_at = simulation._Environment.move_earlier, simulation._Environment.timeout_at
-    monkeypatch.setattr(simulation._Environment, "move_earlier", lambda env, ev, at: cuts.append(at) or move(env, ev, at))
-    monkeypatch.setattr(simulation._Environment, "timeout_at", lambda env, at: waits.append(at) or timeout_at(env, at))
-    shortened = []  # runs an arrival ended earlier than planned
-    truncate = DecodeRun.truncate
-
-    def watch(run, at):
-        before = run.end_s
-        end = truncate(run, at)
-        shortened.extend([end] if end != before else [])
-        return end
-
-    monkeypatch.setattr(DecodeRun, "truncate", watch)
+    cuts = []
+    cut_run = ReplicaEngine.cut_run
+    monkeypatch.setattr(ReplicaEngine, "cut_run", lambda eng, at: cut_run(eng, at) and not cuts.append(at))
     sc = {
         "name": "horizon", "seed": 3, "model": "llama-2-7b", "hardware": "h100-80g-sxm",
         "cluster": {"replicas": replicas, "router": router},
@@ -145,49 +132,88 @@ def test_open_loop_fast_forward_runs_without_simpy(monkeypatch, replicas, router
                      "arrivals": {"kind": "poisson", "rate_per_s": 6.0 * replicas}, "num_requests": 150, "max_new_tokens": "exact"},
     }
     fast = _run(sc, True)
-    fast_cuts, fast_waits, fast_shortened = len(cuts), len(waits), len(shortened)
-    cycles = sum(fast.derived["replica_timeouts"])  # plan/apply cycles
-    cuts.clear(), waits.clear(), shortened.clear()
-    monkeypatch.setattr(simulation, "PLAIN_LOOP", False)
-    on_simpy = _run(sc, True)  # fast-forward on SimPy's processes, blind to the next arrival
-    assert fast_waits == fast_cuts == 0  # no SimPy event
-    assert len(waits) == sum(on_simpy.derived["replica_timeouts"]) + len(cuts)  # there, every cycle waits, a cut adds an event
-    assert fast.requests.equals(on_simpy.requests)
-    assert fast.steps.equals(on_simpy.steps)
-    assert fast.requests.equals(_run(sc, False).requests)
+    fast_cuts = len(cuts)
+    step = _run(sc, False)
+    assert fast.requests.equals(step.requests)
+    assert fast.steps.equals(step.steps)
+    assert sum(fast.derived["replica_timeouts"]) < sum(step.derived["replica_timeouts"]) / 5
     if known:
-        assert fast_shortened == 0 and len(shortened) > 0
+        assert fast_cuts == 0
     else:
-        assert fast_shortened > 0 and len(shortened) == len(cuts) == fast_shortened  # the same cuts
-        assert cycles == sum(on_simpy.derived["replica_timeouts"])
+        assert fast_cuts > 0
 
 
-def test_arrival_clock_times_are_simpys_to_the_bit():
-    """The clock at each open-loop arrival, which replicas running apart see, is the one SimPy's
-    arrivals process reaches (now + (arrival - now), which can differ from the arrival time in the
-    last bit when times span magnitudes)."""
+def test_delay_to_lands_on_the_exact_time_or_just_past_it():
+    """SimPy adds a delay to its clock; `delay_to` finds one that lands on a given time, and where
+    none does (the clock's spacing skips it), the smallest one that passes it."""
+    import math
+
     import numpy as np
     import simpy
 
-    from llmsim.cluster.simulation import arrival_clock_s
+    from llmsim.cluster.events import delay_to
 
     rng = np.random.default_rng(7)
-    differ = 0
-    for _ in range(50):
-        arrival = np.sort(rng.uniform(0, 1, 40) * 10.0 ** rng.uniform(-3, 3, 40))
-        arrival[5:8] = arrival[5]  # ties
-        env, seen = simpy.Environment(), []
+    missed = 0
+    for _ in range(2000):
+        env = simpy.Environment(initial_time=float(rng.uniform(0, 1) * 10.0 ** rng.uniform(-3, 3)))
+        at = env.now + float(rng.uniform(0, 1) * 10.0 ** rng.uniform(-3, 4))
+        d = delay_to(env, at)
+        landed = env.now + d
+        assert landed >= at
+        if landed != at:
+            missed += 1
+            assert env.now + math.nextafter(d, -math.inf) < at  # the smallest delay that passes it
+            assert not any(env.now + x == at for x in (d, math.nextafter(d, -math.inf)))
+    assert missed < 2000 * 0.2
 
-        def arrivals():
-            for a in arrival:
-                delay = float(a) - env.now
-                if delay > 0:
-                    yield env.timeout(delay)
-                seen.append(env.now)
 
-        env.process(arrivals())
-        env.run()
-        clock = arrival_clock_s(arrival)
-        assert clock.tolist() == seen
-        differ += int((clock != arrival).sum())
-    assert differ > 0  # the case the function exists for did occur
+def test_closed_loop_sends_are_ordered_by_client_whatever_order_replicas_end_them():
+    """Found by the randomised test: with think time and re-sends, the sends due at one instant
+    go out in client order (one event), so fast-forward, whose run ends are created in another
+    order than step-by-step mode's step ends, sends the same requests to the same replicas."""
+    sc = {
+        "name": "ff", "seed": 11, "model": "llama-2-7b", "hardware": "h100-80g-sxm",
+        "cluster": {"replicas": 3, "router": "least-outstanding-tokens"},
+        "engine": {"block_size": 4, "max_model_len": 4096, "kv_capacity_tokens": 1500, "max_num_seqs": 8, "record_steps": True,
+                   "sla_guard": {"max_queue_s": 1.0, "max_tbt_s": 0.2}},
+        "cost_model": {"kind": "constant", "step_time_s": 0.01, "per_token_s": 1e-5},
+        "scheduler": {"kind": "past-future"},
+        "workload": {"lengths": {"kind": "fixed", "input_tokens": 100, "output_tokens": 50},
+                     "arrivals": {"kind": "closed-loop", "clients": 60, "think_time_s": 0.05, "resend_failed": True, "max_attempts": 3},
+                     "num_requests": 60, "max_new_tokens": "exact"},
+        "sla": {"ttft_s": 0.03, "max_tbt_s": 0.3},
+    }
+    step, fast = _run(sc, False), _run(sc, True)
+    req = step.requests
+    assert (req.attempt > 0).any() and (req.outcome == "dropped").any()  # re-sends and guard drops happened
+    assert req.duplicated(["arrival_s"]).any()  # sends at one instant
+    assert step.requests.equals(fast.requests)
+    assert step.steps.equals(fast.steps)
+
+
+@pytest.mark.parametrize("think_time_s", [0.25, 1.0])
+@pytest.mark.parametrize("resend_failed", [False, True])
+def test_closed_loop_sends_that_tie_with_step_ends_give_the_same_results_in_both_modes(think_time_s, resend_failed):
+    """Step times and think times that are exact in binary make sends tie with step ends. Before
+    the one event loop, a think timeout created before a replica's step end at the same time was
+    processed first in step-by-step mode, while fast-forward assumed every send comes after the
+    step ends at its time, and re-sends went out in the order replicas ended the requests: both
+    modes differed on every one of these scenarios (commit 91c1e79). Now a send is always after
+    the step ends at its time and sends at one time go out in client order (events.py)."""
+    sc = {"name": "tie", "seed": 1, "model": "llama-2-7b", "hardware": "h100-80g-sxm",
+          "cluster": {"replicas": 2, "router": "round-robin"},
+          "engine": {"block_size": 4, "max_model_len": 4096, "kv_capacity_tokens": 4000, "max_num_seqs": 4, "record_steps": True},
+          "cost_model": {"kind": "constant", "step_time_s": 0.25, "per_token_s": 0.0},
+          "scheduler": {"kind": "aggressive"},
+          "workload": {"lengths": {"kind": "uniform", "input_tokens": [10, 100], "output_tokens": [3, 12]},
+                       "arrivals": {"kind": "closed-loop", "clients": 5, "think_time_s": think_time_s,
+                                    "resend_failed": resend_failed, "max_attempts": 3},
+                       "num_requests": 30, "max_new_tokens": "exact"},
+          "sla": {"ttft_s": 0.6, "max_tbt_s": 0.3}}
+    step, fast = _run(sc, False), _run(sc, True)
+    ends = set((step.steps.start_s + step.steps.duration_s).tolist())
+    assert any(a in ends for a in step.requests.arrival_s[step.requests.arrival_s > 0])  # sends tie with step ends
+    assert (step.requests.attempt > 0).any() == resend_failed
+    assert step.requests.equals(fast.requests)
+    assert step.steps.equals(fast.steps)

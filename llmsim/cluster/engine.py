@@ -136,11 +136,9 @@ class ReplicaEngine:
         self._load_posted = False  # on the board's list of replicas whose bounds are out of date
         self._outstanding = 0  # prefill + output tokens still to process (outputs counted at their cap)
         self.stats = ReplicaStats()
-        self.wakeup = None  # set by the SimPy process while the replica idles
-        self.on_end = None  # callback(list of ids) when requests finish, are dropped or aborted
-        self.active_run: DecodeRun | None = None  # the fast-forward run in progress, if any
-        self.cut_run = None  # callback the simulation sets: cut the active run at an arrival
-        self.run_end = None  # the SimPy event that ends the active run
+        self.enqueued = 0  # requests that reached this replica so far
+        self.ended: list[int] = []  # requests that finished, were dropped or aborted, not yet taken
+        self.active_run: DecodeRun | None = None  # the fast-forward run planned and not yet applied
         # () -> the earliest time a new request can reach this replica, when the simulation knows
         # it in advance (open-loop arrivals, one replica or round-robin); runs plan no further
         self.next_arrival_s = None
@@ -157,24 +155,40 @@ class ReplicaEngine:
         self.policy_refused_head = False
 
     # ---------------------------------------------------------------- arrivals
-    def enqueue(self, rid: int, now_s: float) -> None:
+    def enqueue(self, rid: int, now_s: float) -> bool:
         """A request reaches this replica; `now_s` is its time as ordered against step ends (just
-        after the clock for a closed-loop client, see llmsim.cluster.simulation.dispatch)."""
+        after the clock for a closed-loop send, llmsim.cluster.events). Returns True if it is the
+        new head of an empty queue during a fast-forwarded run: the run must then end at the first
+        boundary at or after `now_s` (`cut_run`), where step-by-step mode would first judge it."""
         t = self.table
         t.replica[rid] = self.index
         t.status[rid] = WAITING
+        self.enqueued += 1
         was_empty = not self.waiting
         if was_empty:
             self.head_refusal_stable = False  # a new head: no round has judged it
         self.waiting.append(rid)
         self._add_outstanding(int(t.prompt_tokens[rid] + t.max_new_tokens[rid]))
-        if self.wakeup is not None and not self.wakeup.triggered:
-            self.wakeup.succeed()
         run = self.active_run
-        if run is not None:
-            run.arrivals_s.append(now_s)
-            if was_empty and self.cut_run is not None:
-                self.cut_run(now_s)  # a new head of the queue: the next boundary must decide
+        if run is None:
+            return False
+        run.arrivals_s.append(now_s)  # for the step log's queue lengths
+        return was_empty
+
+    def cut_run(self, seen_s: float) -> bool:
+        """End the active run at the first step boundary at or after `seen_s`; True if its end
+        moved earlier."""
+        run = self.active_run
+        before = run.end_s
+        if run.truncate(seen_s) == before:
+            return False
+        self.load_changed()
+        return True
+
+    def take_ended(self) -> list[int]:
+        """The requests that ended since the last call (finished, dropped or aborted)."""
+        ended, self.ended = self.ended, []
+        return ended
 
     def _add_outstanding(self, delta_tokens: int) -> None:
         self._outstanding += delta_tokens
@@ -241,6 +255,7 @@ class ReplicaEngine:
         if self.params.fast_forward and swap_s == 0.0 and self.batch.size == len(self.running):
             run = plan_run(self, now_s)
             if run is not None:
+                self._start_run(run)
                 return Step(now_s, run.ends_s[-1] - now_s, _NO_IDS, [], [], self.kv.used_blocks, 0.0, run)
         decode_ids = self._decoding_ids()
         batch = self.batch
@@ -281,6 +296,11 @@ class ReplicaEngine:
         run.prefill_tokens = sum(step.prefill_chunk_tokens) + len(step.prefill_ids)
         step.run = run
         step.duration_s = run.end_s - step.start_s
+        self._start_run(run)
+
+    def _start_run(self, run: DecodeRun) -> None:
+        self.active_run = run
+        self.load_changed()  # a load-aware router now reads the run's range of loads
 
     def _finish_prefill_of_run(self, step: Step) -> list[int]:
         """The statistics of a run's leading prefill step, as `finish_step` records a prefill
@@ -566,6 +586,7 @@ class ReplicaEngine:
         self.stats.timeouts += 1
         run = step.run
         if run is not None:
+            self.active_run = None
             finished = []
             if run.prefill_end_s is not None:
                 finished = self._finish_prefill_of_run(step)
@@ -643,8 +664,7 @@ class ReplicaEngine:
         for rid in finished:
             self.running.remove(rid)
         self._running_ids = None
-        if self.on_end is not None:
-            self.on_end(list(finished))
+        self.ended += finished
 
     # ---------------------------------------------------------------- SLA guard
     def _drop_stale(self, now_s: float) -> None:
@@ -663,8 +683,7 @@ class ReplicaEngine:
             for rid in stale:
                 self._end_unfinished(rid, DROPPED, now_s)
             self.stats.dropped += len(stale)
-            if self.on_end is not None:
-                self.on_end(stale)
+            self.ended += stale
 
     def _abort_stalled(self, step: Step, end_s: float) -> None:
         """Abort requests whose gap since their last token exceeds guard_max_tbt_s at this step's
@@ -677,6 +696,10 @@ class ReplicaEngine:
             return
         gone = set(stalled)
         if len(step.decode_ids):
+            # This step allocated the block its decode token would start; the token is not
+            # emitted, so that block is freed with the rest (it leaked before).
+            in_step = step.decode_ids[np.isin(step.decode_ids, stalled)]
+            self.kv.free(int(np.count_nonzero(t.kv_tokens[in_step] % self.params.block_size == 0)))
             step.decode_ids = step.decode_ids[~np.isin(step.decode_ids, stalled)]
         keep = [i for i, r in enumerate(step.prefill_ids) if r not in gone]
         step.prefill_ids = [step.prefill_ids[i] for i in keep]
@@ -684,8 +707,7 @@ class ReplicaEngine:
         for rid in stalled:
             self._end_unfinished(rid, ABORTED, end_s)
         self.stats.aborted += len(stalled)
-        if self.on_end is not None:
-            self.on_end(stalled)
+        self.ended += stalled
 
     def _end_unfinished(self, rid: int, outcome: int, now_s: float) -> None:
         """Remove a request that will not finish (dropped or aborted), freeing what it holds."""
