@@ -152,6 +152,54 @@ def plan_run(engine, now_s: float, after_prefill: bool = False) -> DecodeRun | N
     return DecodeRun(ends, durations, cum, engine.kv.used_blocks, len(engine.waiting), [], refused, n)
 
 
+def continue_prefill_with_run(engine, step) -> None:
+    """Fast-forward a separate-mode prefill step together with the decode run after it, in
+    one timeout. Nothing can change a decision at the prefill's end that is not known now:
+    no admission round is due there (the counter counts decode steps, and the round just
+    ran), arrivals during the prefill cut the run there (`DecodeRun.truncate`), and a request
+    that finishes at its prefill or a first decode step that needs an eviction leave the run
+    empty. The prefilled requests emit their first token and join the batch now (their
+    token is stamped with the prefill's end, and nothing reads them before it); the
+    prefill's statistics and outstanding tokens are applied when the timeout ends."""
+    t = engine.table
+    end_s = step.start_s + step.duration_s  # what SimPy's clock will read then
+    finishes = False
+    for rid, chunk in zip(step.prefill_ids, step.prefill_chunk_tokens):
+        t.prefill_left_tokens[rid] -= chunk
+        finishes |= engine._emit_first_token_after_prefill(rid, end_s)
+    run = None
+    if not finishes and engine.batch.blocks_next_step() <= engine.kv.free_blocks:
+        run = plan_run(engine, end_s, after_prefill=True)
+    if run is None:
+        run = DecodeRun([], [], [], engine.kv.used_blocks, len(engine.waiting), [])
+    run.prefill_end_s = end_s
+    run.prefill_duration_s = step.duration_s
+    run.prefill_tokens = sum(step.prefill_chunk_tokens) + len(step.prefill_ids)
+    step.run = run
+    step.duration_s = run.end_s - step.start_s
+    engine._start_run(run)
+
+
+
+def finish_prefill_of_run(engine, step) -> list[int]:
+    """The statistics of a run's leading prefill step, as `finish_step` records a prefill
+    step; returns the requests that finished at it (their token was emitted at planning)."""
+    run, st = step.run, engine.stats
+    prefill_s = run.prefill_duration_s
+    st.kv_block_s += step.used_blocks * prefill_s
+    st.peak_used_blocks = max(st.peak_used_blocks, step.used_blocks)
+    st.steps += 1
+    st.busy_s += prefill_s
+    if engine.params.record_steps:
+        arrived = sum(1 for a in run.arrivals_s if a <= run.prefill_end_s)
+        st.step_log.append((step.start_s, prefill_s, 0, sum(step.prefill_chunk_tokens), len(engine.running),
+                            run.waiting_before + arrived, step.used_blocks, st.evictions))
+    engine._add_outstanding(-run.prefill_tokens)
+    t = engine.table
+    return [r for r in step.prefill_ids if t.generated_tokens[r] >= t.output_tokens[r]]
+
+
+
 def _hold_rounds(engine, ends, durations, cum, first: int, every: int) -> None:
     """Hold the admission rounds due at the run's inner boundaries (after steps first, first +
     every, ...; the boundary at its end is plan_step's), in order, as step-by-step mode would hold

@@ -51,7 +51,8 @@ class ReplicaProcess:
         now_s = env.now
         while True:
             step = engine.plan_step(now_s)
-            self._report()
+            if engine.ended:
+                self._report()
             if step is None:
                 self._idle = env.event()
                 now_s = yield self._idle  # the arrival time of the request that woke it
@@ -63,7 +64,9 @@ class ReplicaProcess:
                 delay = step.duration_s if env.now == now_s else delay_to(env, end_s)
             else:
                 end_s = step.run.end_s
-                delay = delay_to(env, end_s)
+                delay = end_s - env.now
+                if env.now + delay != end_s:  # rare: see events.delay_to
+                    delay = delay_to(env, end_s)
             self._in_run = step.run is not None
             while True:
                 try:
@@ -74,7 +77,8 @@ class ReplicaProcess:
                     delay = delay_to(env, end_s)
             self._in_run = False
             engine.finish_step(step, end_s)
-            self._report()
+            if engine.ended:
+                self._report()
             now_s = end_s
 
     def _report(self) -> None:

@@ -1,0 +1,223 @@
+"""Admission rounds of one replica: first come, first served, with head-of-line blocking.
+
+A round runs when requests wait and either nothing runs or the policy's
+`decode_steps_between_rounds` decode steps have passed since the last round
+(`ReplicaEngine.plan_step`). The waiting queue is walked in order (evicted requests first); each
+head must first pass the engine's limits (`max_num_seqs`, the round's token budget, free blocks
+beside those the running batch's next decode step needs: vLLM v1 schedules running requests
+before waiting ones), and then the policy's round (llmsim.schedulers); the walk stops at the
+first refusal. An empty replica always admits its head request, otherwise a request the policy
+finds too large would never run. The policy's round is started only when a head first passes the
+engine's limits, so a refused round draws nothing.
+
+Fast-forward (llmsim.cluster.fastforward) may start, ahead of time, the rounds due inside a run
+(`head_ahead`, `hold_rounds_ahead`); the round that admits is kept for its boundary.
+
+A mixin of ReplicaEngine: its methods read and write the engine's state. Units: tokens, blocks,
+seconds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..kvcache import blocks_for
+from ..request import RUNNING, SWAPPED
+from ..schedulers.base import BatchColumns, Candidate, ReplicaView, RunningBatch
+
+_NOW = np.zeros(1, dtype=np.int64)  # a round now, zero steps ahead (Scheduler.first_admitting_round)
+
+
+class Admission:
+    """ReplicaEngine's admission rounds (see the module docstring)."""
+
+    def _admission_round(self, now_s: float) -> tuple[list[int], float]:
+        t, p = self.table, self.params
+        rnd = None  # created when a candidate first passes the engine limits (no draws otherwise)
+        if p.mode == "separate":
+            budget = p.max_batched_tokens
+        else:
+            budget = p.max_batched_tokens - self.batch.size - int(t.prefill_left_tokens[self._ids()].sum())
+        # Blocks the running batch takes at its next decode step stay out of admission, as vLLM v1
+        # schedules running requests before waiting ones; otherwise a request could be admitted
+        # into blocks this very step needs and be evicted before computing anything.
+        reserved = self.batch.blocks_next_step()
+        limit = self.scheduler.max_admissions_per_round
+        admitted: list[int] = []
+        swap_s = 0.0
+        self.head_refusal_stable = self.policy_refused_head = False
+        while self.waiting:
+            if limit is not None and len(admitted) >= limit:
+                break
+            # From here on a break means the head was refused by a check that cannot change before
+            # a finish or an eviction (max_num_seqs, free blocks, a stable policy's refusal), unless
+            # reset below: fast-forward relies on it.
+            self.head_refusal_stable = True
+            if len(self.running) >= p.max_num_seqs:
+                break
+            cand = self._candidate(self.waiting[0])
+            swapped = t.status[cand.request_id] == SWAPPED
+            prefill = 0 if swapped else cand.kv_tokens
+            # a swapped-in request decodes in this step: its own next token may need a block too
+            own = int(swapped and cand.kv_tokens % p.block_size == 0)
+            refusal = self._engine_refusal(cand, prefill, own, budget, reserved, self.kv.free_blocks)
+            if refusal is not None:
+                self.head_refusal_stable = refusal == "blocks"
+                break
+            forced = not self.running  # an empty replica always runs its head request
+            if rnd is None:
+                rnd, accepted = self._start_policy_round(cand, now_s)
+            else:
+                accepted = rnd.admit(cand)
+            if not accepted and not forced:
+                if not self._refusal_stable:
+                    self.head_refusal_stable = False
+                    self.policy_refused_head = True
+                break
+            self.head_refusal_stable = False
+            self.waiting.popleft()
+            swap_s += self._admit(cand, swapped, now_s)
+            admitted.append(cand.request_id)
+            budget -= prefill if prefill else int(p.mode == "mixed")  # a swap-in adds a decode token
+            reserved += own
+            if not accepted:
+                break  # forced: the round did not count this request, so it cannot judge the next one
+        return admitted, swap_s
+
+    def _start_policy_round(self, cand: Candidate, now_s: float):
+        """The policy's round for this planning and its answer to the first candidate that passed
+        the engine's limits: the round fast-forward held for this boundary, or a new one (started
+        and asked in one call where the policy offers it)."""
+        if self.round_ahead is not None:
+            return self._take_round_ahead(cand), True
+        view = self._view(now_s)
+        found = None if self._rounds_at_once is None else self._rounds_at_once(view, _NOW, cand)
+        if found is None:
+            rnd = self.scheduler.start_round(view)
+            return rnd, rnd.admit(cand)
+        return found[1], found[1] is not None
+
+    def _over_budget(self, prefill: int, budget: int) -> bool:
+        """A prefill of `prefill` tokens does not fit a round's remaining token `budget`."""
+        return bool(prefill) and (prefill > budget if self.params.mode == "separate" else budget <= 0)
+
+    def _engine_refusal(self, cand: Candidate, prefill: int, own: int, budget: int, reserved: int, free_blocks: int) -> str | None:
+        """The engine limit a candidate fails before its policy is asked, or None: "budget" if its
+        prefill does not fit this round's token budget (the next round has the budget anew),
+        "blocks" if its blocks do not fit beside the `reserved` blocks the running batch's next step
+        needs (cannot change before a finish or an eviction: free blocks only shrink meanwhile)."""
+        if self._over_budget(prefill, budget):
+            return "budget"
+        if cand.blocks + reserved + own > free_blocks:
+            return "blocks"
+        return None
+
+    def head_ahead(self) -> tuple[Candidate, int] | str:
+        """For the rounds fast-forward holds inside a run (every running request decoding, the
+        queue's head unchanged): the head as a Candidate and the block its own first decode step
+        needs (a swapped-out head), or the verdict of a limit that holds for the whole run:
+        "stable" (max_num_seqs) or "budget" (no round is started: the prefill exceeds a round's
+        token budget, which is the same at every boundary of the run)."""
+        t, p = self.table, self.params
+        if len(self.running) >= p.max_num_seqs:
+            return "stable"
+        cand = self._candidate(self.waiting[0])
+        swapped = t.status[cand.request_id] == SWAPPED
+        # a round's whole budget (no admissions yet); in mixed mode less the decode tokens (every
+        # running request decodes during a run, none has prefill left)
+        budget = p.max_batched_tokens if p.mode == "separate" else p.max_batched_tokens - self.batch.size
+        if self._over_budget(0 if swapped else cand.kv_tokens, budget):
+            return "budget"
+        return cand, int(swapped and cand.kv_tokens % p.block_size == 0)
+
+    def hold_rounds_ahead(self, steps: list[int], ends_s: list[float], cum_new_blocks: list[int], cand: Candidate) -> tuple[int, bool]:
+        """Start, ahead of time, the policy's rounds due `steps[i]` decode steps from now inside a
+        fast-forwarded run (a boundary after step j is at `ends_s[j-1]`, with `cum_new_blocks[j-1]`
+        fewer blocks free than now: the run's lists), in order, each offered
+        the head `cand` first (it has passed the engine limits there). Returns (i, stable): the
+        first round that admits it (len(steps) if none) and whether a refusal is the policy's
+        stable one. An admitting round is kept, with its draws, for `_admission_round` at that
+        boundary (`round_ahead`).
+
+        Exact for a policy whose rounds depend only on their view and its own state
+        (`Scheduler.rounds_ahead`): the rounds are started in step-by-step mode's order, only
+        earlier in wall time. A policy may answer for all the rounds at once
+        (`first_admitting_round`, given the view now; compiled past-future and oracle do)."""
+        sched = self.scheduler
+        at_once = self._rounds_at_once
+        found = None if at_once is None else at_once(self._view(ends_s[steps[0] - 1]), np.asarray(steps, dtype=np.int64), cand)
+        if found is None:
+            for i, j in enumerate(steps):
+                rnd = sched.start_round(self._view(ends_s[j - 1], j, self.kv.free_blocks - cum_new_blocks[j - 1]))
+                if rnd.admit(cand):
+                    found = i, rnd
+                    break
+                if self._refusal_stable:
+                    return i, True
+            else:
+                found = len(steps), None
+        i, rnd = found
+        if rnd is not None:
+            self.round_ahead = (self.batch.clock + steps[i], cand.request_id, rnd)
+        return i, False
+
+    def _take_round_ahead(self, cand: Candidate):
+        clock, rid, rnd = self.round_ahead
+        if clock != self.batch.clock or rid != cand.request_id:
+            raise AssertionError(f"internal: a round held ahead for request {rid} at decode step {clock} "
+                                 f"was not used there (request {cand.request_id} at step {self.batch.clock})")
+        self.round_ahead = None
+        return rnd
+
+    def _admit(self, cand: Candidate, swapped: bool, now_s: float) -> float:
+        t, rid = self.table, cand.request_id
+        self.kv.allocate(cand.blocks)
+        t.status[rid] = RUNNING
+        if math.isnan(t.first_admit_s[rid]):
+            t.first_admit_s[rid] = now_s
+        self.running.append(rid)
+        self._running_ids = None
+        if swapped:
+            self.swap.take(cand.blocks)
+            self.batch.join(rid)  # its prefill was done before the swap-out: it decodes next
+            return self.cost_model.swap_time_s(cand.blocks * self.swap.block_bytes)
+        t.kv_tokens[rid] = cand.kv_tokens
+        t.prefill_left_tokens[rid] = cand.kv_tokens
+        return 0.0
+
+    def _candidate(self, rid: int) -> Candidate:
+        t = self.table
+        g = int(t.generated_tokens[rid])
+        prompt = int(t.prompt_tokens[rid])
+        if t.status[rid] == SWAPPED:
+            kv = int(t.kv_tokens[rid])
+        else:
+            kv = prompt + g  # recompute: prefill prompt + generated tokens
+        return Candidate(rid, float(t.arrival_s[rid]), prompt, int(t.max_new_tokens[rid]), g, kv, blocks_for(kv, self.params.block_size))
+
+    def _view(self, now_s: float, steps_ahead: int = 0, free_blocks: int | None = None) -> ReplicaView:
+        """The replica as a policy sees it now, or `steps_ahead` decode steps of the whole running
+        batch from now (fast-forward, with every running request decoding)."""
+        def running() -> RunningBatch:  # built only if the policy looks at it
+            t, ids = self.table, self._ids()
+
+            def progress():
+                if self.batch.size == len(ids):  # all decoding: read the clock, write nothing
+                    generated, kv = self.batch.current_progress(ids)
+                    return (generated + steps_ahead, kv + steps_ahead) if steps_ahead else (generated, kv)
+                self.sync()
+                return t.generated_tokens[ids], t.kv_tokens[ids]
+
+            return RunningBatch(ids, t.prompt_tokens[ids], t.max_new_tokens[ids], progress=progress)
+
+        def columns() -> BatchColumns | None:  # built only if a compiled policy asks
+            if self.batch.size != len(self.running):
+                return None  # some are prefilling: their progress does not follow the decode clock
+            t, ids = self.table, self._ids()
+            return BatchColumns(ids, t.prompt_tokens, t.max_new_tokens, t.generated_tokens, t.kv_tokens, t.clock_base,
+                                self.batch.clock + steps_ahead, ids)
+
+        free = self.kv.free_blocks if free_blocks is None else free_blocks
+        return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, free, running, columns)
