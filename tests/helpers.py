@@ -5,9 +5,8 @@
 - `make_engine`: a ReplicaEngine with a ConstantCostModel and a scheduler built through
   `build_scheduler` + `BuildContext` (the way llmsim.cluster.simulation builds them).
 - `check_run_pricer`: a cost model's `decode_run_pricer` against its per-step times.
-- `drive`: the replica loop of llmsim.cluster.simulation, by hand: enqueue arrivals due by `now`,
-  `plan_step(now)`, `finish_step(step, now + duration)`, `check_invariants()` after every step,
-  and one `StepRecord` per step.
+- `drive`: run one engine in the simulation's own event loop (a SimPy ReplicaProcess and an
+  arrivals process), with `check_invariants()` after every step and one `StepRecord` per step.
 """
 
 from __future__ import annotations
@@ -16,7 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import simpy
+
 from llmsim.cluster.engine import EngineParams, ReplicaEngine
+from llmsim.cluster.events import ARRIVAL_PRIORITY, PriorityTimeout, delay_to
+from llmsim.cluster.replica import ReplicaProcess
 from llmsim.costmodel.constant import ConstantCostModel
 from llmsim.kvcache import blocks_for
 from llmsim.request import RequestTable
@@ -90,34 +93,50 @@ class StepRecord:
 
 
 def drive(engine: ReplicaEngine, ids=None, max_steps=10_000) -> list[StepRecord]:
-    """Run `engine` until it is idle and every request in `ids` (default: all) has arrived."""
+    """Run `engine` until it is idle and every request in `ids` (default: all) has arrived, in the
+    simulation's event loop (llmsim.cluster.replica and events), recording every step."""
     t = engine.table
     ids = range(len(t)) if ids is None else ids
     pending = sorted(ids, key=lambda r: (t.arrival_s[r], r))
-    now, records = 0.0, []
-    for _ in range(max_steps):
-        while pending and t.arrival_s[pending[0]] <= now:
-            engine.enqueue(pending.pop(0), now)
-        evictions_before = t.evictions.copy()
-        step = engine.plan_step(now)
-        if step is None:
-            if not pending:
-                return records
-            now = max(now, float(t.arrival_s[pending[0]]))
-            continue
-        evicted = np.flatnonzero(t.evictions != evictions_before).tolist()
-        end = now + step.duration_s
-        finished = engine.finish_step(step, end)
+    env, records, evicted = simpy.Environment(), [], []
+    plan_step, finish_step = engine.plan_step, engine.finish_step
+
+    def plan(now_s):
+        before = t.evictions.copy()
+        step = plan_step(now_s)
+        evicted[:] = np.flatnonzero(t.evictions != before).tolist()
+        return step
+
+    def finish(step, end_s):
+        finished = finish_step(step, end_s)
         engine.check_invariants()
         records.append(StepRecord(
-            now, end, step.duration_s, step.swap_s, [int(r) for r in step.decode_ids],
+            step.start_s, end_s, step.duration_s, step.swap_s, [int(r) for r in step.decode_ids],
             list(zip(step.prefill_ids, step.prefill_chunk_tokens)), step.used_blocks, engine.kv.used_blocks,
             list(engine.running), list(engine.waiting), list(finished),
             {r: int(t.kv_tokens[r]) for r in range(len(t))}, {r: int(t.generated_tokens[r]) for r in range(len(t))},
-            {r: int(t.status[r]) for r in range(len(t))}, engine.swap.used_blocks, evicted,
+            {r: int(t.status[r]) for r in range(len(t))}, engine.swap.used_blocks, list(evicted),
         ))
-        now = end
-    raise AssertionError(f"engine did not drain in {max_steps} steps")
+        if len(records) >= max_steps:
+            raise AssertionError(f"engine did not drain in {max_steps} steps")
+        return finished
+
+    engine.plan_step, engine.finish_step = plan, finish  # on this instance only
+    replica = ReplicaProcess(env, engine)
+
+    def arrivals():
+        for rid in pending:
+            at_s = float(t.arrival_s[rid])
+            if at_s > env.now:
+                yield PriorityTimeout(env, delay_to(env, at_s), ARRIVAL_PRIORITY)
+            replica.enqueue(rid, at_s)
+
+    env.process(arrivals())
+    try:
+        env.run()
+    finally:
+        del engine.plan_step, engine.finish_step
+    return records
 
 
 def check_run_pricer(cm, seqs: int, ctx_sum: int, ctx_max: int, step_times: list[float]) -> None:
