@@ -51,7 +51,9 @@ class PriorityTimeout(simpy.events.Event):
     construction with no value, as a Timeout is, and processed `delay` seconds from now."""
 
     def __init__(self, env: simpy.Environment, delay: float, priority: int) -> None:
-        super().__init__(env)
+        # simpy.Event.__init__ inlined, as simpy.Timeout does (one is made per arrival time)
+        self.env = env
+        self.callbacks = []
         self._ok = True  # triggered now, as simpy.Timeout's constructor does
         self._value = None
         env.schedule(self, priority, delay)

@@ -58,16 +58,18 @@ class ReplicaProcess:
                 now_s = yield self._idle  # the arrival time of the request that woke it
                 self._idle = None
                 continue
-            if step.run is None:
+            run = step.run
+            clock = env.now
+            if run is None:
                 end_s = now_s + step.duration_s
                 # SimPy adds the duration to its clock the same way (delay_to where the clock is off)
-                delay = step.duration_s if env.now == now_s else delay_to(env, end_s)
+                delay = step.duration_s if clock == now_s else delay_to(env, end_s)
             else:
-                end_s = step.run.end_s
-                delay = end_s - env.now
-                if env.now + delay != end_s:  # rare: see events.delay_to
+                end_s = run.end_s
+                delay = end_s - clock
+                if clock + delay != end_s:  # rare: see events.delay_to
                     delay = delay_to(env, end_s)
-            self._in_run = step.run is not None
+            self._in_run = run is not None
             while True:
                 try:
                     yield env.timeout(delay)
