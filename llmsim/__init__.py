@@ -10,6 +10,16 @@ Python API (the CLI and notebooks use the same calls):
 __version__ = "0.1.0"
 
 from .config import load_scenario, scenario_from_dict  # noqa: E402
-from .cluster.simulation import simulate  # noqa: E402
+
+
+def __getattr__(name: str):
+    # `simulate` brings in the engine, the cost models and pandas: imported when first used, so
+    # commands that only read a scenario (or print help) do not pay for them
+    if name == "simulate":
+        from .cluster.simulation import simulate
+
+        return simulate
+    raise AttributeError(f"module 'llmsim' has no attribute {name!r}")
+
 
 __all__ = ["load_scenario", "scenario_from_dict", "simulate", "__version__"]

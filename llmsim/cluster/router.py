@@ -7,11 +7,12 @@ Registry keyed by the YAML `cluster.router` string.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 
-from .engine import ReplicaEngine
+if TYPE_CHECKING:  # the registry is read by llmsim.config, which must not import the engine
+    from .engine import ReplicaEngine
 
 
 class Router(Protocol):
