@@ -1,10 +1,9 @@
-"""Fast-forward: advance a replica by k decode steps in one event (a SimPy timeout, or one pass of
-the plain event loops in llmsim/cluster/simulation.py), exactly.
+"""Fast-forward: advance a replica by k decode steps in one SimPy timeout, exactly.
 
 Between two events that can change a decision, decode steps differ only in context length
-(ARCHITECTURE.md, Performance). A run of k steps starts at a step boundary where the next step is
+(docs/architecture.md). A run of k steps starts at a step boundary where the next step is
 a pure decode step (no prefill pending, no swap, no admission made), or right after a separate-mode
-prefill step that it shares a timeout with (`ReplicaEngine._continue_prefill_with_run`), and ends
+prefill step that it shares a timeout with (`continue_prefill_with_run`), and ends
 at the first of:
 
 - a finish: the step at which some running request reaches its true output length;
@@ -17,7 +16,8 @@ at the first of:
   rounds step-by-step mode holds meanwhile refuse and do not stop a run;
 - an arrival at an empty waiting queue: the run is cut at the first step boundary at or after
   the arrival (the end of a leading prefill is one; arrivals at a boundary are seen there, as in
-  step-by-step mode), by moving its end earlier (`_Environment.move_earlier` on SimPy); where the
+  step-by-step mode): the replica process is interrupted and waits for the new end
+  (llmsim.cluster.replica); where the
   simulation knows when the next request will reach this replica (open-loop arrivals with one
   replica or round-robin routing: `engine.next_arrival_s`), the run is planned to end at that
   boundary in the first place, so no steps are priced in vain and nothing needs cutting;
