@@ -1,4 +1,4 @@
-"""Small builders shared by the scheduler and engine tests (no SimPy: engines are driven by hand).
+"""Small builders shared by the scheduler and engine tests.
 
 - `make_table`: a RequestTable from plain lists.
 - `make_view` / `make_candidate`: hand-made inputs for a scheduler's admission round.

@@ -1,4 +1,4 @@
-"""Exact tests of ReplicaEngine (SCHEDULERS.md §1) on tiny batches, driven by hand (tests/helpers.py):
+"""Exact tests of ReplicaEngine (SCHEDULERS.md §1) on tiny batches, driven step by step by tests/helpers.drive:
 ConstantCostModel with 0.01 s steps, block size 4, 10 blocks (40 tokens) unless a test says so.
 KV convention: after g >= 1 tokens a request holds prompt + g - 1 tokens."""
 

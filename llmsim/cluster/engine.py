@@ -2,7 +2,7 @@
 
 Plain Python, no SimPy: the replica process (llmsim.cluster.replica) calls `plan_step(now_s)`,
 waits the step's duration, then calls `finish_step(step, end_s)`. docs/architecture.md shows one
-request's path through these calls; docs/schedulers.md is the reference for what a step does.
+request's path through these calls and the event order around them.
 
 - `plan_step`: the SLA guard drops stale requests (guard.py); an admission round runs when due
   (admission.py); then either the prefill of the requests just admitted (`separate` mode), or,
@@ -96,7 +96,6 @@ class ReplicaStats:
     step_log: list[tuple] = field(default_factory=list)
 
 
-_NOW = np.zeros(1, dtype=np.int64)  # a round now, zero steps ahead (Scheduler.first_admitting_round)
 
 
 class ReplicaEngine(Admission, Eviction, Guard):

@@ -1,7 +1,7 @@
 """The one event order of a simulation, and the two SimPy helpers every process uses.
 
 There is one SimPy event loop (`simpy.Environment.run`). Its processes are one per replica
-(llmsim.cluster.replica), one for open-loop arrivals and one for a pool of closed-loop clients
+(llmsim.cluster.replica), and either one for open-loop arrivals or one for a pool of closed-loop clients
 (llmsim.cluster.load). They use SimPy's public API only: `env.process`, `env.timeout`, plain
 events, `Process.interrupt`, and `env.schedule` with a priority.
 

@@ -15,9 +15,9 @@ at the first of:
   the queue (free blocks only shrink, reservations stay: `engine.head_refusal_stable`), so the
   rounds step-by-step mode holds meanwhile refuse and do not stop a run;
 - an arrival at an empty waiting queue: the run is cut at the first step boundary at or after
-  the arrival (the end of a leading prefill is one; arrivals at a boundary are seen there, as in
-  step-by-step mode): the replica process is interrupted and waits for the new end
-  (llmsim.cluster.replica); where the
+  the time the arrival is seen (a closed-loop send: strictly after it, llmsim.cluster.events;
+  the end of a leading prefill is a boundary), as step-by-step mode would first judge it; the
+  replica process is interrupted and waits for the new end (llmsim.cluster.replica). Where the
   simulation knows when the next request will reach this replica (open-loop arrivals with one
   replica or round-robin routing: `engine.next_arrival_s`), the run is planned to end at that
   boundary in the first place, so no steps are priced in vain and nothing needs cutting;

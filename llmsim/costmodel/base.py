@@ -69,8 +69,8 @@ class CostModel(Protocol):
         """Times of `num_steps` consecutive decode-only steps of the same `decode_seqs` sequences.
 
         Step j (0-based) has context sum `context_sum_tokens + j * decode_seqs` and max
-        `context_max_tokens + j`. Equals `[step_time_s(...) for each j]` to floating-point
-        rounding, but vectorised (numpy, no Python loop over j).
+        `context_max_tokens + j`. Equals `[step_time_s(...) for each j]` to
+        the bit (fast-forward relies on it), but vectorised (numpy, no Python loop over j).
         """
         ...
 
