@@ -4,23 +4,26 @@
 and validates it. Every problem becomes one `LlmsimError` line that names the file, the line, and
 the dotted key: an unknown or misspelt key (with a suggestion), a missing key, a bad value, a
 duplicated key. Relative paths inside a scenario are resolved against the scenario file's folder,
-so a scenario runs the same from any working directory.
+so a scenario runs the same from any working directory. This module holds the schema and the two
+entry points; reading the YAML and `--set` overrides live in llmsim.config_loading
+(`parse_override` and `apply_override` are importable from here too), the error text in
+llmsim.config_errors.
 
 Units are in the key names: `_s` seconds, `_tokens` tokens, `_gib` GiB, `_per_s` per second.
 """
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from .cluster.router import ROUTERS
-from .errors import LlmsimError, closest, did_you_mean
+from .config_errors import format_errors
+from .config_loading import apply_override, parse_override, read_yaml, resolve_paths
+from .errors import LlmsimError, did_you_mean
 from .schedulers import SCHEDULERS
 
 
@@ -295,70 +298,14 @@ class LoadedScenario:
 
 
 # ------------------------------------------------------------------------------------ loading
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise LlmsimError(f"{self.name}:{key_node.start_mark.line + 1}: duplicate key {key!r} (first at line {seen[key]})")
-            seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
-
-
-def _read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LlmsimError(f"{path}: no such scenario file") from None
-    except OSError as e:
-        raise LlmsimError(f"{path}: cannot read: {e.strerror}") from None
-    loader = _StrictLoader(text)
-    loader.name = str(path)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise LlmsimError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
-    finally:
-        loader.dispose()
-    if not isinstance(data, dict):
-        raise LlmsimError(f"{path}: a scenario must be a YAML mapping of keys to values")
-    return data, node
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """'engine.block_size=32' -> (['engine', 'block_size'], 32); the value is parsed as YAML."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise LlmsimError(f"--set {text!r}: expected dotted.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key.strip().split("."), value
-
-
-def apply_override(data: dict, keys: list[str], value: Any, source: str) -> None:
-    node = data
-    for i, k in enumerate(keys[:-1]):
-        child = node.get(k)
-        if child is None:
-            child = node[k] = {}
-        if not isinstance(child, dict):
-            raise LlmsimError(f"{source}: '{'.'.join(keys[: i + 1])}' is a value, not a section")
-        node = child
-    node[keys[-1]] = value
+# Reading the YAML and applying overrides: llmsim.config_loading; the error text: llmsim.config_errors.
+_UNIONS = (Lengths, Arrivals, CostModelConfig)  # discriminated unions: their `kind` tags are not keys
 
 
 def load_scenario(path: str | Path, overrides: list[str] = (), scheduler: str | None = None, seed: int | None = None) -> LoadedScenario:
     """Read, override and validate a scenario file."""
     path = Path(path)
-    data, node = _read_yaml(path)
+    data, node = read_yaml(path)
     return _validate(data, node, path, path.resolve().parent, overrides, scheduler, seed)
 
 
@@ -380,137 +327,9 @@ def _validate(data, node, path, base_dir, overrides, scheduler, seed) -> LoadedS
         from_override[("scheduler", "kind")] = f"--scheduler {scheduler}"
     if seed is not None:
         data["seed"] = seed
-    _resolve_paths(data, base_dir)
+    resolve_paths(data, base_dir)
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as e:
-        raise LlmsimError(_format_errors(e, data, node, path, from_override)) from None
+        raise LlmsimError(format_errors(e, data, node, path, from_override, Scenario, _UNIONS)) from None
     return LoadedScenario(scenario, path, base_dir)
-
-
-def _resolve_paths(data: dict, base_dir: Path) -> None:
-    workload = data.get("workload")
-    for section in ("lengths", "trace"):
-        src = workload.get(section) if isinstance(workload, dict) else None
-        if isinstance(src, dict) and isinstance(src.get("path"), str):
-            p = Path(src["path"]).expanduser()
-            src["path"] = str(p if p.is_absolute() else (base_dir / p).resolve())
-    for key in ("model", "hardware"):
-        v = data.get(key)
-        if isinstance(v, str) and (v.endswith((".yaml", ".yml")) or "/" in v):
-            p = Path(v).expanduser()
-            data[key] = str(p if p.is_absolute() else (base_dir / p).resolve())
-
-
-# ------------------------------------------------------------------------------------ error text
-def _data_path(loc: tuple, data: Any) -> list:
-    """The pydantic error location as keys into the raw data (drops union tags)."""
-    out, cur = [], data
-    for part in loc:
-        if isinstance(cur, dict) and part in cur:
-            out.append(part)
-            cur = cur[part]
-        elif isinstance(cur, (list, tuple)) and isinstance(part, int) and part < len(cur):
-            out.append(part)
-            cur = cur[part]
-        elif isinstance(part, str) and not (isinstance(cur, dict) and part in _union_tags()):
-            out.append(part)  # a missing or unknown key: keep it for the message
-            cur = None
-    return out
-
-
-_UNIONS = (Lengths, Arrivals, CostModelConfig)
-
-
-def _union_tags() -> set[str]:
-    tags = set()
-    for union in _UNIONS:
-        for member in union.__origin__.__args__ if hasattr(union, "__origin__") else ():
-            tags.update(member.model_fields["kind"].annotation.__args__)
-    return tags
-
-
-def _line(node, keys: list) -> int | None:
-    """Line (1-based) of the deepest key of `keys` found in the YAML node tree."""
-    line = None
-    for k in keys:
-        if isinstance(node, yaml.MappingNode):
-            for kn, vn in node.value:
-                if kn.value == str(k):
-                    line, node = kn.start_mark.line + 1, vn
-                    break
-            else:
-                return line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(k, int) and k < len(node.value):
-            node = node.value[k]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
-
-
-def _models_in(annotation) -> list:
-    """Pydantic model classes inside an annotation (through Optional, Annotated and Union)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
-
-
-def _model_at(keys: list, data: Any):
-    """The model class that validates the section at `keys`, following discriminated unions by the
-    section's `kind` in the raw data; None if it cannot be told."""
-    model: Any = Scenario
-    raw = data
-    for k in keys:
-        fields = getattr(model, "model_fields", {})
-        field = fields.get(k) or {f.alias: f for f in fields.values() if f.alias}.get(k)
-        if field is None:
-            return None
-        raw = raw.get(k) if isinstance(raw, dict) else None
-        members = _models_in(field.annotation)
-        if len(members) > 1:
-            kind = raw.get("kind") if isinstance(raw, dict) else None
-            members = [m for m in members if "kind" in m.model_fields and kind in typing.get_args(m.model_fields["kind"].annotation)]
-        if len(members) != 1:
-            return None
-        model = members[0]
-    return model
-
-
-def _allowed_keys(keys: list, data: Any) -> list[str]:
-    model = _model_at(keys, data)
-    if model is None:
-        return []
-    return [f.alias or name for name, f in model.model_fields.items()]
-
-
-def _format_errors(err: ValidationError, data, node, path, from_override) -> str:
-    errors = err.errors()
-    # A misspelt key also makes pydantic report the right key as missing: say it once, as a suggestion.
-    suggested = set()
-    for e in errors:
-        if e["type"] == "extra_forbidden":
-            keys = _data_path(e["loc"], data)
-            match = closest(keys[-1], _allowed_keys(keys[:-1], data))
-            if match:
-                suggested.add((*keys[:-1], match))
-    lines = []
-    for e in errors:
-        keys = _data_path(e["loc"], data)
-        if e["type"] == "missing" and tuple(keys) in suggested:
-            continue
-        dotted = ".".join(str(k) for k in keys) or "(top level)"
-        source = from_override.get(tuple(keys))
-        line = _line(node, keys) if node is not None and not source else None
-        where = source or (f"{path}:{line}" if path and line else (str(path) if path else "scenario"))
-        if e["type"] == "extra_forbidden":
-            parent, key = keys[:-1], keys[-1] if keys else ""
-            hint = did_you_mean(key, _allowed_keys(parent, data))
-            section = ".".join(map(str, parent)) or "the top level"
-            lines.append(f"{where}: unknown key '{dotted}' in {section}{hint}")
-        elif e["type"] == "missing":
-            lines.append(f"{where}: missing required key '{dotted}'")
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"{where}: {dotted}: {msg}")
-    return "\n".join(lines)
