@@ -184,6 +184,30 @@ def find_capacity(scenario_path, scheduler: str, target_attainment: float = 0.9,
                   progress: Callable[[int, dict], None] | None = None) -> CapacityResult:
     """Maximum sustainable load of `scheduler` under the scenario's SLA (see the module docstring);
     `progress(probes_done, probe_row)` is called after each probe."""
+    _check_arguments(scheduler, target_attainment, warmup_fraction, seeds, growth, rel_tol)
+    prep = prepare(scenario_path, overrides)
+    start = _start_load(prep, start_load)
+    probe0 = Probe(prep.point(scheduler, start, prep.seed), target_attainment, warmup_fraction, backlog_ratio, backlog_slack_s)
+    probe0.point.loaded()  # validate here, once
+    integer = prep.load_knob == CLIENTS_KNOB
+    searches = [_Search(prep.seed + i, integer, start, growth, rel_tol) for i in range(seeds)]
+
+    def make_probe(search: _Search, load: float) -> Probe:
+        return Probe(prep.point(scheduler, check_load(prep, load), search.seed), target_attainment, warmup_fraction,
+                     backlog_ratio, backlog_slack_s)
+
+    rows = _run_searches(searches, make_probe, executor, progress)
+    probes_df = pd.DataFrame(rows).sort_values(["seed", "load"], kind="stable").reset_index(drop=True)
+    knees = [s.knee for s in searches]
+    mean, ci = _knee_mean_ci95(searches, knees)
+    notes = [s.note for s in searches if s.note]
+    return CapacityResult(prep.name, scheduler, prep.load_knob, target_attainment, warmup_fraction,
+                          [s.seed for s in searches], knees, [(s.lo, s.hi) for s in searches], mean, ci, probes_df, notes)
+
+
+def _check_arguments(scheduler: str, target_attainment: float, warmup_fraction: float, seeds: int, growth: float,
+                     rel_tol: float) -> None:
+    """Raise LlmsimError for an unknown scheduler or a search argument out of range."""
     from .schedulers import SCHEDULERS
 
     if scheduler not in SCHEDULERS:
@@ -194,19 +218,27 @@ def find_capacity(scenario_path, scheduler: str, target_attainment: float = 0.9,
         raise LlmsimError(f"warmup_fraction must be in [0, 0.9), got {warmup_fraction}")
     if seeds < 1 or growth <= 1.0 or rel_tol <= 0.0:
         raise LlmsimError("capacity: need seeds >= 1, growth > 1 and rel_tol > 0")
-    prep = prepare(scenario_path, overrides)
+
+
+def _start_load(prep, start_load: float | None) -> float:
+    """The searches' first load (the knob's unit): `start_load`, else the scenario's own, else the
+    trace's mean arrival rate, checked. Raises LlmsimError where the scenario has no load knob or
+    sets no SLA."""
     if prep.load_knob is None:
         check_load(prep, 1.0)  # raises: no load knob
     if not prep.scenario.get("sla") or not any(v is not None for v in prep.scenario["sla"].values()):
         raise LlmsimError(f"{prep.name}: the scenario sets no SLA (sla.ttft_s, tpot_s, max_tbt_s, e2e_s); capacity is measured against it")
-    integer = prep.load_knob == CLIENTS_KNOB
     start = start_load if start_load is not None else prep.own_load
     if start is None:
         start = _trace_mean_rate(prep)
-    start = check_load(prep, start)
-    probe0 = Probe(prep.point(scheduler, start, prep.seed), target_attainment, warmup_fraction, backlog_ratio, backlog_slack_s)
-    probe0.point.loaded()  # validate here, once
-    searches = [_Search(prep.seed + i, integer, start, growth, rel_tol) for i in range(seeds)]
+    return check_load(prep, start)
+
+
+def _run_searches(searches: list[_Search], make_probe: Callable[[_Search, float], Probe], executor: str | Executor,
+                  progress: Callable[[int, dict], None] | None) -> list[dict]:
+    """Run the seeds' searches side by side until none has a load left to probe: each round probes
+    every search's next load (`make_probe(search, load)`) on the executor and updates the search with
+    its verdict. Returns the probe rows in the order they finished."""
     rows: list[dict] = []
     owned = not isinstance(executor, Executor)
     ex = make_executor(executor)
@@ -216,8 +248,7 @@ def find_capacity(scenario_path, scheduler: str, target_attainment: float = 0.9,
             todo = [(s, x) for s, x in todo if x is not None]
             if not todo:
                 break
-            probes = [Probe(prep.point(scheduler, check_load(prep, x), s.seed), target_attainment, warmup_fraction,
-                            backlog_ratio, backlog_slack_s) for s, x in todo]
+            probes = [make_probe(s, x) for s, x in todo]
 
             def on_done(_i: int, row: dict) -> None:
                 rows.append(row)
@@ -230,8 +261,12 @@ def find_capacity(scenario_path, scheduler: str, target_attainment: float = 0.9,
     finally:
         if owned:
             ex.close()
-    probes_df = pd.DataFrame(rows).sort_values(["seed", "load"], kind="stable").reset_index(drop=True)
-    knees = [s.knee for s in searches]
+    return rows
+
+
+def _knee_mean_ci95(searches: list[_Search], knees: list[float]) -> tuple[float, tuple[float, float]]:
+    """The mean of the finite knees and its 95 % interval widened by the search resolution (the mean
+    half-width of the final brackets), clipped at zero; NaN where fewer than two knees are finite."""
     finite = [k for k in knees if not math.isnan(k)]
     mean, lo, hi = mean_ci95(finite) if finite else (math.nan,) * 3
     if len(finite) >= 2:
@@ -239,9 +274,7 @@ def find_capacity(scenario_path, scheduler: str, target_attainment: float = 0.9,
         ci = (max(0.0, lo - resolution), hi + resolution)  # a load is positive
     else:
         ci = (math.nan, math.nan)
-    notes = [s.note for s in searches if s.note]
-    return CapacityResult(prep.name, scheduler, prep.load_knob, target_attainment, warmup_fraction,
-                          [s.seed for s in searches], knees, [(s.lo, s.hi) for s in searches], mean, ci, probes_df, notes)
+    return mean, ci
 
 
 def _trace_mean_rate(prep) -> float:

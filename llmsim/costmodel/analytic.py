@@ -53,11 +53,26 @@ class AnalyticCostModel(ComposedCostModel):
         self.model = model
         self.profile = profile
         self.tensor_parallel = tp = tensor_parallel
-        hw, eff = profile.hardware, profile.efficiency
-        self._dtype_bytes = dt = model.dtype_bytes
+        self._dtype_bytes = model.dtype_bytes
         self._layers = model.num_hidden_layers
+        self._init_rates(profile)
+        self._init_shapes(model, tp)
 
-        # Achieved rates (FLOP/s, bytes/s) and the smallest kernel time (s).
+        # All-reduces per step and their cost (ring all-reduce over the TP group).
+        self._num_allreduces = 2 * self._layers + 1 if tp > 1 else 0  # + vocab-parallel embedding
+        ring_factor = 2.0 * (tp - 1) / tp
+        self._allreduce_latency_s = profile.comm.allreduce_latency_us * 1e-6
+        self._allreduce_s_per_byte = ring_factor / (profile.comm.allreduce_bus_gb_per_s * 1e9)
+
+        self._init_caches()
+        self._priced_steps = [0]  # by this model's Python pricers (a cell they share)
+        self._switch_check_steps = 0  # when decode_run_pricer next asks whether to switch
+        self._run_kernel = None  # the compiled pricer, once decode_run_pricer switches to it
+
+    def _init_rates(self, profile: HardwareProfile) -> None:
+        """Achieved rates (FLOP/s, bytes/s) and the smallest kernel time (s), from the profile's spec
+        peaks and efficiency factors."""
+        hw, eff = profile.hardware, profile.efficiency
         peak_flops_per_s = hw.peak_bf16_tflops * 1e12
         hbm_bytes_per_s = hw.hbm_gb_per_s * 1e9
         self._peak_flops_per_s = peak_flops_per_s
@@ -70,7 +85,10 @@ class AnalyticCostModel(ComposedCostModel):
         self._floor_s = eff.kernel_floor_us * 1e-6
         self._host_link_bytes_per_s = hw.host_link_gb_per_s * 1e9
 
-        # Per-GPU shapes after sharding.
+    def _init_shapes(self, model: ModelArch, tp: int) -> None:
+        """Per-GPU shapes after sharding over `tp` GPUs: the GEMMs, the bytes per token of the
+        elementwise kernels, and the attention constants per layer."""
+        dt = self._dtype_bytes
         hidden, head_dim = model.hidden_size, model.head_dim
         q_heads, kv_heads = model.q_heads_per_gpu(tp), model.kv_heads_per_gpu(tp)
         q_dim, kv_dim = q_heads * head_dim, kv_heads * head_dim
@@ -100,15 +118,6 @@ class AnalyticCostModel(ComposedCostModel):
         self._kv_bytes_per_token_layer = 2 * kv_dim * dt  # K and V of one cached token
         self._attn_flops_per_pair = 4 * q_dim  # QK^T and PV: 2 FLOPs each per head dim per pair
         self._q_bytes_per_token = 2 * q_dim * dt  # read the query, write the output
-        self._num_allreduces = 2 * self._layers + 1 if tp > 1 else 0  # + vocab-parallel embedding
-        ring_factor = 2.0 * (tp - 1) / tp
-        self._allreduce_latency_s = profile.comm.allreduce_latency_us * 1e-6
-        self._allreduce_s_per_byte = ring_factor / (profile.comm.allreduce_bus_gb_per_s * 1e9)
-
-        self._init_caches()
-        self._priced_steps = [0]  # by this model's Python pricers (a cell they share)
-        self._switch_check_steps = 0  # when decode_run_pricer next asks whether to switch
-        self._run_kernel = None  # the compiled pricer, once decode_run_pricer switches to it
 
     def __repr__(self) -> str:
         return (

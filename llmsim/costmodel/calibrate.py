@@ -172,7 +172,7 @@ def run_microbenchmarks(
     `progress(done, total, label)` is called after each point. All-reduce points are measured
     only when several GPUs and NCCL are visible; otherwise the list stays empty.
     """
-    from llmsim.costmodel import bench_attention, bench_kernels
+    from llmsim.costmodel import bench_kernels
 
     torch = require_torch()
     started = time.perf_counter()
@@ -183,6 +183,30 @@ def run_microbenchmarks(
     timer = bench_kernels.Timer(torch, cuda=cuda, samples=samples, warmup=3 if cuda else 1)
     do_allreduce = bench_kernels.allreduce_possible(torch, dev.type)
     total = _count_points(plan, cuda, do_allreduce, torch)
+    env = _bench_env(torch, dev, dtype_name, timer, total, progress)
+    if cuda:
+        torch.cuda.set_device(dev)
+    torch.manual_seed(0)
+    raw = RawMeasurements(device=dev.type, device_name=_device_name(torch, dev), dtype=dtype_name)
+    labels = _measure_kernels(env, plan, raw)
+    if do_allreduce:
+        raw.allreduce = bench_kernels.bench_allreduce(env, plan.tps, plan.allreduce_bytes, dtype_name)
+    raw.torch_version = str(torch.__version__)
+    raw.cuda_version = torch.version.cuda if cuda else None
+    raw.driver_version = _driver_version() if cuda else None
+    raw.attention_backends = tuple(labels)
+    raw.timer = _timer_description(env)
+    raw.repetitions = samples
+    raw.duration_s = time.perf_counter() - started
+    return raw
+
+
+def _bench_env(torch: Any, dev: Any, dtype_name: str, timer: Any, total: int,
+               progress: Callable[[int, int, str], None] | None) -> Any:
+    """The bench_kernels.BenchEnv of a run on `dev`, whose tick calls `progress(done, total, label)`
+    after each of the `total` points."""
+    from llmsim.costmodel import bench_kernels
+
     done = 0
 
     def tick(label: str) -> None:
@@ -191,7 +215,7 @@ def run_microbenchmarks(
         if progress is not None:
             progress(done, total, label)
 
-    env = bench_kernels.BenchEnv(
+    return bench_kernels.BenchEnv(
         torch=torch,
         device=dev,
         dtype=getattr(torch, dtype_name),
@@ -200,17 +224,21 @@ def run_microbenchmarks(
         memory_budget_bytes=_memory_budget(torch, dev),
         tick=tick,
     )
-    if cuda:
-        torch.cuda.set_device(dev)
-    torch.manual_seed(0)
+
+
+def _measure_kernels(env: Any, plan: BenchPlan, raw: RawMeasurements) -> list[str]:
+    """Measure the plan's GEMMs, attention, elementwise kernels and host copies into `raw`; returns
+    the attention backends' labels."""
+    from llmsim.costmodel import bench_attention, bench_kernels
+
+    torch = env.torch
     labels: list[str] = []
-    raw = RawMeasurements(device=dev.type, device_name=_device_name(torch, dev), dtype=dtype_name)
     # CPU runs use one thread: waking OpenMP workers costs up to milliseconds on shared or
     # virtualised machines (8 ms steps seen on a 2-core CI box), which swamps small kernels and
     # even made GEMMs slower than on one thread. A CPU profile is coarse anyway.
     threads = torch.get_num_threads()
     try:
-        if not cuda:
+        if not env.cuda:
             torch.set_num_threads(1)
         with torch.inference_mode():
             raw.gemm = bench_kernels.bench_gemm(env, plan.gemm_shapes, plan.gemm_tokens)
@@ -224,16 +252,7 @@ def run_microbenchmarks(
             raw.host_to_device, raw.device_to_host = bench_kernels.bench_host_copies(env, plan.copy_bytes)
     finally:
         torch.set_num_threads(threads)
-    if do_allreduce:
-        raw.allreduce = bench_kernels.bench_allreduce(env, plan.tps, plan.allreduce_bytes, dtype_name)
-    raw.torch_version = str(torch.__version__)
-    raw.cuda_version = torch.version.cuda if cuda else None
-    raw.driver_version = _driver_version() if cuda else None
-    raw.attention_backends = tuple(labels)
-    raw.timer = _timer_description(env)
-    raw.repetitions = samples
-    raw.duration_s = time.perf_counter() - started
-    return raw
+    return labels
 
 
 def _resolve_device(torch: Any, device: str, dtype: str | None) -> tuple[Any, str]:

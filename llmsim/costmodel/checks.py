@@ -82,52 +82,80 @@ def _floor_check(name: str, cm, shape: BatchShape, floor_key: str, band: tuple[f
 
 
 def _model_checks(profile: HardwareProfile, model: ModelArch, tps: Sequence[int], on_gpu: bool) -> list[CheckResult]:
-    out: list[CheckResult] = []
+    """One model's checks, in order: roofline floors, monotonicity, quadratic prefill attention,
+    decode attention bandwidth, tensor-parallel scaling."""
     name, hw = model.name, profile.hardware
     cm = cost_model_for(model, profile, 1)
     skip_reason = "coarse-cpu profile: CPU timings are not compared with GPU spec peaks"
+    out = _floor_checks(cm, name, hw, on_gpu, skip_reason)
+    out.append(_monotone_check(cm, name))
+    out.append(_attention_quadratic_check(cm, name))
+    out.append(_decode_bandwidth_check(cm, model, hw, on_gpu, skip_reason))
+    out += _tensor_parallel_checks(profile, model, cm, tps)
+    return out
 
-    if on_gpu:
-        out.append(_floor_check(
+
+def _floor_checks(cm, name: str, hw, on_gpu: bool, skip_reason: str) -> list[CheckResult]:
+    """Batch-1 decode against the HBM floor and a 2048-token prefill against the FLOP floor (skipped
+    off GPU)."""
+    if not on_gpu:
+        return [CheckResult(f"{kind} floor {name}", False, skip_reason, skipped=True) for kind in ("decode", "prefill")]
+    return [
+        _floor_check(
             f"decode floor {name}", cm, _decode(1, 512), "bandwidth_floor_s", DECODE_BANDWIDTH_EFFICIENCY,
-            "batch-1 decode at 512 tokens", f"HBM floor ({hw.hbm_gb_per_s:g} GB/s)", "of peak bandwidth"))
-        out.append(_floor_check(
+            "batch-1 decode at 512 tokens", f"HBM floor ({hw.hbm_gb_per_s:g} GB/s)", "of peak bandwidth"),
+        _floor_check(
             f"prefill floor {name}", cm, _prefill(2048), "flop_floor_s", PREFILL_MFU,
-            "2048-token prefill", f"FLOP floor ({hw.peak_bf16_tflops:g} TFLOP/s)", "model FLOPs utilisation"))
-    else:
-        out += [CheckResult(f"{kind} floor {name}", False, skip_reason, skipped=True) for kind in ("decode", "prefill")]
+            "2048-token prefill", f"FLOP floor ({hw.peak_bf16_tflops:g} TFLOP/s)", "model FLOPs utilisation"),
+    ]
 
+
+def _monotone_check(cm, name: str) -> CheckResult:
+    """Step time non-decreasing in prefill tokens, decode batch and context; GEMM time in tokens."""
     prefill_s = [cm.step_time_s(_prefill(t)) for t in range(1, 8193, 97)]
     batch_s = [cm.step_time_s(_decode(b, 1024)) for b in range(1, 513, 3)]
     context_s = [cm.step_time_s(_decode(16, c)) for c in range(1, 16384, 101)]
     gemm_s = [cm.breakdown(_prefill(t))["gemm"] for t in range(1, 8193, 97)]
     bad = [label for label, v in (("prefill tokens", prefill_s), ("decode batch", batch_s), ("decode context", context_s), ("GEMM time in tokens", gemm_s)) if not _non_decreasing(v)]
-    out.append(CheckResult(
+    return CheckResult(
         f"monotone {name}", not bad,
         "step time non-decreasing in prefill tokens, decode batch and context; GEMM time in tokens"
         if not bad else f"decreases somewhere in: {', '.join(bad)}",
-    ))
+    )
 
+
+def _attention_quadratic_check(cm, name: str) -> CheckResult:
+    """Prefill attention of 16384 tokens against 8192: about four times (quadratic in length)."""
     a8k, a16k = (cm.breakdown(_prefill(t))["attention"] for t in (8192, 16384))
     lo, hi = ATTENTION_DOUBLING_RATIO
     ratio = a16k / a8k
-    out.append(CheckResult(
+    return CheckResult(
         f"attention prefill quadratic {name}", lo <= ratio <= hi,
         f"prefill attention 16384 / 8192 tokens = {ratio:.2f} (expected {lo:g} to {hi:g})",
-    ))
+    )
 
-    if on_gpu:
-        ctx1, ctx2, batch = 4096, 8192, 64
-        delta_s = cm.breakdown(_decode(batch, ctx2))["attention"] - cm.breakdown(_decode(batch, ctx1))["attention"]
-        kv_bytes = batch * (ctx2 - ctx1) * model.kv_bytes_per_token_per_gpu(1)
-        gb_per_s = kv_bytes / delta_s / 1e9 if delta_s > 0 else float("inf")
-        out.append(CheckResult(
-            f"decode attention bandwidth {name}", gb_per_s < hw.hbm_gb_per_s,
-            f"decode slope in summed context implies {gb_per_s:.0f} GB/s of KV reads (HBM peak {hw.hbm_gb_per_s:g})",
-        ))
-    else:
-        out.append(CheckResult(f"decode attention bandwidth {name}", False, skip_reason, skipped=True))
 
+def _decode_bandwidth_check(cm, model: ModelArch, hw, on_gpu: bool, skip_reason: str) -> CheckResult:
+    """The KV-read bandwidth implied by decode attention's slope in summed context must stay below
+    HBM peak (skipped off GPU)."""
+    name = model.name
+    if not on_gpu:
+        return CheckResult(f"decode attention bandwidth {name}", False, skip_reason, skipped=True)
+    ctx1, ctx2, batch = 4096, 8192, 64
+    delta_s = cm.breakdown(_decode(batch, ctx2))["attention"] - cm.breakdown(_decode(batch, ctx1))["attention"]
+    kv_bytes = batch * (ctx2 - ctx1) * model.kv_bytes_per_token_per_gpu(1)
+    gb_per_s = kv_bytes / delta_s / 1e9 if delta_s > 0 else float("inf")
+    return CheckResult(
+        f"decode attention bandwidth {name}", gb_per_s < hw.hbm_gb_per_s,
+        f"decode slope in summed context implies {gb_per_s:.0f} GB/s of KV reads (HBM peak {hw.hbm_gb_per_s:g})",
+    )
+
+
+def _tensor_parallel_checks(profile: HardwareProfile, model: ModelArch, cm, tps: Sequence[int]) -> list[CheckResult]:
+    """At each valid TP degree above 1: GEMM time between 1/tp of TP 1's (`cm`) and TP 1's, and some
+    all-reduce time added."""
+    out: list[CheckResult] = []
+    name = model.name
     for tp in _valid_tps(model, tps):
         if tp == 1:
             continue

@@ -34,6 +34,8 @@ from llmsim.costmodel.profile import (
     AllReduceTable,
     AttentionConfig,
     AttentionSection,
+    Calibration,
+    Comm,
     DecodeAttentionFit,
     DecodePoint,
     ElementwiseSection,
@@ -305,6 +307,28 @@ def fit_profile(
     if dtype_bytes is None:
         raise LlmsimError(f"raw measurements in dtype '{raw.dtype}': expected one of {', '.join(_DTYPE_BYTES)}")
     fidelity = "measured" if raw.device == "cuda" else "coarse-cpu"
+    comm = _fitted_comm(raw, base)
+    calibration = _calibration(raw, base, models, tps, date, fidelity)
+    data = base.model_dump() | {
+        "schema_version": 2,
+        "hardware": base.hardware.model_copy(update={"name": name, "device_name": raw.device_name}).model_dump(),
+        "calibration": calibration.model_dump(),
+        "comm": comm.model_dump(),
+        "gemm": g.model_dump() if (g := fit_gemm(raw)) else None,
+        "attention": a.model_dump() if (a := fit_attention(raw, dtype_bytes)) else None,
+        "elementwise": e.model_dump() if (e := fit_elementwise(raw)) else None,
+        "host_link": h.model_dump() if (h := fit_host_link(raw)) else None,
+        "validation": None,
+        "fit_report": None,
+    }
+    profile = HardwareProfile.model_validate(data)
+    profile = profile.model_copy(update={"fit_report": _report(profile)})
+    return HardwareProfile.model_validate(profile.model_dump() | {"validation": _validation(profile, models, tps)})
+
+
+def _fitted_comm(raw: RawMeasurements, base: HardwareProfile) -> Comm:
+    """The base profile's comm section, with the all-reduce tables and the medians of their ring fits
+    (latency us, bus GB/s) where all-reduce was measured."""
     allreduce = fit_allreduce(raw)
     comm = base.comm
     if allreduce:
@@ -318,8 +342,15 @@ def fit_profile(
                 "notes": f"measured all-reduce at TP {', '.join(str(t.tp) for t in tables)}; scalars are medians of the per-TP fits",
             }
         )
+    return comm
+
+
+def _calibration(raw: RawMeasurements, base: HardwareProfile, models: Sequence[ModelArch], tps: Sequence[int],
+                 date: datetime.date, fidelity: str) -> Calibration:
+    """The calibration provenance: the base profile's, updated with the run's fidelity, date, source,
+    software versions and timer."""
     model_names = ", ".join(m.name for m in models) or "no model"
-    calibration = base.calibration.model_copy(
+    return base.calibration.model_copy(
         update={
             "fidelity": fidelity,
             "date": date,
@@ -336,26 +367,15 @@ def fit_profile(
             "dtype": raw.dtype,
         }
     )
-    data = base.model_dump() | {
-        "schema_version": 2,
-        "hardware": base.hardware.model_copy(update={"name": name, "device_name": raw.device_name}).model_dump(),
-        "calibration": calibration.model_dump(),
-        "comm": comm.model_dump(),
-        "gemm": g.model_dump() if (g := fit_gemm(raw)) else None,
-        "attention": a.model_dump() if (a := fit_attention(raw, dtype_bytes)) else None,
-        "elementwise": e.model_dump() if (e := fit_elementwise(raw)) else None,
-        "host_link": h.model_dump() if (h := fit_host_link(raw)) else None,
-        "validation": None,
-        "fit_report": None,
-    }
-    profile = HardwareProfile.model_validate(data)
-    profile = profile.model_copy(update={"fit_report": _report(profile)})
+
+
+def _validation(profile: HardwareProfile, models: Sequence[ModelArch], tps: Sequence[int]) -> tuple[ValidationCheck, ...]:
+    """The end-of-calibration sanity checks of `profile`, as stored in its `validation`."""
     checks = sanity_checks(profile, models, tps)
-    validation = tuple(
+    return tuple(
         ValidationCheck(
             name=c.name, passed=c.passed, skipped=c.skipped, predicted_s=c.predicted_s, measured_s=c.measured_s,
             bound_s=c.bound_s, detail=c.detail,
         )
         for c in checks
     )
-    return HardwareProfile.model_validate(profile.model_dump() | {"validation": validation})

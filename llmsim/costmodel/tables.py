@@ -91,18 +91,25 @@ class TableCostModel(ComposedCostModel):
         self.tensor_parallel = tp = tensor_parallel
         self.pipeline_parallel = pp = pipeline_parallel
         self._analytic = AnalyticCostModel(model, profile, tp)  # physical floors, shared definitions
-        hw, eff = profile.hardware, profile.efficiency
         self._layers = layers
         self.stage_layers = tuple(layers // pp + (1 if s < layers % pp else 0) for s in range(pp))
-        self._dtype_bytes = dt = model.dtype_bytes
+        self._dtype_bytes = model.dtype_bytes
         hidden, head_dim = model.hidden_size, model.head_dim
         q_heads, kv_heads = model.q_heads_per_gpu(tp), model.kv_heads_per_gpu(tp)
         q_dim, kv_dim = q_heads * head_dim, kv_heads * head_dim
         inter = -(-model.intermediate_size // tp)
         self._hidden = hidden
         self._experts, self._top_k = model.num_experts, model.experts_per_token
+        self._init_gemms(model, profile, tp, q_dim, kv_dim, inter)
+        self._init_elementwise(profile, q_dim, kv_dim, inter)
+        self._init_attention(profile, q_heads, kv_heads, head_dim)
+        self._init_comm(profile, tp)
+        self._init_caches()
 
-        # GEMM curves, one per per-GPU shape (n, k).
+    def _init_gemms(self, model: ModelArch, profile: HardwareProfile, tp: int, q_dim: int, kv_dim: int, inter: int) -> None:
+        """GEMM curves, one per per-GPU shape (n, k): the measured table, else the generic surface
+        (the shape is then listed in `unmeasured_gemm_shapes`)."""
+        hidden = self._hidden
         measured = {(t.n, t.k): TimeCurve(t.tokens, t.seconds) for t in profile.gemm.shapes}  # type: ignore[union-attr]
         surface = profile.gemm.surface  # type: ignore[union-attr]
         self.unmeasured_gemm_shapes: list[tuple[int, int]] = []
@@ -111,7 +118,7 @@ class TableCostModel(ComposedCostModel):
             if (n, k) in measured:
                 return measured[(n, k)]
             if surface is None:
-                raise LlmsimError(f"profile '{hw.name}' has no GEMM table for n={n} k={k} and no generic surface")
+                raise LlmsimError(f"profile '{profile.hardware.name}' has no GEMM table for n={n} k={k} and no generic surface")
             self.unmeasured_gemm_shapes.append((n, k))
             return surface_curve(surface, n, k)
 
@@ -120,7 +127,11 @@ class TableCostModel(ComposedCostModel):
         self._router = curve(model.num_local_experts, hidden) if model.is_moe else None  # type: ignore[arg-type]
         self._lm_head = curve(-(-model.vocab_size // tp), hidden)
 
-        # Elementwise: bytes per token of each kernel (the same kernels as analytic.py).
+    def _init_elementwise(self, profile: HardwareProfile, q_dim: int, kv_dim: int, inter: int) -> None:
+        """Elementwise kernels: bytes per token of each (the same kernels as analytic.py), the
+        measured bandwidth curve and kernel floor (s), else efficiency x HBM peak."""
+        hw, eff = profile.hardware, profile.efficiency
+        hidden, dt = self._hidden, self._dtype_bytes
         self._elem_bytes_per_token = (4 * hidden * dt, 4 * hidden * dt, 2 * (q_dim + kv_dim) * dt, 3 * inter * dt * self._top_k, 4 * kv_dim * dt)
         self._head_elem_bytes_per_token = (2 * hidden * dt, 4 * hidden * dt)
         if profile.elementwise is not None:
@@ -132,7 +143,8 @@ class TableCostModel(ComposedCostModel):
             self._elem_curve = None
         self._elem_bytes_per_s = hw.hbm_gb_per_s * 1e9 * eff.elementwise_bandwidth
 
-        # Attention fits for this per-GPU head configuration.
+    def _init_attention(self, profile: HardwareProfile, q_heads: int, kv_heads: int, head_dim: int) -> None:
+        """Attention fits for this per-GPU head configuration (the closest measured one)."""
         att = profile.attention
         cfg = closest_attention_config(att.configs, q_heads, kv_heads, head_dim)  # type: ignore[union-attr]
         self.attention_config = (cfg.q_heads, cfg.kv_heads, cfg.head_dim)
@@ -149,8 +161,11 @@ class TableCostModel(ComposedCostModel):
         # Seconds per context token in one layer: KV bytes per token x seconds per byte.
         self._dec_s_per_ctx = df.s_per_byte * feat.kv_bytes_per_token(kv_heads, head_dim, att_dt)  # type: ignore[union-attr]
 
-        # Communication: all-reduces (2 per layer + the vocab-parallel embedding) and PP sends.
-        self._num_allreduces = 2 * layers + 1 if tp > 1 else 0
+    def _init_comm(self, profile: HardwareProfile, tp: int) -> None:
+        """Communication: all-reduces (2 per layer + the vocab-parallel embedding), PP sends over the
+        interconnect (one direction), and host-link swaps."""
+        hw = profile.hardware
+        self._num_allreduces = 2 * self._layers + 1 if tp > 1 else 0
         tables = {t.tp: t for t in profile.comm.allreduce_tables or ()}
         self._allreduce_curve = TimeCurve(tables[tp].num_bytes, tables[tp].seconds) if tp in tables else None
         self._allreduce_latency_s = profile.comm.allreduce_latency_us * 1e-6
@@ -158,8 +173,6 @@ class TableCostModel(ComposedCostModel):
         self._send_s_per_byte = 1.0 / (hw.interconnect_gb_per_s / 2.0 * 1e9)
         hl = profile.host_link
         self._host_bytes_per_s = (min(hl.h2d_gb_per_s, hl.d2h_gb_per_s) if hl else hw.host_link_gb_per_s) * 1e9
-
-        self._init_caches()
 
     def __repr__(self) -> str:
         return (
