@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import simpy
+from hypothesis import strategies as st
 
 from llmsim.cluster.engine import EngineParams, ReplicaEngine
 from llmsim.cluster.events import ARRIVAL_PRIORITY, PriorityTimeout, delay_to
@@ -156,3 +157,23 @@ def check_run_pricer(cm, seqs: int, ctx_sum: int, ctx_max: int, step_times: list
         assert run(1.5, ctx_sum, ctx_max, len(step_times), horizon) == (sums[:2], step_times[:2])
         assert run(1.5, ctx_sum, ctx_max, len(step_times), horizon - 1e-9)[0] == sums[:2]
     assert run(1.5, ctx_sum, ctx_max, 0, float("inf")) == ([], [])
+
+
+def draw_arrivals(draw, max_rate_per_s: float) -> dict:
+    """A random `workload.arrivals` section for the randomised simulation tests: Poisson, or
+    closed-loop clients with think time and re-sends."""
+    if draw(st.booleans()):
+        return {"kind": "closed-loop", "clients": draw(st.integers(1, 24)), "think_time_s": draw(st.sampled_from([0.0, 0.05, 0.3])),
+                "resend_failed": draw(st.booleans()), "max_attempts": draw(st.integers(1, 4))}
+    return {"kind": "poisson", "rate_per_s": draw(st.floats(0.5, max_rate_per_s))}
+
+
+def draw_policy_knobs(draw, kind: str) -> dict:
+    """Random knobs every scheduler has (rounds every r steps, admissions per round), plus
+    past-future's history window."""
+    knobs = {"decode_steps_between_rounds": draw(st.integers(0, 3))}
+    if draw(st.booleans()):
+        knobs["max_admissions_per_round"] = draw(st.integers(1, 3))
+    if kind == "past-future":
+        knobs["history_window"] = draw(st.integers(5, 50))
+    return knobs

@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 from llmsim import scenario_from_dict, simulate
 from llmsim.schedulers import SCHEDULERS
 
+from helpers import draw_arrivals, draw_policy_knobs
+
 TERMINAL = {"finished", "dropped", "aborted"}
 
 
@@ -63,18 +65,8 @@ def test_a_guard_abort_of_a_decoding_request_frees_all_its_blocks(tmp_path, fast
 def _scenario(draw) -> dict:
     kind = draw(st.sampled_from(sorted(SCHEDULERS)))
     mode = draw(st.sampled_from(["separate", "mixed"]))
-    closed = draw(st.booleans())
-    arrivals = (
-        {"kind": "closed-loop", "clients": draw(st.integers(1, 24)), "think_time_s": draw(st.sampled_from([0.0, 0.05, 0.3])),
-         "resend_failed": draw(st.booleans()), "max_attempts": draw(st.integers(1, 4))}
-        if closed
-        else {"kind": "poisson", "rate_per_s": draw(st.floats(0.5, 80.0))}
-    )
-    knobs = {"decode_steps_between_rounds": draw(st.integers(0, 3))}
-    if draw(st.booleans()):
-        knobs["max_admissions_per_round"] = draw(st.integers(1, 3))
-    if kind == "past-future":
-        knobs["history_window"] = draw(st.integers(5, 50))
+    arrivals = draw_arrivals(draw, 80.0)
+    knobs = draw_policy_knobs(draw, kind)
     engine = {
         "mode": mode, "block_size": draw(st.sampled_from([1, 4, 16])), "max_model_len": 4096,
         "max_batched_tokens": draw(st.sampled_from([256, 2048, 4096])) if mode == "mixed" else 4096,

@@ -25,7 +25,7 @@ def test_a_hundred_million_closed_loop_clients_cost_what_their_busy_clients_cost
 
 
 def test_the_simulation_writes_no_simpy_private_state():
-    """Events are placed through env.timeout, env.schedule and Process.interrupt, never by writing
+    """Events are placed through env.timeout, env.schedule and events' callbacks lists, never by writing
     the environment's queue or event ids (as the removed plain loops' SimPy twin did)."""
     src = "\n".join(p.read_text() for p in Path(__file__).resolve().parents[1].joinpath("llmsim").rglob("*.py"))
     assert not re.search(r"\._queue\b|\._eid\b|\._now\b", src)

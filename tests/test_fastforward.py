@@ -10,24 +10,16 @@ from hypothesis import strategies as st
 from llmsim import scenario_from_dict, simulate
 from llmsim.schedulers import SCHEDULERS
 
+from helpers import draw_arrivals, draw_policy_knobs
+
 
 def _scenario(draw) -> dict:
     kind = draw(st.sampled_from(sorted(SCHEDULERS)))
     mode = draw(st.sampled_from(["separate", "mixed"]))
     block = draw(st.sampled_from([1, 4, 16]))
-    closed = draw(st.booleans())
     replicas = draw(st.integers(1, 3))
-    arrivals = (
-        {"kind": "closed-loop", "clients": draw(st.integers(1, 24)), "think_time_s": draw(st.sampled_from([0.0, 0.05, 0.3])),
-         "resend_failed": draw(st.booleans()), "max_attempts": draw(st.integers(1, 4))}
-        if closed
-        else {"kind": "poisson", "rate_per_s": draw(st.floats(0.5, 40.0))}
-    )
-    knobs = {"decode_steps_between_rounds": draw(st.integers(0, 3))}
-    if draw(st.booleans()):
-        knobs["max_admissions_per_round"] = draw(st.integers(1, 3))
-    if kind == "past-future":
-        knobs["history_window"] = draw(st.integers(5, 50))
+    arrivals = draw_arrivals(draw, 40.0)
+    knobs = draw_policy_knobs(draw, kind)
     engine = {
         "mode": mode, "block_size": block, "max_model_len": 4096, "max_batched_tokens": draw(st.sampled_from([256, 2048, 4096])),
         "kv_capacity_tokens": draw(st.integers(1200, 12000)), "max_num_seqs": draw(st.integers(2, 64)),
@@ -116,8 +108,8 @@ def test_a_closed_loop_request_sent_exactly_at_another_replicas_step_end_is_seen
 ])
 def test_open_loop_runs_end_at_the_next_known_arrival_and_are_cut_otherwise(monkeypatch, replicas, router, known):
     """Where each open-loop request's replica is known in advance, fast-forward plans each run to
-    end at the replica's next arrival, so no arrival cuts a run (no interrupt); otherwise arrivals
-    cut runs by interrupting the replica process. The results are step-by-step mode's either way."""
+    end at the replica's next arrival, so no arrival cuts a run; otherwise arrivals
+    cut runs (events.move_wait). The results are step-by-step mode's either way."""
     from llmsim.cluster.engine import ReplicaEngine
 
     cuts = []

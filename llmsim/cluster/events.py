@@ -3,7 +3,7 @@
 There is one SimPy event loop (`simpy.Environment.run`). Its processes are one per replica
 (llmsim.cluster.replica), and either one for open-loop arrivals or one for a pool of closed-loop clients
 (llmsim.cluster.load). They use SimPy's public API only: `env.process`, `env.timeout`, plain
-events, `Process.interrupt`, and `env.schedule` with a priority.
+events and their `callbacks` lists, and `env.schedule` with a priority.
 
 Event order at one simulated time t (SimPy pops events by (time, priority, creation order)):
 
@@ -25,8 +25,8 @@ Event order at one simulated time t (SimPy pops events by (time, priority, creat
 A fast-forwarded run (llmsim.cluster.fastforward) is one timeout to its last step's end; the
 boundaries inside it are not events. A request that reaches a replica during a run and finds its
 queue empty cuts the run at the first boundary at or after the time it is seen (t for an open-loop
-arrival, just after t for a closed-loop send: see 3), by interrupting the replica process, which
-then waits for the new end. That reproduces the order above for every boundary inside a run.
+arrival, just after t for a closed-loop send: see 3): the replica process is moved to a timeout at
+the new end (`move_wait`). That reproduces the order above for every boundary inside a run.
 
 `delay_to` makes a timeout land on an exact time: a run's end is a sum of step times taken one
 step at a time, as step-by-step mode's clock sums them, and `now + (end - now)` can miss it in the
@@ -75,3 +75,15 @@ def delay_to(env: simpy.Environment, at_s: float) -> float:
     while now + delay < at_s:
         delay = math.nextafter(delay, math.inf)
     return delay
+
+
+def move_wait(env: simpy.Environment, waited_on: simpy.events.Event, delay: float) -> simpy.events.Event:
+    """Make the process waiting on the pending timeout `waited_on` wait instead for a new timeout
+    `delay` from now, which is returned; `waited_on` is still processed later, with nothing
+    waiting on it. This is what `Process.interrupt` does to the process's target, through the
+    events' public `callbacks` lists, without the Interruption event and the exception thrown into
+    the generator: a cut costs about half as much (a fast-forwarded run cut by an arrival, about
+    once a request with load-aware routing)."""
+    moved = env.timeout(delay)
+    moved.callbacks, waited_on.callbacks = waited_on.callbacks, []
+    return moved

@@ -17,7 +17,7 @@ at the first of:
 - an arrival at an empty waiting queue: the run is cut at the first step boundary at or after
   the time the arrival is seen (a closed-loop send: strictly after it, llmsim.cluster.events;
   the end of a leading prefill is a boundary), as step-by-step mode would first judge it; the
-  replica process is interrupted and waits for the new end (llmsim.cluster.replica). Where the
+  replica process then waits for the new end (events.move_wait). Where the
   simulation knows when the next request will reach this replica (open-loop arrivals with one
   replica or round-robin routing: `engine.next_arrival_s`), the run is planned to end at that
   boundary in the first place, so no steps are priced in vain and nothing needs cutting;

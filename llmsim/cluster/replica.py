@@ -20,7 +20,7 @@ from typing import Callable
 import simpy
 
 from .engine import ReplicaEngine
-from .events import delay_to
+from .events import delay_to, move_wait
 
 
 class ReplicaProcess:
@@ -32,7 +32,7 @@ class ReplicaProcess:
         self.engine = engine
         self.on_end = on_end
         self._idle: simpy.Event | None = None  # while the replica has nothing to run
-        self._in_run = False  # while waiting for a fast-forwarded run (which an arrival may cut)
+        self._run_end: simpy.Event | None = None  # while waiting for a fast-forwarded run's end
         self.process = env.process(self._loop())
 
     def enqueue(self, rid: int, seen_s: float) -> None:
@@ -43,8 +43,9 @@ class ReplicaProcess:
             if not self._idle.triggered:
                 # it plans at the request's arrival time (SimPy's clock can be an ulp past it)
                 self._idle.succeed(float(self.engine.table.arrival_s[rid]))
-        elif new_head and self._in_run and self.engine.cut_run(seen_s):
-            self.process.interrupt()  # the run's end moved earlier: wait for the new one
+        elif new_head and self._run_end is not None and self.engine.cut_run(seen_s):
+            # the run's end moved earlier: the process now waits for an event at the new end
+            self._run_end = move_wait(self.env, self._run_end, delay_to(self.env, self.engine.active_run.end_s))
 
     def _loop(self):
         env, engine = self.env, self.engine
@@ -69,15 +70,13 @@ class ReplicaProcess:
                 delay = end_s - clock
                 if clock + delay != end_s:  # rare: see events.delay_to
                     delay = delay_to(env, end_s)
-            self._in_run = run is not None
-            while True:
-                try:
-                    yield env.timeout(delay)
-                    break
-                except simpy.Interrupt:
-                    end_s = step.run.end_s  # cut short by an arrival
-                    delay = delay_to(env, end_s)
-            self._in_run = False
+            if run is None:
+                yield env.timeout(delay)
+            else:
+                self._run_end = env.timeout(delay)
+                yield self._run_end
+                self._run_end = None
+                end_s = run.end_s  # earlier than planned if an arrival cut the run
             engine.finish_step(step, end_s)
             if engine.ended:
                 self._report()
