@@ -96,8 +96,6 @@ class ReplicaStats:
     step_log: list[tuple] = field(default_factory=list)
 
 
-
-
 class ReplicaEngine(Admission, Eviction, Guard):
     """The state and step logic of one model replica (admission, eviction and the SLA guard are
     mixins in their own modules)."""

@@ -55,9 +55,10 @@ class Guard:
         if len(step.decode_ids):
             # This step allocated the block its decode token would start; the token is not
             # emitted, so that block is freed with the rest (it leaked before).
-            in_step = step.decode_ids[np.isin(step.decode_ids, stalled)]
+            stalled_here = np.isin(step.decode_ids, stalled)
+            in_step = step.decode_ids[stalled_here]
             self.kv.free(int(np.count_nonzero(t.kv_tokens[in_step] % self.params.block_size == 0)))
-            step.decode_ids = step.decode_ids[~np.isin(step.decode_ids, stalled)]
+            step.decode_ids = step.decode_ids[~stalled_here]
         keep = [i for i, r in enumerate(step.prefill_ids) if r not in gone]
         step.prefill_ids = [step.prefill_ids[i] for i in keep]
         step.prefill_chunk_tokens = [step.prefill_chunk_tokens[i] for i in keep]

@@ -40,12 +40,8 @@ def open_loop_arrivals(env: simpy.Environment, arrival_s: np.ndarray, dispatch: 
     n, i = len(times), 0
     while i < n:
         now = times[i]
-        clock = env.now
-        if now > clock:
-            delay = now - clock
-            if clock + delay != now:  # rare: see events.delay_to
-                delay = delay_to(env, now)
-            yield PriorityTimeout(env, delay, ARRIVAL_PRIORITY)
+        if now > env.now:
+            yield PriorityTimeout(env, delay_to(env, now), ARRIVAL_PRIORITY)
         while i < n and times[i] <= now:
             dispatch(i, now)
             i += 1

@@ -60,16 +60,13 @@ class ReplicaProcess:
                 self._idle = None
                 continue
             run = step.run
-            clock = env.now
             if run is None:
                 end_s = now_s + step.duration_s
                 # SimPy adds the duration to its clock the same way (delay_to where the clock is off)
-                delay = step.duration_s if clock == now_s else delay_to(env, end_s)
+                delay = step.duration_s if env.now == now_s else delay_to(env, end_s)
             else:
                 end_s = run.end_s
-                delay = end_s - clock
-                if clock + delay != end_s:  # rare: see events.delay_to
-                    delay = delay_to(env, end_s)
+                delay = delay_to(env, end_s)
             if run is None:
                 yield env.timeout(delay)
             else:
