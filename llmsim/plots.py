@@ -9,6 +9,9 @@
   `engine.record_steps: true`) and `latency_cdf.png` (CDFs of TTFT, max time between tokens and
   E2E latency, SLA limits dashed).
 - `plot_metric(ax, df, metric)`: one panel of a sweep figure, for composing your own (notebooks).
+- `check_run_folder(dir)`, `check_sweep_folder(dir)`: raise `LlmsimError` when a data file there was
+  not written by the run that `summary.json` / `sweep.json` records (a file another run left, or an
+  edited one), so one run's title never sits over another run's data; `plot_run` checks first.
 
 All functions return the paths they wrote. Times are in seconds, loads in the knob's unit.
 """
@@ -144,13 +147,46 @@ def _sla_limit(df: pd.DataFrame, metric: str) -> float | None:
     return None
 
 
-# ------------------------------------------------------------------------------- one run
-def read_run(results_dir) -> tuple[dict, pd.DataFrame, pd.DataFrame | None]:
-    """(summary.json, requests.csv, steps.csv or None) of a results folder."""
+# ------------------------------------------------------------------------------- one run's files
+def _read_marker(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise LlmsimError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    if not isinstance(data, dict):
+        raise LlmsimError(f"{path}: not an llmsim record (expected a JSON object)")
+    return data
+
+
+def check_run_folder(results_dir) -> list[str]:
+    """Raise unless requests.csv (and steps.csv, if there) are the files summary.json's run wrote; notes."""
+    from .outputs import RUN, check_files
+
     d = Path(results_dir)
     if not (d / "requests.csv").exists():
         raise LlmsimError(f"{d}: not a results folder (no requests.csv); run `llmsim run` first")
-    summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
+    if not (d / RUN.marker).exists():
+        raise LlmsimError(f"{d}: no {RUN.marker}, so no record of which run wrote requests.csv; rerun `llmsim run`")
+    return check_files(d, _read_marker(d / RUN.marker), RUN.marker, ["requests.csv", "steps.csv"])
+
+
+def check_sweep_folder(sweep_dir) -> list[str]:
+    """Raise unless sweep.parquet / sweep.csv are the files sweep.json's run wrote; notes."""
+    from .outputs import SWEEP, check_files
+
+    d = Path(sweep_dir)
+    if not (d / SWEEP.marker).exists():
+        return [f"{d}: no {SWEEP.marker} (written by an older llmsim or by write_sweep): cannot check that its tables come from one run"]
+    return check_files(d, _read_marker(d / SWEEP.marker), SWEEP.marker, ["sweep.parquet", "sweep.csv"])
+
+
+# ------------------------------------------------------------------------------- one run
+def read_run(results_dir) -> tuple[dict, pd.DataFrame, pd.DataFrame | None]:
+    """(summary.json, requests.csv, steps.csv or None) of a results folder (not checked: see check_run_folder)."""
+    d = Path(results_dir)
+    if not (d / "requests.csv").exists():
+        raise LlmsimError(f"{d}: not a results folder (no requests.csv); run `llmsim run` first")
+    summary = _read_marker(d / "summary.json") if (d / "summary.json").exists() else {}
     steps = pd.read_csv(d / "steps.csv") if (d / "steps.csv").exists() else None
     return summary, pd.read_csv(d / "requests.csv"), steps
 
@@ -208,9 +244,14 @@ def plot_latency_cdfs(axes, requests: pd.DataFrame, sla: dict, label: str | None
         ax.grid(True, alpha=0.3)
 
 
-def plot_run(results_dir) -> list[Path]:
-    """timeseries.png (when steps.csv exists) and latency_cdf.png, written into `results_dir`."""
+def plot_run(results_dir, check: bool = True) -> list[Path]:
+    """timeseries.png (when steps.csv exists) and latency_cdf.png, written into `results_dir`.
+
+    With `check` (the default), `check_run_folder` first: files from different runs are refused.
+    """
     d = Path(results_dir)
+    if check:
+        check_run_folder(d)
     summary, requests, steps = read_run(d)
     name = f"{summary.get('scenario', d.name)}, scheduler {summary.get('scheduler', '?')}"
     sla = summary.get("sla", {})

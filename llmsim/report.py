@@ -2,7 +2,9 @@
 
 Results folder: `requests.csv` (one row per request), `summary.json` (headline numbers, labels,
 derived values), `scenario.yaml` (the fully resolved scenario, loadable by `llmsim run`), and
-`steps.csv` when `engine.record_steps` is on.
+`steps.csv` when `engine.record_steps` is on. `summary.json` also records `run_id` (uuid4 hex, not
+from the simulation's RNG) and `files`, the SHA-256 of each other file, so `llmsim plot` can refuse
+a file another run left in the folder (`llmsim.outputs`). Times in the files are in seconds.
 """
 
 from __future__ import annotations
@@ -16,20 +18,31 @@ from rich.table import Table
 
 from .cluster.simulation import SimulationResult
 from .metrics import LATENCY_METRICS, SUMMARY_LABELS
+from .outputs import RUN, manifest, new_run_id
 
 
-def write_results(result: SimulationResult, out_dir: Path) -> Path:
+def write_results(result: SimulationResult, out_dir: Path, run_id: str | None = None) -> Path:
+    """Write the results folder; `summary.json` last, so a half-written folder fails `llmsim plot`'s check.
+
+    `run_id` defaults to a fresh `llmsim.outputs.new_run_id()`. The folder is created; files already
+    in it are not removed (`llmsim run` checks and clears it first, see `llmsim.outputs`).
+    """
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result.requests.to_csv(out_dir / "requests.csv", index=False)
+    header = "# Fully resolved scenario written by llmsim (defaults filled in, --set applied).\n"
+    (out_dir / "scenario.yaml").write_text(header + yaml.safe_dump(result.scenario.resolved_dict(), sort_keys=False))
+    written = ["requests.csv", "scenario.yaml"]
+    if result.steps is not None:
+        result.steps.to_csv(out_dir / "steps.csv", index=False)
+        written.append("steps.csv")
     summary = dict(result.summary)
     summary["labels"] = SUMMARY_LABELS
     summary["derived"] = result.derived
     summary["notes"] = result.notes
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False, default=_json_default) + "\n")
-    header = "# Fully resolved scenario written by llmsim (defaults filled in, --set applied).\n"
-    (out_dir / "scenario.yaml").write_text(header + yaml.safe_dump(result.scenario.resolved_dict(), sort_keys=False))
-    if result.steps is not None:
-        result.steps.to_csv(out_dir / "steps.csv", index=False)
+    summary["run_id"] = run_id or new_run_id()
+    summary["files"] = manifest(out_dir, written)
+    (out_dir / RUN.marker).write_text(json.dumps(summary, indent=2, allow_nan=False, default=_json_default) + "\n")
     return out_dir
 
 
