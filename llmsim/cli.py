@@ -2,7 +2,9 @@
 calibrate-hardware | step-time | list`.
 
 A thin layer over the Python API. User errors (`LlmsimError`) print one line to stderr and exit
-with status 2, without a traceback; anything else is a bug and keeps its traceback.
+with status 2, without a traceback; anything else is a bug and keeps its traceback. Output paths
+are checked before anything runs, and a results folder holds one run's files (`llmsim.outputs`).
+Units: times in seconds, rates in requests per second.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from .errors import LlmsimError
+from .outputs import OUT_RULES, OVERWRITE_HELP
 
 
 def _add_scenario_args(p: argparse.ArgumentParser) -> None:
@@ -31,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="simulate one scenario, print a summary, write a results folder")
     _add_scenario_args(run)
-    run.add_argument("--out", type=Path, help="results folder (default results/<scenario>-<scheduler>-seed<N>)")
+    run.add_argument("--out", type=Path, metavar="DIR", help=f"results folder (default results/<scenario>-<scheduler>-seed<N>, the name made path-safe); {OUT_RULES}")
+    run.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     run.add_argument("--quiet", action="store_true", help="no progress bar or table; print the results folder only")
     run.add_argument("--steps", action="store_true", help="also write steps.csv, a per-step time series (KV use, running and waiting requests, batch tokens); plot it with llmsim plot")
     val = sub.add_parser("validate", help="check a scenario (schema, files, capacity) without running it")
@@ -106,11 +110,14 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args, console: Console) -> int:
     from .cluster.simulation import simulate
     from .config import load_scenario
+    from .outputs import RUN, check_folder, default_folder, prepare_folder, write_error
     from .report import print_summary, write_results
 
     overrides = list(args.overrides) + (["engine.record_steps=true"] if args.steps else [])
     loaded = load_scenario(args.scenario, overrides, args.scheduler, args.seed)
     sc = loaded.scenario
+    out = args.out or default_folder(sc.name, sc.scheduler.kind, f"seed{sc.seed}")
+    check_folder(out, RUN, args.overwrite)  # before simulating: a bad --out costs no time
     if args.quiet or not console.is_terminal:
         result = simulate(loaded)
     else:
@@ -118,8 +125,11 @@ def _run(args, console: Console) -> int:
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("sim", total=None)
             result = simulate(loaded, progress=lambda done, total: bar.update(task, completed=done, total=total))
-    out = args.out or Path("results") / f"{sc.name}-{sc.scheduler.kind}-seed{sc.seed}"
-    write_results(result, out)
+    prepare_folder(out, RUN)
+    try:
+        write_results(result, out)
+    except OSError as e:
+        raise write_error(out, e) from None
     if not args.quiet:
         print_summary(result, console)
         files = "requests.csv, summary.json, scenario.yaml" + (", steps.csv" if result.steps is not None else "")

@@ -3,6 +3,8 @@
 `add_parsers(subparsers)` registers the four sub-commands on llmsim's argparse sub-parsers; each
 stores its handler as `args.handler`, called as `args.handler(args, console)` and returning the
 exit status. Bad input raises `LlmsimError`, which `llmsim.cli.main` prints as one line (exit 2).
+Output paths are checked before any run; a sweep folder's `sweep.json` records its run id and the
+SHA-256 of its tables, capacity.json those of probes.csv (`llmsim.outputs`).
 Loads are in the scenario's knob unit: req/s (open loop) or clients (closed loop); times in s.
 """
 
@@ -18,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .errors import LlmsimError
+from .outputs import OUT_RULES, OVERWRITE_HELP
 
 EXECUTOR_HELP = "local (all cores), local:N, dask://HOST:PORT (a running Dask scheduler) or dask://local[:N] (a Dask LocalCluster)"
 
@@ -43,8 +46,9 @@ def add_parsers(sub) -> None:
     sw.add_argument("--loads", required=True, metavar="LIST|START:STOP:STEP",
                     help="loads of the scenario's knob (req/s open loop, clients closed loop): 1,2,4 or 1:8:1 (STOP included)")
     sw.add_argument("--seeds", type=int, default=1, metavar="N", help="replications per point: seeds scenario seed + 0..N-1 (default 1)")
-    sw.add_argument("--out", type=Path, metavar="DIR", help="output folder (default results/sweep-<scenario>)")
-    sw.add_argument("--no-plots", action="store_true", help="write the tables only")
+    sw.add_argument("--out", type=Path, metavar="DIR", help=f"output folder (default results/sweep-<scenario>, the name made path-safe); {OUT_RULES}")
+    sw.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    sw.add_argument("--no-plots", action="store_true", help="write the tables only (with --overwrite, old figures are removed too)")
     sw.set_defaults(handler=cmd_sweep)
 
     cap = sub.add_parser("capacity", help="largest load a scheduler sustains under the SLA (bracket + bisect, over seeds)")
@@ -57,16 +61,21 @@ def add_parsers(sub) -> None:
                      help="drop this fraction of requests (by arrival) before judging a run (default 0.1)")
     cap.add_argument("--start-load", type=float, metavar="LOAD", help="first probe (default: the scenario's own load)")
     cap.add_argument("--rel-tol", type=float, default=0.02, metavar="FRACTION", help="stop bisecting at this relative bracket width (default 0.02)")
-    cap.add_argument("--out", type=Path, metavar="DIR", help="also write capacity.json and probes.csv here")
+    cap.add_argument("--out", type=Path, metavar="DIR", help=f"also write capacity.json and probes.csv in this folder; {OUT_RULES}")
+    cap.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     cap.set_defaults(handler=cmd_capacity)
 
     cmp_ = sub.add_parser("compare", help="every scheduler on the same request stream at the scenario's own load, side by side")
     _common(cmp_)
     cmp_.add_argument("--schedulers", metavar="A,B", help="comma-separated kinds (default: aggressive,conservative,past-future,oracle)")
-    cmp_.add_argument("--out", type=Path, metavar="FILE", help="also write the table as CSV")
+    cmp_.add_argument("--out", type=Path, metavar="FILE", help="also write the table as CSV; its parent folder must exist, "
+                      "and an existing file is refused unless --overwrite (checked before anything runs)")
+    cmp_.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
     cmp_.set_defaults(handler=cmd_compare)
 
-    pl = sub.add_parser("plot", help="figures of a results folder (llmsim run) or a sweep folder (llmsim sweep)")
+    pl = sub.add_parser("plot", help="figures of a results folder (llmsim run) or a sweep folder (llmsim sweep)",
+                        description="Draw a results folder's figures into it. Refuses a data file that the run recorded "
+                                    "in summary.json/sweep.json did not write (left by another run, or edited).")
     pl.add_argument("results_dir", type=Path, help="folder with requests.csv (+ steps.csv) or sweep.parquet/sweep.csv")
     pl.set_defaults(handler=cmd_plot)
 
@@ -92,11 +101,48 @@ def _load(v, knob: str | None) -> str:
     return f"{int(v)}" if knob == CLIENTS_KNOB else f"{v:g}"
 
 
+def _sweep_folder(args) -> Path:
+    """The sweep's output folder, checked before anything runs (`llmsim.outputs.check_folder`)."""
+    from .outputs import SWEEP, check_folder, default_folder
+
+    if args.out is not None:
+        out = args.out
+    else:
+        from .config import load_scenario
+
+        out = default_folder("sweep", load_scenario(args.scenario, args.overrides).scenario.name)
+    check_folder(out, SWEEP, args.overwrite)
+    return out
+
+
+def write_sweep_folder(df, out: Path, plots: bool) -> list[Path]:
+    """Clear the sweep's old files from `out`, write the tables (+ figures) and `sweep.json`.
+
+    `sweep.json` holds `run_id` (also in the Parquet file's metadata, `df.attrs['llmsim_run_id']`),
+    the row count and the SHA-256 of `sweep.parquet` and `sweep.csv`.
+    """
+    from .outputs import SWEEP, manifest, new_run_id, prepare_folder, write_error
+    from .sweep import write_sweep
+
+    run_id = new_run_id()
+    prepare_folder(out, SWEEP)
+    df.attrs["llmsim_run_id"] = run_id
+    try:
+        paths = write_sweep(df, out, plots=plots)
+        meta = {"run_id": run_id, "command": SWEEP.command, "scenario": str(df["scenario"].iloc[0]), "rows": len(df),
+                "files": manifest(out, ["sweep.parquet", "sweep.csv"])}
+        (out / SWEEP.marker).write_text(json.dumps(meta, indent=2) + "\n")
+    except OSError as e:
+        raise write_error(out, e) from None
+    return [*paths, out / SWEEP.marker]
+
+
 def cmd_sweep(args, console: Console) -> int:
-    from .sweep import aggregate, parse_loads, run_sweep, write_sweep
+    from .sweep import aggregate, parse_loads, run_sweep
 
     loads = parse_loads(args.loads)
     schedulers = _schedulers(args.schedulers) or []
+    out = _sweep_folder(args)
     total = len(schedulers) * len(loads) * max(args.seeds, 1)
     with _progress(console, "sweep") as bar:
         task = bar.add_task("", total=total)
@@ -105,8 +151,7 @@ def cmd_sweep(args, console: Console) -> int:
             bar.update(task, completed=done, description=f"{row['scheduler']} @ {_load(row['load'], row['load_knob'])} seed {row['seed']}")
 
         df = run_sweep(args.scenario, schedulers, loads, args.seeds, args.executor, args.overrides, progress)
-    out = args.out or Path("results") / f"sweep-{df['scenario'].iloc[0]}"
-    paths = write_sweep(df, out, plots=not args.no_plots)
+    paths = write_sweep_folder(df, out, plots=not args.no_plots)
     knob = df["load_knob"].iloc[0]
     unit = "clients" if knob.endswith("clients") else "req/s"
     table = Table(header_style="bold", box=None, pad_edge=False, title=f"{df['scenario'].iloc[0]}: {len(df)} runs, mean over {args.seeds} seed(s)")
@@ -126,7 +171,10 @@ VERDICT_STYLE = {"stable": "green", "backlogged": "yellow", "overloaded": "red"}
 def cmd_capacity(args, console: Console) -> int:
     from .capacity import find_capacity
     from .config import load_scenario
+    from .outputs import CAPACITY, check_folder
 
+    if args.out is not None:
+        check_folder(args.out, CAPACITY, args.overwrite)  # before any probe runs
     scheduler = args.scheduler or load_scenario(args.scenario, args.overrides).scenario.scheduler.kind
     with _progress(console, f"capacity of {scheduler}") as bar:
         task = bar.add_task("", total=None)
@@ -156,13 +204,24 @@ def cmd_capacity(args, console: Console) -> int:
     for note in res.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        res.probes.to_csv(args.out / "probes.csv", index=False)
-        summary = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in res.summary().items()}
-        summary["knee_per_seed"] = [None if math.isnan(k) else k for k in res.knee_per_seed]
-        (args.out / "capacity.json").write_text(json.dumps({**summary, "notes": res.notes}, indent=2) + "\n")
+        _write_capacity(res, args.out)
         console.print(f"wrote {args.out}/: capacity.json, probes.csv")
     return 0
+
+
+def _write_capacity(res, out: Path) -> None:
+    """probes.csv, then capacity.json with the summary, notes, `run_id` and the SHA-256 of probes.csv."""
+    from .outputs import CAPACITY, manifest, new_run_id, prepare_folder, write_error
+
+    prepare_folder(out, CAPACITY)
+    summary = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in res.summary().items()}
+    summary["knee_per_seed"] = [None if math.isnan(k) else k for k in res.knee_per_seed]
+    try:
+        res.probes.to_csv(out / "probes.csv", index=False)
+        meta = {"run_id": new_run_id(), "files": manifest(out, ["probes.csv"])}
+        (out / CAPACITY.marker).write_text(json.dumps({**summary, "notes": res.notes, **meta}, indent=2) + "\n")
+    except OSError as e:
+        raise write_error(out, e) from None
 
 
 COMPARE_ROWS = (
@@ -177,8 +236,11 @@ COMPARE_ROWS = (
 
 
 def cmd_compare(args, console: Console) -> int:
+    from .outputs import check_file
     from .sweep import compare_schedulers
 
+    if args.out is not None:  # before any run: never the scenario, an existing file only with --overwrite
+        check_file(args.out, args.overwrite, inputs=[Path(args.scenario)])
     schedulers = _schedulers(args.schedulers)
     with _progress(console, "compare") as bar:
         task = bar.add_task("", total=len(schedulers) if schedulers else 4)
@@ -200,23 +262,33 @@ def cmd_compare(args, console: Console) -> int:
     if "oracle" in set(df["scheduler"]):
         console.print("[dim]* oracle sees every request's true output length: an upper bound, not a deployable scheduler[/dim]")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(args.out, index=False)
+        from .outputs import write_error
+
+        try:
+            args.out.parent.mkdir(parents=True, exist_ok=True)  # only ./results can be missing (checked)
+            df.to_csv(args.out, index=False)
+        except OSError as e:
+            raise write_error(args.out, e) from None
         console.print(f"wrote {args.out}")
     return 0
 
 
 def cmd_plot(args, console: Console) -> int:
-    from .plots import plot_run, plot_sweep
+    from .outputs import check_path
+    from .plots import check_run_folder, check_sweep_folder, plot_run, plot_sweep
     from .sweep import read_sweep
 
     d: Path = args.results_dir
     if not d.is_dir():
         raise LlmsimError(f"{d}: no such folder")
-    if (d / "sweep.parquet").exists() or (d / "sweep.csv").exists():
+    check_path(d)  # the figures go into it
+    sweep = (d / "sweep.parquet").exists() or (d / "sweep.csv").exists()
+    for note in check_sweep_folder(d) if sweep else check_run_folder(d):
+        console.print(f"[yellow]note:[/yellow] {note}")
+    if sweep:
         paths = plot_sweep(read_sweep(d), d)
     else:
-        paths = plot_run(d)
+        paths = plot_run(d, check=False)
         if not (d / "steps.csv").exists():
             console.print("[yellow]note:[/yellow] no steps.csv (run with --set engine.record_steps=true for the time series)")
     for p in paths:
