@@ -47,8 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="print the statistics as JSON")
     cv = trs.add_parser("convert", help="write any supported trace in llmsim's own CSV/JSONL format")
     cv.add_argument("file", type=Path)
-    cv.add_argument("out", type=Path, help="output .csv or .jsonl")
-    cv.add_argument("--poisson-rate", type=float, metavar="REQ_PER_S", help="for a length table (no timestamps): draw Poisson arrival times at this rate")
+    cv.add_argument("out", type=Path, help="output .csv or .jsonl (never the input file; its parent folder must exist)")
+    cv.add_argument("--poisson-rate", type=float, metavar="REQ_PER_S",
+                    help="draw Poisson arrival times at this rate: needed for a length table (no timestamps); "
+                         "on a trace with recorded timestamps only together with --replace-timestamps")
+    cv.add_argument("--replace-timestamps", action="store_true",
+                    help="with --poisson-rate: discard the trace's recorded timestamps and write the Poisson ones instead")
     cv.add_argument("--seed", type=int, default=0, help="seed for --poisson-rate (default 0)")
     for p in (st, cv):
         p.add_argument("--format", choices=["azure", "mooncake", "length-table", "llmsim"], help="default: detected from the file")
@@ -164,28 +168,63 @@ def _validate(args, console: Console) -> int:
     return 0
 
 
-def _trace(args, console: Console) -> int:
-    import json
-
-    from .workload.readers import read_trace, trace_stats, write_llmsim_trace
+def _read_trace(args):
+    from .workload.readers import read_trace
 
     trace = read_trace(args.file, args.format, "skip" if args.skip_bad_rows else "error")
     if trace.skipped_rows:
         print(f"llmsim: warning: skipped {trace.skipped_rows} malformed rows of {args.file}", file=sys.stderr)
         for example in trace.skipped_examples:
             print(f"  {example}", file=sys.stderr)
-    if args.trace_command == "convert":
-        arrival = None
-        if trace.arrival_s is None and args.poisson_rate is None:
-            raise LlmsimError(f"{args.file}: a length table has no timestamps; pass --poisson-rate REQ_PER_S to draw arrival times")
-        if args.poisson_rate is not None:
-            from .rng import stream
-            from .workload.arrivals import poisson_arrivals
+    return trace
 
-            arrival = poisson_arrivals(stream(args.seed, "workload/arrivals"), args.poisson_rate, n=len(trace))
+
+def _trace_convert(args, console: Console) -> int:
+    import math
+
+    from .outputs import check_file, write_error
+    from .workload.readers import write_llmsim_trace
+    from .workload.trace_formats import JSONL_SUFFIXES
+
+    rate = args.poisson_rate
+    if rate is not None and not (math.isfinite(rate) and rate > 0):
+        raise LlmsimError(f"--poisson-rate {rate:g}: must be a positive number of requests per second")
+    if args.replace_timestamps and rate is None:
+        raise LlmsimError("--replace-timestamps needs --poisson-rate REQ_PER_S (the rate of the new arrival times)")
+    if args.out.suffix.lower() not in (".csv", *JSONL_SUFFIXES):
+        raise LlmsimError(f"{args.out}: llmsim traces are .csv or .jsonl, not {args.out.suffix or 'no extension'!r}")
+    check_file(args.out, overwrite=True, inputs=[args.file])  # before reading: never the input, a writable place
+    trace = _read_trace(args)
+    if trace.arrival_s is None and rate is None:
+        raise LlmsimError(f"{args.file}: a length table has no timestamps; pass --poisson-rate REQ_PER_S to draw arrival times")
+    if trace.arrival_s is not None and rate is not None and not args.replace_timestamps:
+        raise LlmsimError(f"{args.file}: has recorded timestamps ({trace.format}) and --poisson-rate would discard them; "
+                          "add --replace-timestamps to do that, or drop --poisson-rate to keep them")
+    arrival = None
+    if rate is not None:
+        from .rng import stream
+        from .workload.arrivals import poisson_arrivals
+
+        arrival = poisson_arrivals(stream(args.seed, "workload/arrivals"), rate, n=len(trace))
+    try:
         write_llmsim_trace(trace, args.out, arrival)
-        console.print(f"wrote {len(trace):,} requests ({trace.format} -> llmsim) to {args.out}")
-        return 0
+    except OSError as e:
+        raise write_error(args.out, e) from None
+    what = f"wrote {len(trace):,} requests ({trace.format} -> llmsim) to {args.out}"
+    if rate is not None:
+        what += f"; Poisson arrivals at {rate:g} req/s" + (" replace the recorded timestamps" if trace.arrival_s is not None else "")
+    console.print(what)
+    return 0
+
+
+def _trace(args, console: Console) -> int:
+    import json
+
+    from .workload.readers import trace_stats
+
+    if args.trace_command == "convert":
+        return _trace_convert(args, console)
+    trace = _read_trace(args)
     stats = trace_stats(trace)
     if args.json:
         print(json.dumps({"file": str(args.file), "format": trace.format, **stats}, indent=2))
