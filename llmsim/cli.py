@@ -129,7 +129,7 @@ def _run(args, console: Console) -> int:
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("sim", total=None)
             result = simulate(loaded, progress=lambda done, total: bar.update(task, completed=done, total=total))
-    prepare_folder(out, RUN)
+    prepare_folder(out, RUN, args.overwrite)
     try:
         write_results(result, out)
     except OSError as e:

@@ -181,8 +181,13 @@ def write_error(path: Path, e: OSError) -> LlmsimError:
     return LlmsimError(f"{path}: cannot write: {e.strerror or e}")
 
 
-def prepare_folder(path: Path, kind: FolderKind) -> None:
-    """Just before writing: create `path` (and ./results), and remove `kind`'s old files."""
+def prepare_folder(path: Path, kind: FolderKind, overwrite: bool = False) -> None:
+    """Just before writing: check `path` again (another process may have filled it meanwhile), create
+    it (and ./results), and remove `kind`'s old files."""
+    try:
+        check_folder(path, kind, overwrite)
+    except LlmsimError as e:
+        raise LlmsimError(f"{e} (it changed while this command ran; nothing written)") from None
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
         clear_owned(path, kind)

@@ -115,7 +115,7 @@ def _sweep_folder(args) -> Path:
     return out
 
 
-def write_sweep_folder(df, out: Path, plots: bool) -> list[Path]:
+def write_sweep_folder(df, out: Path, plots: bool, overwrite: bool = False) -> list[Path]:
     """Clear the sweep's old files from `out`, write the tables (+ figures) and `sweep.json`.
 
     `sweep.json` holds `run_id` (also in the Parquet file's metadata, `df.attrs['llmsim_run_id']`),
@@ -125,7 +125,7 @@ def write_sweep_folder(df, out: Path, plots: bool) -> list[Path]:
     from .sweep import write_sweep
 
     run_id = new_run_id()
-    prepare_folder(out, SWEEP)
+    prepare_folder(out, SWEEP, overwrite)
     df.attrs["llmsim_run_id"] = run_id
     try:
         paths = write_sweep(df, out, plots=plots)
@@ -151,7 +151,7 @@ def cmd_sweep(args, console: Console) -> int:
             bar.update(task, completed=done, description=f"{row['scheduler']} @ {_load(row['load'], row['load_knob'])} seed {row['seed']}")
 
         df = run_sweep(args.scenario, schedulers, loads, args.seeds, args.executor, args.overrides, progress)
-    paths = write_sweep_folder(df, out, plots=not args.no_plots)
+    paths = write_sweep_folder(df, out, plots=not args.no_plots, overwrite=args.overwrite)
     knob = df["load_knob"].iloc[0]
     unit = "clients" if knob.endswith("clients") else "req/s"
     table = Table(header_style="bold", box=None, pad_edge=False, title=f"{df['scenario'].iloc[0]}: {len(df)} runs, mean over {args.seeds} seed(s)")
@@ -204,16 +204,16 @@ def cmd_capacity(args, console: Console) -> int:
     for note in res.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     if args.out:
-        _write_capacity(res, args.out)
+        _write_capacity(res, args.out, args.overwrite)
         console.print(f"wrote {args.out}/: capacity.json, probes.csv")
     return 0
 
 
-def _write_capacity(res, out: Path) -> None:
+def _write_capacity(res, out: Path, overwrite: bool) -> None:
     """probes.csv, then capacity.json with the summary, notes, `run_id` and the SHA-256 of probes.csv."""
     from .outputs import CAPACITY, manifest, new_run_id, prepare_folder, write_error
 
-    prepare_folder(out, CAPACITY)
+    prepare_folder(out, CAPACITY, overwrite)
     summary = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in res.summary().items()}
     summary["knee_per_seed"] = [None if math.isnan(k) else k for k in res.knee_per_seed]
     try:

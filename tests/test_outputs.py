@@ -117,6 +117,22 @@ def test_overwrite_removes_only_the_runs_own_files(scenario, tmp_path, capsys):
     assert len(pd.read_csv(out / "requests.csv")) == 20
 
 
+def test_a_folder_filled_while_the_run_simulated_is_still_refused(scenario, tmp_path, capsys, monkeypatch):
+    import llmsim.cluster.simulation as simulation
+
+    out, real = tmp_path / "out", simulation.simulate
+
+    def simulate_while_another_run_writes(*a, **k):
+        result = real(*a, **k)
+        out.mkdir()
+        (out / "requests.csv").write_text("another run's\n")
+        return result
+
+    monkeypatch.setattr(simulation, "simulate", simulate_while_another_run_writes)
+    one_error_line(run(scenario, out), capsys, str(out), "not empty", "changed while this command ran")
+    assert snapshot(out) == {"requests.csv": b"another run's\n"}
+
+
 def test_run_id_is_fresh_each_run_and_the_simulation_stays_deterministic(scenario, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     assert run(scenario, a) == 0 and run(scenario, b) == 0
