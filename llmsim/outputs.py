@@ -72,7 +72,7 @@ def safe_name(name: str) -> str:
 
 
 def default_folder(*parts: str) -> Path:
-    """results/<part1>-<part2>-..., each part sanitised by `safe_name`."""
+    """results/<part1>-<part2>-..., the joined name made one safe component by `safe_name`."""
     return DEFAULT_ROOT / safe_name("-".join(str(p) for p in parts))
 
 
