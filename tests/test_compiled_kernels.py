@@ -320,16 +320,3 @@ def test_history_kept_sorted_in_place_equals_sorting_the_window(window, prior, v
         if i % 3 == 0 or i == len(values) - 1:
             want = np.sort(np.array(list(history._fifo), dtype=np.float64))
             assert np.array_equal(history.sorted(), want)
-
-
-def test_the_pricer_switches_early_once_a_kernel_is_loaded():
-    """kernels_loaded() tells whether numba's start-up is paid, and the analytic model's compiled
-    pricer then switches on after far fewer priced steps (analytic.pricer_switch_after_steps).
-    A fresh process: this one has loaded kernels already."""
-    pytest.importorskip("numba", reason="numba is in the test extras; install with pip install -e '.[test]'")
-    code = ("from llmsim.costmodel import analytic; from llmsim.schedulers import _compiled as c; "
-            "before = (c.kernels_loaded(), analytic.pricer_switch_after_steps()); c.replace_in_sorted; "
-            "print(*before, c.kernels_loaded(), analytic.pricer_switch_after_steps())")
-    env = {k: v for k, v in os.environ.items() if k != "LLMSIM_PURE_NUMPY"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
-    assert out == ["False", "3000000", "True", "50000"]

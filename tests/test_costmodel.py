@@ -9,7 +9,6 @@ import pytest
 import yaml
 from helpers import check_run_pricer
 
-from llmsim.schedulers import _compiled as _compiled_switch  # whether compiled kernels may be used
 from llmsim.costmodel import (
     AnalyticCostModel,
     BatchShape,
@@ -253,90 +252,40 @@ def test_prefix_defaults_to_zero_when_omitted(cm7b):
     assert cm7b.step_time_s(BatchShape((700,))) == cm7b.step_time_s(BatchShape((700,), (0,)))
 
 
-@pytest.fixture(params=["python", "compiled"])
-def pricer(request, monkeypatch):
-    """Run a test with the analytic model's Python decode-run pricer and with its compiled twin
-    (which it switches to after pricing some steps in Python; here at once)."""
-    from llmsim.costmodel import analytic
-
-    if request.param == "compiled":
-        pytest.importorskip("numba", reason="numba is in the test extras; install with pip install -e '.[test]'")
-        monkeypatch.setattr(_compiled_switch, "_available", True)
-    monkeypatch.setattr(analytic, "pricer_switch_after_steps", lambda: 0 if request.param == "compiled" else 10**12)
-    return request.param
-
-
-def _check_pricer_kind(cm, kind):
-    assert (cm._run_kernel is not None) == (kind == "compiled")  # the pricer checked is the one meant
-
-
 @pytest.mark.parametrize("model_name,tp", [("llama-2-7b", 1), ("llama-2-70b", 4), ("mixtral-8x7b", 2)])
-def test_decode_steps_s_equals_per_step_step_time_s(model_name, tp, pricer):
+def test_a_decode_run_is_priced_as_its_steps_one_by_one(model_name, tp):
     cm = AnalyticCostModel(load_model(model_name), load_profile("h100-80g-sxm"), tp)
     for seqs, ctx_sum, ctx_max, steps in ((1, 5, 5, 50), (37, 37 * 800, 1500, 300), (256, 10**6, 9000, 7)):
-        vector = cm.decode_steps_s(seqs, ctx_sum, ctx_max, steps)
         scalar = [cm.step_time_s(BatchShape((), (), seqs, ctx_sum + j * seqs, ctx_max + j)) for j in range(steps)]
-        np.testing.assert_array_equal(vector, scalar)  # bit for bit: fast-forward relies on it
-        one_by_one = [cm.decode_step_s(seqs, ctx_sum + j * seqs, ctx_max + j) for j in range(steps)]
-        assert one_by_one == scalar
-        check_run_pricer(cm, seqs, ctx_sum, ctx_max, scalar)  # fast-forward's short runs, attention inlined
-    assert cm.decode_steps_s(4, 100, 30, 0).shape == (0,)
-    assert cm.decode_step_s(0, 0, 0) == cm.step_time_s(BatchShape()) == 0.0
-    assert cm.decode_run_pricer(0)(0.0, 0, 0, 2, float("inf")) == ([0.0, 0.0], [0.0, 0.0])
-    _check_pricer_kind(cm, pricer)
-    check_run_pricer(cm, 3, 300, 120, [cm.decode_step_s(3, 300 + 3 * j, 120 + j) for j in range(70)])  # past the first buffer's 32 steps
+        assert len(set(scalar)) > 1 or seqs == 1  # the context grows: the steps differ (1 sequence: attention at its floor)
+        check_run_pricer(cm, seqs, ctx_sum, ctx_max, scalar)  # bit for bit: fast-forward relies on it
+    assert cm.step_time_s(BatchShape()) == 0.0
+    check_run_pricer(cm, 0, 0, 0, [0.0, 0.0])
 
 
-def test_decode_run_pricer_takes_the_compute_bound_branch_where_it_is_larger(pricer):
-    # a GPU with almost no FLOPs: decode attention is compute bound, and the inlined formula must
-    # take that branch as _decode_attention_s does
+def test_a_model_without_its_own_decode_formula_is_priced_through_step_time_s():
+    class Quadratic:  # a cost model of the two-method contract only
+        def step_time_s(self, shape):
+            return 1e-3 + 1e-9 * shape.decode_context_sum_tokens ** 2 + 1e-6 * shape.decode_context_max_tokens
+
+        def swap_time_s(self, num_bytes_per_gpu):
+            return 0.0
+
+    cm = Quadratic()
+    check_run_pricer(cm, 3, 300, 120, [cm.step_time_s(BatchShape((), (), 3, 300 + 3 * j, 120 + j)) for j in range(40)])
+
+
+def test_decode_attention_takes_the_compute_bound_branch_where_it_is_larger():
+    # a GPU with almost no FLOPs: decode attention is compute bound
     profile = load_profile("h100-80g-sxm")
     slow = profile.model_copy(update={"hardware": profile.hardware.model_copy(update={"peak_bf16_tflops": 0.001})})
     cm = AnalyticCostModel(load_model("llama-2-7b"), slow)
     seqs, ctx_sum, ctx_max = 8, 8 * 700, 900
     moved = cm._kv_bytes_per_token_layer * ctx_sum / cm._attn_bytes_per_s
-    assert ctx_sum * cm._attn_flops_per_pair / cm._attn_flops_per_s > moved  # the premise
-    check_run_pricer(cm, seqs, ctx_sum, ctx_max, [cm.decode_step_s(seqs, ctx_sum + j * seqs, ctx_max + j) for j in range(20)])
-    _check_pricer_kind(cm, pricer)
-
-
-def test_a_simulation_is_the_same_with_the_compiled_decode_run_pricer(monkeypatch):
-    """The analytic model switches to its compiled pricer after pricing some steps in Python;
-    where it does, a run gives the same results, step for step, and a small run does not."""
-    pytest.importorskip("numba", reason="numba is in the test extras; install with pip install -e '.[test]'")
-    from llmsim import scenario_from_dict, simulate
-    from llmsim.costmodel import analytic
-
-    monkeypatch.setattr(_compiled_switch, "_available", True)
-    kernel = analytic._compiled.decode_run_times()
-    priced = []  # runs the kernel priced
-
-    def counted(*args):
-        priced.append(args[4])
-        return kernel(*args)
-
-    monkeypatch.setattr(analytic._compiled, "decode_run_times", lambda: counted)
-    sc = {
-        "name": "pricer", "seed": 5, "model": "llama-2-7b", "hardware": "h100-80g-sxm",
-        "cluster": {"replicas": 3, "router": "least-outstanding-tokens"},
-        "engine": {"max_model_len": 4096, "kv_capacity_tokens": 30000, "record_steps": True},
-        "scheduler": {"kind": "aggressive"},
-        "workload": {"lengths": {"kind": "uniform", "input_tokens": [32, 512], "output_tokens": [20, 600]},
-                     "arrivals": {"kind": "poisson", "rate_per_s": 30.0}, "num_requests": 300, "max_new_tokens": "exact"},
-    }
-    runs, shipped = {}, analytic.pricer_switch_after_steps
-    for after in (10**12, 500):  # never, and after 500 priced steps (a small part of this run's)
-        monkeypatch.setattr(analytic, "pricer_switch_after_steps", lambda: after)
-        runs[after] = simulate(scenario_from_dict(sc))
-    python, compiled = runs[10**12], runs[500]
-    assert len(priced) > 500  # most of the second run's runs were priced by the kernel
-    monkeypatch.setattr(analytic, "pricer_switch_after_steps", shipped)  # as shipped, a run this small stays in Python
-    before = len(priced)
-    assert simulate(scenario_from_dict(sc)).requests.equals(python.requests)
-    assert len(priced) == before
-    assert python.requests.equals(compiled.requests)
-    assert python.steps.equals(compiled.steps)
-    assert python.summary == compiled.summary
+    compute = ctx_sum * cm._attn_flops_per_pair / cm._attn_flops_per_s
+    assert compute > moved  # the premise
+    assert cm._decode_attention_s(seqs, ctx_sum) == compute
+    check_run_pricer(cm, seqs, ctx_sum, ctx_max, [cm.step_time_s(BatchShape((), (), seqs, ctx_sum + j * seqs, ctx_max + j)) for j in range(20)])
 
 
 def test_moe_decode_reads_fewer_expert_weights_than_prefill():
@@ -362,10 +311,9 @@ def test_constant_model_charges_fixed_plus_per_token_time():
     cm = ConstantCostModel(0.02, per_token_s=0.001)
     assert cm.step_time_s(BatchShape((100,), (0,), 5, 500, 100)) == pytest.approx(0.02 + 0.105)
     assert cm.step_time_s(BatchShape()) == 0.0
-    np.testing.assert_allclose(cm.decode_steps_s(5, 500, 100, 3), [0.025] * 3)
-    assert cm.decode_step_s(5, 500, 100) == cm.step_time_s(BatchShape((), (), 5, 500, 100))
-    check_run_pricer(cm, 5, 500, 100, [cm.decode_step_s(5, 500, 100)] * 6)
-    assert cm.decode_run_pricer(0)(0.0, 0, 0, 1, float("inf")) == ([0.0], [0.0])
+    assert cm.step_time_s(BatchShape((), (), 5, 500, 100)) == pytest.approx(0.025)
+    check_run_pricer(cm, 5, 500, 100, [cm.step_time_s(BatchShape((), (), 5, 500, 100))] * 6)
+    check_run_pricer(cm, 0, 0, 0, [0.0])
     assert cm.swap_time_s(1e9) == 0.0
     assert ConstantCostModel(0.01, host_link_gb_per_s=10.0).swap_time_s(1e9) == pytest.approx(0.1)
     with pytest.raises(LlmsimError):

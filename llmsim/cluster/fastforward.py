@@ -26,9 +26,9 @@ at the first of:
 
 The requests of a run advance through the replica's `DecodeBatch` (decode_batch.py): a run is
 planned from the batch's aggregates and applied by moving its decode clock, without touching
-per-request columns. Per-step times come from `CostModel.decode_run_pricer` (short runs, one step
-at a time in a Python loop) or `decode_steps_s` (long runs, numpy), which equal the single-step call
-bit for bit, and every sum is accumulated in step order, so per-request
+per-request columns. Per-step times come from the cost model's one decode-run helper
+(llmsim.costmodel.decode_run), which prices each step with the formula `step_time_s` uses, and
+every sum is accumulated in step order, so per-request
 timestamps, max time between tokens, the summary and the per-step series are bit-identical to
 step-by-step mode (tests/test_fastforward.py).
 """
@@ -43,6 +43,8 @@ from itertools import accumulate
 from operator import add, mul
 
 import numpy as np
+
+from ..costmodel.decode_run import price_decode_run
 
 MAX_RUN_STEPS = 65_536  # bounds the per-run arrays; a longer run just continues in another
 
@@ -134,7 +136,7 @@ def plan_run(engine, now_s: float, after_prefill: bool = False) -> DecodeRun | N
         horizon_s = engine.next_arrival_s()
     else:
         # An arrival may cut the run anywhere (load-aware routing): price no more than a short
-        # run. A longer one mostly ended cut, its vectorised pricing mostly in vain; one that is
+        # run. A longer one mostly ended cut, its pricing mostly in vain; one that is
         # not cut goes on in the next run (ending a run at any boundary is exact, as a cut is).
         k = min(k, SHORT_RUN_STEPS)
     if k < 2:
@@ -142,7 +144,7 @@ def plan_run(engine, now_s: float, after_prefill: bool = False) -> DecodeRun | N
     if p.guard_max_tbt_s is None and (k <= SHORT_RUN_STEPS or horizon_s != math.inf):
         ends, durations, cum = _plan_step_by_step(engine, now_s, n, k, horizon_s)
     else:
-        ends, durations, cum = _plan_vectorised(engine, now_s, n, k)
+        ends, durations, cum = _plan_long(engine, now_s, n, k)
     if hold_rounds:
         _hold_rounds(engine, ends, durations, cum, max(r - engine.steps_since_round, 1), max(r, 1))
     if len(ends) < 2:
@@ -245,7 +247,7 @@ def _hold_rounds(engine, ends, durations, cum, first: int, every: int) -> None:
         engine.head_refusal_stable = True
 
 
-SHORT_RUN_STEPS = 32  # up to this many steps, a Python loop beats numpy's per-call overhead
+SHORT_RUN_STEPS = 32  # up to this many steps, blocks are counted in Python (cheaper than numpy on a few)
 
 
 def _plan_step_by_step(engine, now_s, n, k, horizon_s):
@@ -253,8 +255,8 @@ def _plan_step_by_step(engine, now_s, n, k, horizon_s):
     `horizon_s` and before a step whose new blocks do not fit."""
     batch = engine.batch
     # each decode token attends to its own KV as well
-    run = engine.cost_model.decode_run_pricer(n)
-    ends, durations = run(now_s, batch.kv_sum_tokens() + n, batch.kv_max_tokens() + 1, min(k, SHORT_RUN_STEPS), horizon_s)
+    ends, durations = price_decode_run(engine.cost_model, n, now_s, batch.kv_sum_tokens() + n, batch.kv_max_tokens() + 1,
+                                       min(k, SHORT_RUN_STEPS), horizon_s)
     # blocks counted only for the steps priced (the horizon mostly comes first; memory rarely does)
     counts, c, _ = batch.block_classes()
     # step j allocates counts[(c - j) % block_size]: the classes c, c - 1, ..., 0, then from the
@@ -267,46 +269,38 @@ def _plan_step_by_step(engine, now_s, n, k, horizon_s):
         fits = bisect_right(cum, engine.kv.free_blocks)  # cumulative counts never decrease
         del ends[fits:], durations[fits:], cum[fits:]  # memory came first
     elif k > SHORT_RUN_STEPS and len(ends) == SHORT_RUN_STEPS and ends[-1] < horizon_s:
-        return _extend_vectorised(engine, n, k, horizon_s, ends, durations, cum)  # a long run after all
+        # a long run after all: its other steps
+        more_ends, more_durations, more_cum = _plan_long(engine, ends[-1], n, k, horizon_s, skip=len(ends))
+        ends += more_ends
+        durations += more_durations
+        cum += more_cum
     return ends, durations, cum
 
 
-def _extend_vectorised(engine, n, k, horizon_s, ends, durations, cum):
-    """Steps len(ends)+1..k of a run whose first steps were priced one by one."""
-    done = len(ends)
-    more_ends, more_durations, more_cum = _plan_vectorised(engine, ends[-1], n, k, skip=done)
-    ends += more_ends
-    durations += more_durations
-    cum += more_cum
-    if horizon_s != math.inf:
-        cut = bisect_left(ends, horizon_s) + 1
-        del ends[cut:], durations[cut:], cum[cut:]
-    return ends, durations, cum
-
-
-def _plan_vectorised(engine, start_s, n, k, skip=0):
-    """Steps skip+1..k of a run (numpy), stopping before a step whose new blocks do not fit and
-    before a step longer than the SLA guard's abort limit. Returns (ends, durations, cumulative
-    new blocks) as lists, ends summed sequentially from `start_s`."""
+def _plan_long(engine, start_s, n, k, horizon_s=math.inf, skip=0):
+    """Steps skip+1..k of a run, stopping after the first that ends at or after `horizon_s`,
+    before a step whose new blocks do not fit (counted with numpy: a long run) and before a step
+    longer than the SLA guard's abort limit. Returns (ends, durations, cumulative new blocks) as
+    lists, ends summed sequentially from `start_s`."""
     p, batch = engine.params, engine.batch
     cum = batch.blocks_cumulative(k)[skip:]  # cumulative from the run's first step
     fits = int(np.searchsorted(cum, engine.kv.free_blocks, side="right"))  # steps whose blocks fit
     k = min(k, skip + fits)
     if k <= skip:
         return [], [], []
-    durations = engine.cost_model.decode_steps_s(n, batch.kv_sum_tokens() + n + n * skip, batch.kv_max_tokens() + 1 + skip, k - skip)
-    cum = cum[: k - skip]
-    if p.guard_max_tbt_s is not None:
+    ends, durations = price_decode_run(engine.cost_model, n, start_s, batch.kv_sum_tokens() + n + n * skip,
+                                       batch.kv_max_tokens() + 1 + skip, k - skip, horizon_s)
+    cum = cum[:len(ends)].tolist()
+    limit_s = p.guard_max_tbt_s
+    if limit_s is not None:
         engine.sync()
         ids = engine.batch.member_ids()
-        gap0 = start_s + durations[0] - engine.table.last_token_s[ids]
-        if (gap0 > p.guard_max_tbt_s).any():
+        if (ends[0] - engine.table.last_token_s[ids] > limit_s).any():
             return [], [], []
-        over = np.flatnonzero(durations > p.guard_max_tbt_s)
-        if len(over):
-            durations, cum = durations[: over[0]], cum[: over[0]]
-    ends = np.add.accumulate(np.concatenate(([start_s], durations)))[1:]
-    return ends.tolist(), durations.tolist(), cum.tolist()
+        over = next((j for j, d in enumerate(durations) if d > limit_s), None)
+        if over is not None:
+            del ends[over:], durations[over:], cum[over:]
+    return ends, durations, cum
 
 
 def apply_run(engine, step, run: DecodeRun) -> list[int]:

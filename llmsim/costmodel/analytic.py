@@ -18,31 +18,10 @@ dict lookup plus a few float operations.
 
 from __future__ import annotations
 
-import sys
-
-import numpy as np
-
 from llmsim.costmodel.base import BatchShape
 from llmsim.costmodel.catalog import ModelArch
 from llmsim.costmodel.composed import ComposedCostModel
 from llmsim.costmodel.profile import HardwareProfile
-
-from . import _compiled
-
-
-def pricer_switch_after_steps() -> int:
-    """Decode steps priced in Python after which the analytic model prices with its compiled kernel
-    (AnalyticCostModel.decode_run_pricer). The kernel saves about 0.1 us a priced step (0.13 us
-    on one replica's runs of about 6 steps, more on the 32-step runs that load-aware routing
-    prices: 2.2 against 5.1 us), and its start-up must be paid back first: about 4 ms to load it
-    where a policy's kernels are already loaded (past-future, the oracle, conservative), about
-    0.1 s where numba is only imported, about 0.2 s with numba's import (aggressive, which
-    loads no kernel). About 1,000,000 steps are priced per 100,000 requests."""
-    from ..schedulers import _compiled as kernels  # where the compiled switch lives (costmodel/_compiled.py)
-
-    if kernels.kernels_loaded():
-        return 50_000
-    return 1_000_000 if "numba" in sys.modules else 3_000_000
 
 
 class AnalyticCostModel(ComposedCostModel):
@@ -65,9 +44,6 @@ class AnalyticCostModel(ComposedCostModel):
         self._allreduce_s_per_byte = ring_factor / (profile.comm.allreduce_bus_gb_per_s * 1e9)
 
         self._init_caches()
-        self._priced_steps = [0]  # by this model's Python pricers (a cell they share)
-        self._switch_check_steps = 0  # when decode_run_pricer next asks whether to switch
-        self._run_kernel = None  # the compiled pricer, once decode_run_pricer switches to it
 
     def _init_rates(self, profile: HardwareProfile) -> None:
         """Achieved rates (FLOP/s, bytes/s) and the smallest kernel time (s), from the profile's spec
@@ -203,75 +179,6 @@ class AnalyticCostModel(ComposedCostModel):
         moved_bytes = context_sum_tokens * self._kv_bytes_per_token_layer + seqs * self._q_bytes_per_token
         flops = context_sum_tokens * self._attn_flops_per_pair
         return max(moved_bytes / self._attn_bytes_per_s, flops / self._attn_flops_per_s, self._floor_s)
-
-    def decode_run_pricer(self, decode_seqs: int):
-        """As ComposedCostModel's, switching to the compiled pricer (_compiled.py, the same bits)
-        once the Python pricers have priced `pricer_switch_after_steps()` steps."""
-        if self._priced_steps[0] >= self._switch_check_steps:  # cheap to test on every call
-            after = pricer_switch_after_steps()
-            if self._priced_steps[0] < after:
-                self._switch_check_steps = after
-            else:
-                self._switch_check_steps = 1 << 62  # decided: not asked again
-                self._run_kernel = _compiled.decode_run_times()  # None where numba may not be used
-                if self._run_kernel is not None:
-                    self._pricer_cache.clear()
-        return super().decode_run_pricer(decode_seqs)
-
-    def _make_decode_run_pricer(self, decode_seqs: int):
-        """`ComposedCostModel.decode_run_pricer` with `_decode_attention_s` inlined in the loop (no
-        Python call per priced step): the same operations in the same order, so the same bits
-        (`max(a, b, c)` keeps the first largest, as the comparisons below do)."""
-        if decode_seqs <= 0:
-            return super()._make_decode_run_pricer(decode_seqs)
-        fixed, layers = self._decode_fixed_s(decode_seqs), self._layers
-        kv_bytes, q_bytes = self._kv_bytes_per_token_layer, decode_seqs * self._q_bytes_per_token
-        bytes_per_s, flops_per_pair, flops_per_s = self._attn_bytes_per_s, self._attn_flops_per_pair, self._attn_flops_per_s
-        floor = self._floor_s
-        kernel = self._run_kernel
-        if kernel is not None:
-            out = np.empty((2, 32))
-
-            def run_compiled(start_s: float, context_sum_tokens: int, context_max_tokens: int, num_steps: int, horizon_s: float):
-                nonlocal out
-                if num_steps > out.shape[1]:
-                    out = np.empty((2, num_steps))
-                k = kernel(out, start_s, context_sum_tokens, decode_seqs, num_steps, horizon_s, fixed, layers,
-                           kv_bytes, q_bytes, bytes_per_s, flops_per_pair, flops_per_s, floor)
-                ends, durations = out[:, :k].tolist()
-                return ends, durations
-
-            return run_compiled
-
-        priced = self._priced_steps
-
-        def run(start_s: float, context_sum_tokens: int, context_max_tokens: int, num_steps: int, horizon_s: float):
-            ends, durations = [], []
-            end = start_s
-            for _ in range(num_steps):
-                attention_s = (context_sum_tokens * kv_bytes + q_bytes) / bytes_per_s
-                compute_s = context_sum_tokens * flops_per_pair / flops_per_s
-                if compute_s > attention_s:
-                    attention_s = compute_s
-                if floor > attention_s:
-                    attention_s = floor
-                d = fixed + layers * attention_s
-                end += d  # sequential sums, as step-by-step mode's clock adds each step
-                ends.append(end)
-                durations.append(d)
-                if end >= horizon_s:
-                    break
-                context_sum_tokens += decode_seqs
-            priced[0] += len(ends)
-            return ends, durations
-
-        return run
-
-    def _decode_attention_vec_s(self, seqs: int, context_sum_tokens: np.ndarray) -> np.ndarray:
-        """`_decode_attention_s` element-wise over an array of context sums (same arithmetic)."""
-        moved = (context_sum_tokens * self._kv_bytes_per_token_layer + seqs * self._q_bytes_per_token) / self._attn_bytes_per_s
-        flops = context_sum_tokens * self._attn_flops_per_pair / self._attn_flops_per_s
-        return np.maximum(np.maximum(moved, flops), self._floor_s)
 
     # ----- CostModel interface -----
 

@@ -9,10 +9,7 @@ say.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from collections.abc import Callable
 from typing import Protocol, runtime_checkable
-
-import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,35 +40,14 @@ class BatchShape:
 
 @runtime_checkable
 class CostModel(Protocol):
-    """What the engine needs from a cost model: step time, batched decode times, swap time."""
+    """What the engine needs from a cost model: the time of one step, and of a swap.
+
+    A run of decode steps is priced by `llmsim.costmodel.decode_run` from the same per-step cost
+    (a model may offer its decode-only formula there as `decode_step_fn(decode_seqs)`, the one its
+    `step_time_s` uses), so there is no second way to price a step."""
 
     def step_time_s(self, shape: BatchShape) -> float:
         """Wall time of one iteration with this shape, in seconds (0.0 for an empty shape)."""
-        ...
-
-    def decode_step_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int) -> float:
-        """Wall time of one decode-only step: equals `step_time_s` of that shape bit for bit, without
-        building a shape."""
-        ...
-
-    def decode_run_pricer(self, decode_seqs: int) -> Callable[[float, int, int, int, float], tuple[list[float], list[float]]]:
-        """A function run(start_s, context_sum, context_max, num_steps, horizon_s) -> (ends, durations)
-        that prices up to `num_steps` consecutive decode-only steps of `decode_seqs` sequences one by
-        one (step j has context sum `context_sum + j * decode_seqs` and max `context_max + j`), each
-        equal to `decode_step_s` bit for bit, with ends summed sequentially from `start_s`; it stops
-        after the first step that ends at or after `horizon_s`. Fast-forward prices short runs with
-        it (Python lists: cheaper than numpy on a few steps)."""
-        ...
-
-    def decode_steps_s(
-        self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int, num_steps: int
-    ) -> np.ndarray:
-        """Times of `num_steps` consecutive decode-only steps of the same `decode_seqs` sequences.
-
-        Step j (0-based) has context sum `context_sum_tokens + j * decode_seqs` and max
-        `context_max_tokens + j`. Equals `[step_time_s(...) for each j]` to
-        the bit (fast-forward relies on it), but vectorised (numpy, no Python loop over j).
-        """
         ...
 
     def swap_time_s(self, num_bytes_per_gpu: float) -> float:

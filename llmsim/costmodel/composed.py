@@ -6,20 +6,16 @@
 
 `ComposedCostModel` caches the per-token and per-sequence parts by their integer key and composes
 them; a subclass says how long the kernels take: `_per_token_parts(T)`, `_lm_head_s(n)`,
-`_prefill_attention_s(chunks, prefixes)`, `_decode_attention_s(n, context_sum)` and its element-wise
-twin `_decode_attention_vec_s(n, context_sums)` (the same arithmetic on an array, so a fast-forwarded
-run of decode steps costs exactly what the steps cost one by one). All times are seconds.
+`_prefill_attention_s(chunks, prefixes)` and `_decode_attention_s(n, context_sum)`. A decode-only
+step is priced by `decode_step_fn(n)`, which `step_time_s` calls too, and which fast-forward's
+run pricer (decode_run.py) loops over: one formula, so a fast-forwarded run costs exactly what its
+steps cost one by one. All times are seconds.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Callable
-from itertools import accumulate
-
-import numpy as np
-
 from llmsim.costmodel.base import BatchShape
+from llmsim.costmodel.decode_run import DecodeStepFn
 
 COMPONENTS = ("gemm", "attention", "elementwise", "communication", "overheads")
 
@@ -34,7 +30,7 @@ class ComposedCostModel:
         self._per_seq_cache: dict[int, tuple[float, float]] = {}
         self._decode_fixed_cache: dict[int, float] = {}
         self._lone_prefill_cache: dict[int, float] = {}  # step time of one fresh prompt's prefill, by length
-        self._pricer_cache: dict[int, Callable] = {}  # decode run pricers, by sequence count
+        self._decode_fn_cache: dict[int, DecodeStepFn] = {}  # decode-only step formulas, by sequence count
 
     # ----- hooks -----
     def _per_token_parts(self, tokens: int) -> tuple[float, float, float]:
@@ -48,9 +44,6 @@ class ComposedCostModel:
         raise NotImplementedError
 
     def _decode_attention_s(self, seqs: int, context_sum_tokens: int) -> float:
-        raise NotImplementedError
-
-    def _decode_attention_vec_s(self, seqs: int, context_sum_tokens: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     # ----- composition -----
@@ -78,9 +71,10 @@ class ComposedCostModel:
         chunks = shape.prefill_chunk_tokens
         decode_seqs = shape.decode_seqs
         if not chunks:  # decode-only fast path: one cache lookup and the attention formula
-            if decode_seqs <= 0:
-                return 0.0
-            return self._decode_fixed_s(decode_seqs) + self._layers * self._decode_attention_s(decode_seqs, shape.decode_context_sum_tokens)
+            fn = self._decode_fn_cache.get(decode_seqs)  # inlined decode_step_fn: once per simulated step
+            if fn is None:
+                fn = self.decode_step_fn(decode_seqs)
+            return fn(shape.decode_context_sum_tokens, shape.decode_context_max_tokens)
         if decode_seqs <= 0 and len(chunks) == 1 and not any(shape.prefill_prefix_tokens):
             # a lone prefill of a fresh prompt (most separate-mode prefill steps): a function of its
             # length alone, so cached (the same arithmetic once per length, the same bits)
@@ -97,49 +91,22 @@ class ComposedCostModel:
             attn += self._decode_attention_s(decode_seqs, context_sum_tokens)
         return self._fixed_s(sum(chunks) + decode_seqs, len(chunks) + decode_seqs) + self._layers * attn
 
-    def decode_step_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int) -> float:
-        """One decode-only step: the decode fast path of `step_time_s`, without a shape."""
-        if decode_seqs <= 0:
-            return 0.0
-        fixed = self._decode_fixed_cache.get(decode_seqs)  # inlined: this runs once per simulated step
-        if fixed is None:
-            fixed = self._decode_fixed_s(decode_seqs)
-        return fixed + self._layers * self._decode_attention_s(decode_seqs, context_sum_tokens)
+    def decode_step_fn(self, decode_seqs: int) -> DecodeStepFn:
+        """The time of a decode-only step of `decode_seqs` sequences as a function of its context
+        sum and max: what `step_time_s` charges for that shape (it calls this), and what
+        decode_run.py prices a fast-forwarded run with. Cached by sequence count."""
+        fn = self._decode_fn_cache.get(decode_seqs)
+        if fn is None:
+            if decode_seqs <= 0:
+                def fn(context_sum_tokens: int, context_max_tokens: int) -> float:
+                    return 0.0
+            else:
+                fixed, layers, attention = self._decode_fixed_s(decode_seqs), self._layers, self._decode_attention_s
 
-    def decode_run_pricer(self, decode_seqs: int) -> Callable[[float, int, int, int, float], tuple[list[float], list[float]]]:
-        """Short runs of decode steps of `decode_seqs` sequences, priced one step at a time (see
-        base.CostModel.decode_run_pricer). Cached by sequence count: a replica asks for one each
-        time it plans a run."""
-        pricer = self._pricer_cache.get(decode_seqs)
-        if pricer is None:
-            pricer = self._pricer_cache[decode_seqs] = self._make_decode_run_pricer(decode_seqs)
-        return pricer
-
-    def _make_decode_run_pricer(self, decode_seqs: int):
-        fixed = self._decode_fixed_s(decode_seqs) if decode_seqs > 0 else 0.0
-        layers, attention = self._layers, self._decode_attention_s
-
-        def run(start_s: float, context_sum_tokens: int, context_max_tokens: int, num_steps: int, horizon_s: float):
-            durations = [fixed + layers * attention(decode_seqs, context_sum_tokens + j * decode_seqs) if decode_seqs > 0 else 0.0
-                         for j in range(num_steps)]
-            # sequential sums, as step-by-step mode's clock adds each step
-            ends = list(accumulate(durations, initial=start_s))[1:]
-            last = bisect_left(ends, horizon_s) + 1  # the first step that ends at or after the horizon
-            return ends[:last], durations[:last]
-
-        return run
-
-    def decode_steps_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int, num_steps: int) -> np.ndarray:
-        """Vectorised decode-only steps; the same arithmetic as `step_time_s`, element-wise."""
-        if num_steps <= 0:
-            return np.zeros(0)
-        if decode_seqs <= 0:
-            return np.zeros(num_steps)
-        if num_steps <= 16:  # short runs (most of them): a loop over the scalar formula is cheaper
-            fixed, layers, attention = self._decode_fixed_s(decode_seqs), self._layers, self._decode_attention_s
-            return np.array([fixed + layers * attention(decode_seqs, context_sum_tokens + decode_seqs * j) for j in range(num_steps)])
-        ctx = (context_sum_tokens + decode_seqs * np.arange(num_steps, dtype=np.int64)).astype(np.float64)
-        return self._decode_fixed_s(decode_seqs) + self._layers * self._decode_attention_vec_s(decode_seqs, ctx)
+                def fn(context_sum_tokens: int, context_max_tokens: int) -> float:
+                    return fixed + layers * attention(decode_seqs, context_sum_tokens)
+            self._decode_fn_cache[decode_seqs] = fn
+        return fn
 
     def breakdown(self, shape: BatchShape) -> dict[str, float]:
         """Seconds per component (gemm, attention, elementwise, communication, overheads); the

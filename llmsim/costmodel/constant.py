@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from llmsim.costmodel.base import BatchShape
 from llmsim.errors import LlmsimError
 
@@ -39,32 +37,6 @@ class ConstantCostModel:
         if tokens <= 0:
             return 0.0
         return self.base_step_s + self.per_token_s * tokens
-
-    def decode_step_s(self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int) -> float:
-        return self.base_step_s + self.per_token_s * decode_seqs if decode_seqs > 0 else 0.0
-
-    def decode_run_pricer(self, decode_seqs: int):
-        value = self.decode_step_s(decode_seqs, 0, 0)
-
-        def run(start_s: float, context_sum_tokens: int, context_max_tokens: int, num_steps: int, horizon_s: float):
-            ends = []
-            end = start_s
-            for _ in range(num_steps):
-                end += value
-                ends.append(end)
-                if end >= horizon_s:
-                    break
-            return ends, [value] * len(ends)
-
-        return run
-
-    def decode_steps_s(
-        self, decode_seqs: int, context_sum_tokens: int, context_max_tokens: int, num_steps: int
-    ) -> np.ndarray:
-        if num_steps <= 0:
-            return np.zeros(0)
-        value = self.base_step_s + self.per_token_s * decode_seqs if decode_seqs > 0 else 0.0
-        return np.full(num_steps, value)
 
     def swap_time_s(self, num_bytes_per_gpu: float) -> float:
         if self.host_link_gb_per_s is None:

@@ -237,11 +237,6 @@ class TableCostModel(ComposedCostModel):
         t = self._dec_launch_s + self._dec_s_per_seq * seqs + self._dec_s_per_ctx * context_sum_tokens
         return t if t > self._floor_s else self._floor_s
 
-    def _decode_attention_vec_s(self, seqs: int, context_sum_tokens: np.ndarray) -> np.ndarray:
-        """`_decode_attention_s` element-wise over an array of context sums (same arithmetic)."""
-        t = (self._dec_launch_s + self._dec_s_per_seq * seqs) + self._dec_s_per_ctx * context_sum_tokens
-        return np.maximum(t, self._floor_s)
-
     # ----- CostModel interface -----
 
     def swap_time_s(self, num_bytes_per_gpu: float) -> float:

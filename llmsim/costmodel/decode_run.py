@@ -1,0 +1,55 @@
+"""Price a run of consecutive decode-only steps: the one helper fast-forward uses.
+
+A run is k decode steps of the same `decode_seqs` sequences; step j (0-based) has context sum
+`context_sum_tokens + j * decode_seqs` and context max `context_max_tokens + j`. Each step costs
+exactly what `CostModel.step_time_s` charges for that shape, because it is priced by the cost
+model's own decode formula: `decode_step_fn(decode_seqs)` where the model offers it (the function
+its `step_time_s` itself calls for a decode-only shape: composed.py), otherwise `step_time_s` of
+a built `BatchShape`. Ends are summed one step at a time from `start_s`, as step-by-step mode's
+clock adds each step, so a run's timestamps are the same bits as the steps taken one by one.
+
+There is no second (vectorised or compiled) implementation: a priced step costs a Python call
+(about 0.3 us), and fast-forward prices a few to 32 steps per run (docs/performance.md).
+
+Units: seconds, tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .base import BatchShape, CostModel
+
+DecodeStepFn = Callable[[int, int], float]  # (context sum, context max) -> seconds
+
+
+def decode_step_fn(cost_model: CostModel, decode_seqs: int) -> DecodeStepFn:
+    """The time of one decode-only step of `decode_seqs` sequences, as a function of its context
+    sum and max (tokens attended, each sequence's new token included)."""
+    own = getattr(cost_model, "decode_step_fn", None)
+    if own is not None:
+        return own(decode_seqs)
+    step_time_s = cost_model.step_time_s
+
+    def step_s(context_sum_tokens: int, context_max_tokens: int) -> float:
+        return step_time_s(BatchShape((), (), decode_seqs, context_sum_tokens, context_max_tokens))
+
+    return step_s
+
+
+def price_decode_run(cost_model: CostModel, decode_seqs: int, start_s: float, context_sum_tokens: int,
+                     context_max_tokens: int, num_steps: int, horizon_s: float) -> tuple[list[float], list[float]]:
+    """(ends, durations) of up to `num_steps` decode steps starting at `start_s`, stopping after the
+    first step that ends at or after `horizon_s`."""
+    step_s = decode_step_fn(cost_model, decode_seqs)
+    ends: list[float] = []
+    durations: list[float] = []
+    end = start_s
+    for j in range(num_steps):
+        d = step_s(context_sum_tokens + j * decode_seqs, context_max_tokens + j)
+        end += d  # sequential sums, as step-by-step mode's clock adds each step
+        ends.append(end)
+        durations.append(d)
+        if end >= horizon_s:
+            break
+    return ends, durations
