@@ -1,12 +1,9 @@
-"""The compiled admission-round kernels (llmsim/schedulers/_compiled.py) decide exactly as the numpy
-reference: kernel by kernel on random inputs, and whole simulations of every future-peak policy
-give bit-identical results either way (conservative's one kernel, a sum, is checked on its own). numba is in the test extras, so these run in CI."""
+"""The compiled admission-round kernels (llmsim/schedulers/_compiled.py) decide exactly as the plain
+numpy reference of tests/reference_policies.py, kernel by kernel on random inputs; the rounds held
+ahead in one call (first_admitting_round, a speed layer) answer as rounds started one by one, and
+whole simulations give bit-identical results without that layer."""
 
 from __future__ import annotations
-
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,11 +15,9 @@ from llmsim.rng import CounterStream
 from llmsim.schedulers import SCHEDULERS, _compiled
 from llmsim.schedulers.base import BatchColumns, BuildContext, Candidate, ReplicaView, RunningBatch
 from llmsim.schedulers.conservative import reserved_blocks
-from llmsim.schedulers.past_future import sample_final_output_tokens
-from llmsim.schedulers.peak import PeakAdmissionRound, future_peaks_of_lists, remaining_growth_tokens
+from llmsim.schedulers.peak import PeakAdmissionRound, remaining_growth_tokens
+from reference_policies import ReferencePeakRound, future_peaks_of_lists, reference_round, sample_final_output_tokens
 from test_fastforward import _scenario
-
-pytest.importorskip("numba", reason="numba is in the test extras; install with pip install -e '.[test]'")
 
 PEAK_POLICIES = ["past-future", "oracle", "reserve-peak"]
 
@@ -74,8 +69,8 @@ def test_compiled_peak_round_admits_exactly_what_numpy_admits(seed, n, lists):
         growth = np.floor(growth)  # ties in growth
     held = kv + int(rng.integers(0, 16))
     limit = float(held.sum() + growth.max(initial=0) * n // 2 + rng.integers(0, 30_000))
-    reference = PeakAdmissionRound(held, growth, limit, compiled=False)
-    compiled = PeakAdmissionRound(held, growth, limit, compiled=True)
+    reference = ReferencePeakRound(held, growth, limit)
+    compiled = PeakAdmissionRound(held, growth, limit)
     for i in range(12):
         cand_held = float(rng.integers(1, 2000))
         cand_growth = rng.integers(0, 600, lists).astype(float) + (rng.random(lists) if i % 2 else 0.0)
@@ -89,8 +84,8 @@ def test_the_spec_example_peaks_at_31_compiled():
     """SCHEDULERS.md: pairs (5,4),(4,3),(5,3),(3,2),(4,2) peak at 31; the fifth fits a limit of
     31 and not of 30."""
     held, growth = np.array([5, 4, 5, 3]), np.array([4, 3, 3, 2])
-    assert PeakAdmissionRound(held, growth, 31.0, compiled=True).try_add(4, np.array([2.0]))
-    assert not PeakAdmissionRound(held, growth, 30.0, compiled=True).try_add(4, np.array([2.0]))
+    assert PeakAdmissionRound(held, growth, 31.0).try_add(4, np.array([2.0]))
+    assert not PeakAdmissionRound(held, growth, 30.0).try_add(4, np.array([2.0]))
 
 
 @settings(max_examples=200, deadline=None)
@@ -132,8 +127,8 @@ def test_quick_admission_by_total_agrees_with_the_exact_peak_at_the_edges(seed, 
     total = float(all_held.sum() + all_growth.sum(axis=1).max())
     assert peak <= total
     for limit in (total, np.nextafter(total, 0), peak, np.nextafter(peak, 0), peak - 1, total * (1 - 1e-10)):
-        reference = PeakAdmissionRound(held, growth, limit, compiled=False)
-        compiled = PeakAdmissionRound(held, growth, limit, compiled=True)
+        reference = ReferencePeakRound(held, growth, limit)
+        compiled = PeakAdmissionRound(held, growth, limit)
         assert compiled.try_add(cand_held, cand_growth) == reference.try_add(cand_held, cand_growth) == (peak <= limit)
         assert compiled.lists() == reference.lists()
 
@@ -213,32 +208,26 @@ def _held_rounds_case(seed, n, kind):
 @settings(max_examples=150, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 90), kind=st.sampled_from(PEAK_POLICIES))
 def test_rounds_held_ahead_in_one_call_equal_rounds_started_one_by_one(seed, n, kind):
-    """first_admitting_round (one compiled call) answers as start_round + admit at each boundary
-    (numpy), draws the same numbers, and hands back a round that goes on deciding the same."""
+    """first_admitting_round (one compiled call) answers as the numpy reference round started at
+    each boundary and offered the head, draws the same numbers, and hands back a round that goes
+    on deciding the same."""
     (bulk, one_by_one), view, run, steps, cand = _held_rounds_case(seed, n, kind)
     found = bulk.first_admitting_round(view, steps, cand)
-    if found is None:  # past-future leaves a single round to start_round (see its docstring)
-        assert kind == "past-future" and len(steps) == 1
-        return
-    _compiled._available = False  # the reference: numpy rounds (restored below)
-    try:
-        index, reference = len(steps), None
-        for i, s in enumerate(steps):
-            ahead = RunningBatch(run.request_ids, run.prompt_tokens, run.max_new_tokens, run.generated_tokens + s, run.kv_tokens + s)
-            rnd = one_by_one.start_round(ReplicaView(0.0, 16, view.total_blocks, view.free_blocks, ahead))
-            if rnd.admit(cand):
-                index, reference = i, rnd
-                break
-        assert found[0] == index
-        assert (found[1] is None) == (reference is None)
-        if reference is not None:
-            assert found[1].peaks.lists() == reference.peaks.lists()
-            nxt = Candidate(n + 1, 0.0, 50, 300, 0, 50, 4)
-            if kind == "oracle":
-                nxt = Candidate(n, 0.0, 50, 300, 0, 50, 4)  # the oracle knows true lengths by id
-            assert found[1].admit(nxt) == reference.admit(nxt)
-    finally:
-        _compiled._available = True
+    index, reference = len(steps), None
+    for i, s in enumerate(steps):
+        ahead = RunningBatch(run.request_ids, run.prompt_tokens, run.max_new_tokens, run.generated_tokens + s, run.kv_tokens + s)
+        rnd = reference_round(one_by_one, ReplicaView(0.0, 16, view.total_blocks, view.free_blocks, ahead))
+        if rnd.admit(cand):
+            index, reference = i, rnd
+            break
+    assert found[0] == index
+    assert (found[1] is None) == (reference is None)
+    if reference is not None:
+        assert found[1].peaks.lists() == reference.peaks.lists()
+        nxt = Candidate(n + 1, 0.0, 50, 300, 0, 50, 4)
+        if kind == "oracle":
+            nxt = Candidate(n, 0.0, 50, 300, 0, 50, 4)  # the oracle knows true lengths by id
+        assert found[1].admit(nxt) == reference.admit(nxt)
     if kind == "past-future":
         assert bulk.stream.random(1) == one_by_one.stream.random(1)  # the same draws consumed
 
@@ -262,23 +251,22 @@ def test_rounds_refused_without_sampling_draw_and_answer_as_numpy(seed, n, kind)
     finished = history[: int(rng.integers(0, 41))]  # drawn once: both schedulers see the same history
     bulk, one_by_one = (_scheduler_after(kind, seed, true_output, finished) for _ in range(2))
     index, _ = bulk.first_admitting_round(ReplicaView(0.0, 16, blocks, blocks, run), steps, cand)
-    _compiled._available = False
-    try:
-        want = len(steps)
-        for i, s in enumerate(steps):
-            ahead = RunningBatch(run.request_ids, prompt, caps, generated + s, kv + s)
-            if one_by_one.start_round(ReplicaView(0.0, 16, blocks, blocks, ahead)).admit(cand):
-                want = i
-                break
-    finally:
-        _compiled._available = True
+    want = len(steps)
+    for i, s in enumerate(steps):
+        ahead = RunningBatch(run.request_ids, prompt, caps, generated + s, kv + s)
+        if reference_round(one_by_one, ReplicaView(0.0, 16, blocks, blocks, ahead)).admit(cand):
+            want = i
+            break
     assert index == want
     if kind == "past-future":
         assert bulk.stream.state[0] == one_by_one.stream.state[0]  # the same draws consumed
 
 
-def _run(sc: dict, compiled: bool, monkeypatch):
-    monkeypatch.setattr(_compiled, "_available", compiled)
+def _run(sc: dict, rounds_at_once: bool, monkeypatch):
+    if not rounds_at_once:  # the engine then starts each round itself (start_round + admit)
+        for spec in SCHEDULERS.values():
+            if hasattr(spec.factory, "first_admitting_round"):
+                monkeypatch.delattr(spec.factory, "first_admitting_round")
     return simulate(scenario_from_dict(sc))
 
 
@@ -286,25 +274,20 @@ def _run(sc: dict, compiled: bool, monkeypatch):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
           phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(data=st.data(), kind=st.sampled_from(PEAK_POLICIES))
-def test_simulations_are_identical_with_and_without_the_kernels(data, kind, monkeypatch):
+def test_simulations_are_identical_without_rounds_held_in_one_call(data, kind, monkeypatch):
+    """first_admitting_round is a speed layer (the engine's rounds and fast-forward's rounds held
+    ahead in one compiled call): without it a simulation gives the same results, bit for bit."""
     sc = _scenario(data.draw)
     knobs = {"decode_steps_between_rounds": data.draw(st.integers(0, 3))}
     if kind == "past-future":
         knobs["history_window"] = data.draw(st.integers(5, 50))
     sc["scheduler"] = {"kind": kind, kind: knobs}
-    reference, compiled = _run(sc, False, monkeypatch), _run(sc, True, monkeypatch)
-    assert reference.requests.equals(compiled.requests)
-    assert reference.summary == compiled.summary
-    assert reference.steps.equals(compiled.steps)
-
-
-def test_pure_numpy_can_be_forced_by_environment(monkeypatch):
-    monkeypatch.setattr(_compiled, "_available", None)
-    monkeypatch.setenv("LLMSIM_PURE_NUMPY", "1")
-    assert _compiled.available() is False
-    monkeypatch.setattr(_compiled, "_available", None)
-    monkeypatch.setenv("LLMSIM_PURE_NUMPY", "0")
-    assert _compiled.available() is True
+    with monkeypatch.context() as m:
+        reference = _run(sc, False, m)
+    layered = _run(sc, True, monkeypatch)
+    assert reference.requests.equals(layered.requests)
+    assert reference.summary == layered.summary
+    assert reference.steps.equals(layered.steps)
 
 
 @settings(max_examples=100, deadline=None)

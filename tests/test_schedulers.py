@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 from helpers import make_candidate, make_scheduler, make_view
 
 from llmsim.rng import CounterStream
-from llmsim.schedulers import SCHEDULERS, BuildContext, build_scheduler, future_peak_tokens
-from llmsim.schedulers.past_future import sample_final_output_tokens
-from llmsim.schedulers.peak import future_peaks_of_lists
+from llmsim.schedulers import SCHEDULERS, BuildContext, build_scheduler
+from reference_policies import future_peak_tokens, future_peaks_of_lists, sample_final_output_tokens
 
 
 def decisions(sched, view, candidates):
@@ -122,7 +121,6 @@ def pf(config=None, rng=None, **kw):
     return sched
 
 
-@pytest.mark.usefixtures("peak_impl")
 def test_past_future_candidates_with_a_single_valued_history_get_exact_decisions():
     # History = ten 6s: every candidate's final length is min(6, cap), so a fresh candidate holds P
     # and grows 5 tokens, whatever the seed. Empty batch, limit 40 * 0.95 = 38 tokens. (A running
@@ -138,7 +136,6 @@ def test_past_future_candidates_with_a_single_valued_history_get_exact_decisions
     assert decisions(pf(), view, [c0, c1, make_candidate(2, 2, 3)]) == [True, True, True]
 
 
-@pytest.mark.usefixtures("peak_impl")
 def test_past_future_evicted_candidate_grows_from_its_recomputed_prefill():
     # generated 4, prompt 20: holds 24 after the re-prefill, ends at 20 + 6 - 1 = 25: growth 1.
     # With (24, 1) alone the peak is 25; with a first candidate (10, 5): peaks 15, 34 + 2 = 36.
@@ -152,7 +149,6 @@ def test_past_future_evicted_candidate_grows_from_its_recomputed_prefill():
     assert rnd.peaks.lists() == [[(12, 0)]] * 5  # 5 + 8 - 1 - 12
 
 
-@pytest.mark.usefixtures("peak_impl")
 def test_past_future_running_growth_is_sampled_from_history_above_generated():
     # history [6]*4; running request P=10, o=2 (kv 11), cap 20: support [2, 6, 6, 6, 6, 20].
     # u=0.5 -> x=2.5 -> 6 -> growth 4;  u=0.9 -> x=4.5 -> 6 + 0.5*14 = 13 -> growth 11.
@@ -173,7 +169,6 @@ def test_past_future_running_growth_is_sampled_from_history_above_generated():
     assert r_mid.admit(make_candidate(2, 1, 100)) is False  # ... (1,5) ...: 18 + 15 = 33, 29 + 16 = 45
 
 
-@pytest.mark.usefixtures("peak_impl")
 def test_past_future_number_of_lists_is_min_of_max_lists_and_samples_over_running_plus_one():
     for n, expected in [(0, 5), (1, 5), (50, 5), (67, 3), (100, 3), (150, 2), (201, 1)]:
         view = make_view([1] * n, [2] * n, [1] * n, total_blocks=1000)
@@ -183,7 +178,6 @@ def test_past_future_number_of_lists_is_min_of_max_lists_and_samples_over_runnin
     assert pf({"samples_per_list": 10, "max_lists": 8}).start_round(view).num_lists == 3  # 10 // 4 + 1
 
 
-@pytest.mark.usefixtures("peak_impl")
 def test_past_future_history_starts_with_the_prior_and_is_a_fifo_window():
     sched = pf({"history_window": 3, "prior_output_tokens": 100, "prior_count": 2})
     assert sched.history.sorted().tolist() == [100, 100]
@@ -219,7 +213,6 @@ def test_sample_final_output_tokens_stays_within_generated_and_cap(history, o, e
     assert o <= got[0] <= o + extra
 
 
-@pytest.mark.usefixtures("peak_impl")
 def test_past_future_same_seed_gives_the_same_decisions():
     def run(seed):
         sched = make_scheduler("past-future", {"history_window": 20, "prior_count": 5}, seed=seed, prior=30)
@@ -242,7 +235,6 @@ def test_past_future_same_seed_gives_the_same_decisions():
 TRUE = np.array([6, 5, 3, 3, 2])
 
 
-@pytest.mark.usefixtures("peak_impl")
 def test_oracle_admits_on_the_true_remaining_lengths_with_block_size_minus_one_slack():
     sched = make_scheduler("oracle", true_output_tokens=TRUE)
     # running: P=10, o=2, kv 11, true 6 -> growth 4, held 11 + 3.  Caps (100) are ignored.
@@ -256,7 +248,6 @@ def test_oracle_admits_on_the_true_remaining_lengths_with_block_size_minus_one_s
     assert decisions(exact, view, cands) == [True, True, True, True]
 
 
-@pytest.mark.usefixtures("peak_impl")
 def test_oracle_refuses_exactly_above_the_limit():
     sched = make_scheduler("oracle", true_output_tokens=np.array([6, 5, 1]))
     view = make_view([10], [100], [2], total_blocks=10)
@@ -285,7 +276,6 @@ def test_build_scheduler_gives_true_lengths_to_the_oracle_only(monkeypatch):
 
 
 # ------------------------------------------------------------------ reserve-peak
-@pytest.mark.usefixtures("peak_impl")
 def test_reserve_peak_assumes_every_request_runs_to_its_cap():
     sched = make_scheduler("reserve-peak")
     view = make_view([10], [6], [2], total_blocks=10)  # growth 10+6-1-11 = 4, held 14

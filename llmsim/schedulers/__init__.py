@@ -16,7 +16,6 @@ from .base import (
     register,
 )
 from . import aggressive, conservative, oracle, past_future, reserve_peak  # noqa: F401  (registration)
-from .peak import future_peak_tokens
 
 __all__ = [
     "SCHEDULERS",
@@ -27,6 +26,5 @@ __all__ = [
     "Scheduler",
     "SchedulerConfig",
     "build_scheduler",
-    "future_peak_tokens",
     "register",
 ]

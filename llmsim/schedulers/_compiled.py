@@ -1,33 +1,30 @@
-"""Compiled twins (numba) of the admission-round arithmetic of the future-peak policies.
+"""The admission-round arithmetic of the future-peak policies and conservative, compiled by numba.
 
-The policies in peak.py and past_future.py are written in numpy and are the reference. An
-admission round works on a few dozen requests and a handful of lists, so in numpy its cost is
-the fixed cost of each call (about a microsecond), not arithmetic; past-future spends most of a
-simulation there (docs/performance.md). These kernels do the same arithmetic in one compiled call
-each, and give bit-identical results: every value is computed by the same IEEE operations in the
-same order (numba does not contract a*b + c into a fused multiply-add unless fastmath is on), sums
-of held tokens are sums of integers, and the peak does not depend on how ties in growth are
-ordered (peak.py). tests/test_compiled_kernels.py checks that on random inputs.
+An admission round works on a few dozen requests and a handful of lists, so written in numpy its
+cost was the fixed cost of each call (about a microsecond), not arithmetic: past-future spent most
+of a simulation there, 3.6x slower over a whole run than with these functions compiled
+(docs/performance.md). So the policies (peak.py, past_future.py, oracle.py, reserve_peak.py,
+conservative.py) do their per-request arithmetic here, once: plain Python functions over arrays
+and scalars, each compiled by numba's `njit` on first use (or loaded from numba's on-disk cache,
+`cache=True`), so runs that never start a future-peak round pay nothing. With numba's own switch
+NUMBA_DISABLE_JIT=1 the very same functions run interpreted (slowly), for debugging.
 
-numba is optional (`pip install llmsim[fast]`). Without it, or with the environment variable
-LLMSIM_PURE_NUMPY=1, `available()` is False and the policies use their numpy code. numba is
-imported, and each kernel compiled (or loaded from numba's on-disk cache, `cache=True`), on first
-use, so runs that never start a future-peak round pay nothing.
+numba is a dependency of llmsim. No fast-math: every value is computed by the same IEEE operations
+in the same order as written (numba does not contract a*b + c into a fused multiply-add without
+it). tests/test_compiled_kernels.py checks the kernels against a plain numpy reference of the
+policies (tests/reference_policies.py) on random inputs.
 
 The kernels live in two modules: _peak_kernels.py holds the list arithmetic every future-peak
 policy shares (laying out, sorting and checking the lists, adding a candidate) and the oracle /
 reserve-peak rounds ahead; this module holds past-future's sampling (the history window, sampled
 final lengths, CounterStream draws), its admission and rounds ahead, and conservative's reserved
-blocks, and is the one entry point: `available()`, `kernels_loaded()`, and every kernel by its
-public name (compiled on first access), whichever module defines it.
+blocks, and is the one entry point: every kernel by its public name (compiled on first access),
+whichever module defines it.
 
 Units: tokens (float64 arrays holding integers, except sampled final lengths, which interpolate).
 """
 
 from __future__ import annotations
-
-import os
-import warnings
 
 import numpy as np
 
@@ -42,33 +39,6 @@ from ._peak_kernels import (
     _sort_row,
     _try_add,
 )
-
-_available: bool | None = None
-
-
-def available() -> bool:
-    """Whether the compiled kernels can be used (numba imports and LLMSIM_PURE_NUMPY is unset)."""
-    global _available
-    if _available is None:
-        _available = False
-        if os.environ.get("LLMSIM_PURE_NUMPY", "") in ("", "0"):
-            try:
-                import numba  # noqa: F401
-                _available = True
-            except ModuleNotFoundError:
-                pass
-            except ImportError as e:  # installed but unusable, e.g. built for another numpy
-                warnings.warn(f"numba is installed but cannot be imported ({e}); admission rounds use numpy, "
-                              "which gives the same results more slowly", RuntimeWarning, stacklevel=2)
-    return _available
-
-
-def kernels_loaded() -> bool:
-    """Whether a kernel has been made in this process (numba's start-up, about 0.1 s to import it
-    and 0.1 s to set up its first compiled function, is then paid: another kernel loads in a few
-    milliseconds)."""
-    return any(name in globals() for name in _KERNELS)
-
 
 def _replace_in_sorted(values, old, new):
     """Replace one entry equal to `old` in the ascending array `values` by `new`, in place, keeping
@@ -268,7 +238,7 @@ _CALLS = {"try_add": ("add_to_unsorted", "peak_fits"),
 
 def __getattr__(name: str):
     """Compile a kernel on first access (PEP 562); later accesses find it in this module, whichever
-    module defines it (so kernels_loaded() sees it). A kernel that calls others finds them compiled
+    module defines it. A kernel that calls others finds them compiled
     under their private names in its own module (numba resolves globals when it compiles, in the
     module that defines the function)."""
     if name not in _KERNELS:

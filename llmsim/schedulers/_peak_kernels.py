@@ -1,10 +1,10 @@
-"""Compiled twins (numba) of the future-peak policies' list arithmetic: the kernels shared by
+"""The future-peak policies' list arithmetic, compiled by numba: the kernels shared by
 every future-peak policy (peak.py, past_future.py) and the oracle / reserve-peak rounds ahead.
 
 Plain Python functions: _compiled.py compiles them (numba, `cache=True`) on first use, after
 putting the compiled kernels they call in this module under their private names (numba resolves
-globals when it compiles), and re-exports them; use them through `_compiled`. Bit-identity with
-the numpy reference and the rest: see _compiled.py.
+globals when it compiles), and re-exports them; use them through `_compiled`. How they are checked:
+see _compiled.py.
 
 Units: tokens (float64 arrays holding integers).
 """

@@ -54,13 +54,13 @@ class ConservativeScheduler:
 
     def start_round(self, view: ReplicaView) -> _Round:
         cols = view.columns
-        if cols is not None and _compiled.available():
-            # one compiled pass over the table's rows; gathering the batch's arrays and summing
-            # them in numpy cost about 10 us a round, more than the rest of the round
+        if cols is not None:
+            # one compiled pass over the table's rows; gathering the batch's arrays first cost
+            # about 10 us a round, more than the rest of the round
             reserved = _compiled.reserved_blocks_sum(cols.ids, cols.prompt, cols.max_new, view.block_size)
-        else:
+        else:  # some requests are prefilling (no columns): the batch's own arrays
             run = view.running
-            reserved = int(np.sum(reserved_blocks(run.prompt_tokens, run.max_new_tokens, view.block_size)))
+            reserved = _compiled.reserved_blocks_sum(np.arange(len(run)), run.prompt_tokens, run.max_new_tokens, view.block_size)
         limit = int(np.floor(view.total_blocks * (1.0 - self.config.headroom)))
         return _Round(reserved, limit, view.block_size)
 

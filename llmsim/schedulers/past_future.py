@@ -30,7 +30,7 @@ from pydantic import Field
 from ..rng import CounterStream
 from . import _compiled
 from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
-from .peak import PeakAdmissionRound, remaining_growth_tokens
+from .peak import PeakAdmissionRound
 
 
 class PastFutureConfig(SchedulerConfig):
@@ -62,7 +62,7 @@ class LengthHistory:
 
     def append(self, output_tokens: int) -> None:
         fifo = self._fifo
-        if self._sorted is not None and len(fifo) == fifo.maxlen and _compiled.available():
+        if self._sorted is not None and len(fifo) == fifo.maxlen:
             # a full window swaps its oldest value for the new one: move one entry, in place
             # (a finish happens about once per round, and re-sorting 200 values cost 3 us)
             _compiled.replace_in_sorted(self._sorted, float(fifo[0]), float(output_tokens))
@@ -78,32 +78,6 @@ class LengthHistory:
         return self._sorted
 
 
-def sample_final_output_tokens(generated, caps, history_sorted: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Draw final lengths for running requests that have generated `generated` tokens.
-
-    `u` (lists, n) in [0, 1) picks a position on each request's support [o] + [h > o] + [cap],
-    read as equally spaced quantiles and interpolated linearly; the result is clipped to [o, cap].
-    """
-    o = np.asarray(generated, dtype=np.float64)
-    cap = np.asarray(caps, dtype=np.float64)
-    w = len(history_sorted)
-    first = np.searchsorted(history_sorted, o, side="right")  # history values > o start here
-    points = w - first + 2  # o, the larger history values, cap
-    x = u * (points - 1)
-    lo = np.minimum(x.astype(np.int64), points - 2)  # x >= 0, so truncation is floor
-    frac = x - lo
-    # Support position p is o (p = 0), cap (p = points - 1) or history_sorted[first + p - 1].
-    # The interval's lower end lo is never the cap and its upper end lo + 1 never o.
-    if w:
-        inner = history_sorted[np.minimum(np.maximum(first + lo - 1, 0), w - 1)]
-        v0 = np.where(lo == 0, o, inner)
-        inner = history_sorted[np.minimum(first + lo, w - 1)]
-        v1 = np.where(lo + 1 == points - 1, cap, inner)
-    else:
-        v0, v1 = o, cap
-    return np.minimum(np.maximum(v0 + frac * (v1 - v0), o), cap)
-
-
 class _Round:
     def __init__(self, sched: "PastFutureScheduler", view: ReplicaView) -> None:
         run = view.running
@@ -114,20 +88,15 @@ class _Round:
         # Draw order (kept stable for reproducibility): one row per list, running requests in
         # admission order; then, per candidate, one history draw per list.
         u = sched.stream.random((self.num_lists, n))
-        self.compiled = _compiled.available()
-        if self.compiled:  # the same values in one call (_compiled.py)
-            growth = _compiled.sampled_growth(run.generated_tokens, run.max_new_tokens, run.prompt_tokens, run.kv_tokens, hist, u)
-        else:
-            final = sample_final_output_tokens(run.generated_tokens, run.max_new_tokens, hist, u)
-            growth = remaining_growth_tokens(run.prompt_tokens, final, run.kv_tokens)
+        growth = _compiled.sampled_growth(run.generated_tokens, run.max_new_tokens, run.prompt_tokens, run.kv_tokens, hist, u)
         held = run.kv_tokens + sched._slack_tokens
-        self.peaks = PeakAdmissionRound(held, growth, view.capacity_tokens * sched._limit_fraction, self.compiled)
+        self.peaks = PeakAdmissionRound(held, growth, view.capacity_tokens * sched._limit_fraction)
 
     @classmethod
     def resumed(cls, sched: "PastFutureScheduler", num_lists: int, peaks: PeakAdmissionRound) -> "_Round":
-        """A round whose draws and first admission were made by a compiled kernel."""
+        """A round whose draws and first admission were made by the rounds-ahead kernel."""
         self = cls.__new__(cls)
-        self.sched, self.num_lists, self.compiled, self.peaks = sched, num_lists, True, peaks
+        self.sched, self.num_lists, self.peaks = sched, num_lists, peaks
         return self
 
     def admit(self, candidate: Candidate) -> bool:
@@ -136,15 +105,10 @@ class _Round:
         lo = candidate.generated_tokens + 1
         hi = max(lo, candidate.max_new_tokens)
         held = candidate.kv_tokens + sched._slack_tokens
-        if self.compiled:  # the same draws and values in one call (_compiled.py)
-            return self.peaks.try_add_by(_compiled.past_future_admit, sched.stream.state, hist, lo, hi,
-                                         candidate.prompt_tokens, candidate.kv_tokens, float(held))
-        if len(hist):
-            final = hist[sched.stream.integers(0, len(hist), size=self.num_lists)]
-        else:
-            final = np.full(self.num_lists, float(candidate.max_new_tokens))  # no history: the cap (no draw)
-        growth = remaining_growth_tokens(candidate.prompt_tokens, np.clip(final, lo, hi), candidate.kv_tokens)
-        return self.peaks.try_add(held, growth)
+        # one history value drawn per list (none without history: the cap), clipped to [lo, hi],
+        # its growth added to each list if every peak still fits (_compiled.past_future_admit)
+        return self.peaks.try_add_by(_compiled.past_future_admit, sched.stream.state, hist, lo, hi,
+                                     candidate.prompt_tokens, candidate.kv_tokens, float(held))
 
 
 @register("past-future", PastFutureConfig, "admit while the sampled future peak of KV use fits (Gong et al., ASPLOS 2025)")
@@ -180,9 +144,7 @@ class PastFutureScheduler:
         token further per step; [0]: one round now), started in order and each offered
         `candidate` first, in one compiled call: (index of the first that admits it, that round)
         or (len(steps_ahead), None). The same draws and answers as `start_round` and `admit` at
-        each boundary; None without the compiled kernels (the engine then calls those)."""
-        if not _compiled.available():
-            return None
+        each boundary."""
         cols = view.batch_columns()
         n = len(cols.ids)
         num_lists = self.num_lists(n)

@@ -17,36 +17,11 @@ import numpy as np
 from . import _compiled
 
 
-def future_peak_tokens(held_tokens: np.ndarray, growth_tokens: np.ndarray) -> int:
-    """Peak KV tokens over the future of a batch with pairs (held_tokens[i], growth_tokens[i])."""
-    if len(held_tokens) == 0:
-        return 0
-    # A stable sort keeps the result independent of how ties in b are ordered (it is anyway:
-    # tied b give the same A_k + k*b_k at the last of the tie, which dominates the others).
-    order = np.argsort(-growth_tokens, kind="stable")
-    b = growth_tokens[order]
-    cum_a = np.cumsum(held_tokens[order])
-    k = np.arange(1, len(b) + 1)
-    return int((cum_a + k * b).max())
-
-
 def remaining_growth_tokens(prompt_tokens, final_output_tokens, held_tokens):
     """b for a request expected to end with `final_output_tokens`: it will then hold
     prompt + output - 1 tokens (llmsim's KV convention, see llmsim.request), so it still adds
     that minus what it holds now. Never negative. Works on scalars and arrays."""
     return np.maximum(0, prompt_tokens + final_output_tokens - 1 - held_tokens)
-
-
-def future_peaks_of_lists(held_tokens: np.ndarray, growth_tokens: np.ndarray) -> np.ndarray:
-    """Peak of each row: `held_tokens` is (n,), shared by every list; `growth_tokens` is (lists, n)."""
-    lists, n = growth_tokens.shape
-    if n == 0:
-        return np.zeros(lists)
-    order = np.argsort(-growth_tokens, axis=1, kind="stable")
-    rows = np.arange(lists)[:, None]
-    b = growth_tokens[rows, order]
-    cum_a = np.cumsum(held_tokens[order], axis=1)
-    return (cum_a + np.arange(1, n + 1) * b).max(axis=1)
 
 
 class PeakAdmissionRound:
@@ -57,64 +32,46 @@ class PeakAdmissionRound:
     largest peak over the lists, with it added, is at most `limit_tokens`, and then stays in the lists
     for the rest of the round.
 
-    With numba (_compiled.py) a candidate is checked and added in one compiled call, and the lists
-    are sorted by growth only once a candidate needs the exact peak (most pass a cheaper bound,
-    see _compiled.py); otherwise each check re-sorts in numpy. Both decide the same.
+    A candidate is checked and added in one compiled call (_compiled.try_add), and the lists are
+    sorted by growth only once a candidate needs the exact peak (most pass a cheaper bound, see
+    _peak_kernels.py): the definition above, computed incrementally.
     """
 
-    def __init__(self, held_tokens: np.ndarray, growth_tokens: np.ndarray, limit_tokens: float,
-                 compiled: bool | None = None) -> None:
+    def __init__(self, held_tokens: np.ndarray, growth_tokens: np.ndarray, limit_tokens: float) -> None:
         held = np.asarray(held_tokens, dtype=np.float64)
         growth = np.asarray(growth_tokens, dtype=np.float64)
         growth = growth if growth.ndim == 2 else growth[None, :]  # (lists, n)
         self.limit_tokens = limit_tokens
-        self._compiled = _compiled.available() if compiled is None else compiled
-        if self._compiled:
-            # a few free columns: most rounds admit one or two requests
-            self._pairs = _compiled.lay_out(held, growth, 4)
-            self._count = len(held)
-            self._sorted = False
-        else:
-            self.held_tokens, self.growth_tokens = held, growth
+        # a few free columns: most rounds admit one or two requests
+        self._pairs = _compiled.lay_out(held, growth, 4)
+        self._count = len(held)
+        self._sorted = False
 
     @classmethod
     def resumed(cls, pairs: np.ndarray, count: int, is_sorted: bool, limit_tokens: float) -> "PeakAdmissionRound":
         """A compiled round carried on from a kernel that built and extended its lists
         (`_compiled.*_rounds_ahead`): `pairs` as `_compiled.lay_out` lays them out, `count` used."""
         self = cls.__new__(cls)
-        self.limit_tokens, self._compiled, self._pairs, self._count, self._sorted = limit_tokens, True, pairs, count, is_sorted
+        self.limit_tokens, self._pairs, self._count, self._sorted = limit_tokens, pairs, count, is_sorted
         return self
 
     @property
     def num_lists(self) -> int:
-        return self._pairs.shape[1] if self._compiled else self.growth_tokens.shape[0]
+        return self._pairs.shape[1]
 
     def lists(self) -> list[list[tuple[float, float]]]:
-        """The (held, growth) pairs of each list, largest growth first (ties: smaller held first),
-        whichever implementation holds them; for tests and inspection."""
-        if self._compiled:
-            held, growth = self._pairs[0, :, :self._count], self._pairs[1, :, :self._count]
-        else:
-            held, growth = np.broadcast_to(self.held_tokens, self.growth_tokens.shape), self.growth_tokens
+        """The (held, growth) pairs of each list, largest growth first (ties: smaller held first);
+        for tests and inspection."""
+        held, growth = self._pairs[0, :, :self._count], self._pairs[1, :, :self._count]
         return [sorted(zip(h.tolist(), g.tolist()), key=lambda p: (-p[1], p[0])) for h, g in zip(held, growth)]
 
     def try_add(self, held: float, growth_per_list: np.ndarray) -> bool:
-        if self._compiled:
-            return self._try_add_compiled(float(held), np.asarray(growth_per_list, dtype=np.float64).reshape(-1))
-        held_new = np.concatenate((self.held_tokens, [held]))
-        column = np.empty((self.num_lists, 1))
-        column[:, 0] = growth_per_list  # one value per list, or one shared by all
-        growth_new = np.concatenate((self.growth_tokens, column), axis=1)
-        if future_peaks_of_lists(held_new, growth_new).max() > self.limit_tokens:
-            return False
-        self.held_tokens, self.growth_tokens = held_new, growth_new
-        return True
-
-    def _try_add_compiled(self, held: float, growth_per_list: np.ndarray) -> bool:
-        return self.try_add_by(_compiled.try_add, held, growth_per_list)
+        """Admit a candidate holding `held` tokens that grows by `growth_per_list` (one value per
+        list, or one shared by all) if the largest peak with it fits; it then stays in the lists."""
+        return self.try_add_by(_compiled.try_add, float(held), np.asarray(growth_per_list, dtype=np.float64).reshape(-1))
 
     def try_add_by(self, kernel, *args) -> bool:
-        """Compiled rounds only: `kernel(pairs, count, is_sorted, *args, limit_tokens)` adds a
+        """`kernel(pairs, count, is_sorted, *args, limit_tokens)` adds a
         request, or not, as `_compiled.try_add` does and with its returns (a policy's kernel that
         makes the candidate's growths and then calls it, in one call)."""
         if self._count == self._pairs.shape[2]:  # full: double the columns
@@ -133,9 +90,7 @@ def first_admitting_exact_round(view, steps_ahead: np.ndarray, final_tokens: np.
     the candidate): the rounds due `steps_ahead[i]` decode steps after `view`, each offered
     `candidate` first, in one compiled call. `final_tokens` is a column of final lengths by
     request id (None: the caps). Returns (index of the first that admits it, its
-    peaks with the candidate in them) or (len(steps_ahead), None); None without the kernels."""
-    if not _compiled.available():
-        return None
+    peaks with the candidate in them) or (len(steps_ahead), None)."""
     cols = view.batch_columns()
     limit = view.capacity_tokens * (1.0 - headroom)
     cand_growth = float(max(0, candidate.prompt_tokens + candidate_final_tokens - 1 - candidate.kv_tokens))  # remaining_growth_tokens

@@ -52,11 +52,11 @@ class ReservePeakScheduler:
 
     def first_admitting_round(self, view: ReplicaView, steps_ahead: np.ndarray, candidate: Candidate):
         """Rounds held ahead inside a fast-forwarded run, in one compiled call (see
-        past_future.PastFutureScheduler.first_admitting_round); None without the kernels."""
+        past_future.PastFutureScheduler.first_admitting_round)."""
         cfg = self.config
         slack = view.block_size - 1 if cfg.per_request_slack_tokens is None else cfg.per_request_slack_tokens
         found = first_admitting_exact_round(view, steps_ahead, None, candidate, candidate.max_new_tokens, slack, cfg.headroom)
-        if found is None or found[1] is None:
+        if found[1] is None:
             return found
         return found[0], _Round.resumed(slack, found[1])
 
