@@ -316,7 +316,7 @@ def _step_time(args, console: Console) -> int:
 
 
 def _list(args, console: Console) -> int:
-    from .cluster.router import ROUTER_SUMMARIES
+    from .registry import ROUTERS
     from .costmodel import list_models, list_profiles, load_model, load_profile
     from .schedulers import SCHEDULERS
 
@@ -327,8 +327,8 @@ def _list(args, console: Console) -> int:
             console.print(f"  {kind:<14} {spec.summary}")
     if what in (None, "routers"):
         console.print("[bold]routers[/bold] (cluster.router)")
-        for kind, summary in ROUTER_SUMMARIES.items():
-            console.print(f"  {kind:<26} {summary}")
+        for kind, entry in ROUTERS.items():
+            console.print(f"  {kind:<26} {entry.summary}")
     if what in (None, "models"):
         console.print("[bold]models[/bold] (model)")
         for name in list_models():

@@ -20,10 +20,10 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from .cluster.router import ROUTERS
 from .config_errors import format_errors
 from .config_loading import apply_override, parse_override, read_yaml, resolve_paths
 from .errors import LlmsimError, did_you_mean
+from .registry import ROUTERS
 from .schedulers import SCHEDULERS
 
 

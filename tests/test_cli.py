@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from llmsim.cli import main
-from llmsim.cluster.router import ROUTERS
+from llmsim.registry import ROUTERS
 from llmsim.cluster.simulation import simulate
 from llmsim.config import load_scenario
 from llmsim.costmodel import list_models, list_profiles

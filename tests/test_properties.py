@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmsim.cluster.router import ROUTERS
+from llmsim.registry import ROUTERS
 from llmsim.cluster.simulation import simulate
 from llmsim.config import scenario_from_dict
 from llmsim.request import FINISHED

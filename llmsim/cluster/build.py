@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ConstantCostConfig, LoadedScenario, Scenario
-from ..costmodel import ConstantCostModel, derive_kv_capacity_tokens, load_model, load_profile
-from ..costmodel.profile import Overheads
-from ..costmodel.tables import cost_model_for
+from ..config import LoadedScenario, Scenario
+from ..costmodel import derive_kv_capacity_tokens, load_model, load_profile
 from ..errors import LlmsimError
+from ..registry import COST_MODELS
 from ..workload import Workload
 from .engine import EngineParams
 
@@ -78,16 +77,9 @@ def check_requests(sc: Scenario, res: Resolved, wl: Workload) -> None:
 
 
 def build_cost_model(sc: Scenario, res: Resolved):
-    cm = sc.cost_model
-    if isinstance(cm, ConstantCostConfig):
-        return ConstantCostModel(cm.step_time_s, cm.per_token_s, res.profile.hardware.host_link_gb_per_s)
-    profile = res.profile
-    if cm.step_overhead_s is not None or cm.per_seq_overhead_s is not None:
-        o = profile.overheads
-        new = Overheads(step_s=o.step_s if cm.step_overhead_s is None else cm.step_overhead_s,
-                        per_seq_s=o.per_seq_s if cm.per_seq_overhead_s is None else cm.per_seq_overhead_s)
-        profile = profile.model_copy(update={"overheads": new})
-    return cost_model_for(res.model, profile, sc.cluster.tensor_parallel)
+    """The scenario's cost model, by its registered kind (llmsim.registry.COST_MODELS)."""
+    builder = COST_MODELS.load(sc.cost_model.kind)
+    return builder(sc.cost_model, res.model, res.profile, sc.cluster.tensor_parallel)
 
 
 def engine_params(sc: Scenario, res: Resolved) -> EngineParams:

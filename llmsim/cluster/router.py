@@ -2,16 +2,16 @@
 
 A router sees the request's id (for its prompt length and cap through the engines' shared table)
 and the replica engines' current loads; like a scheduler, it never sees a true output length.
-Registry keyed by the YAML `cluster.router` string.
+Registered by their YAML `cluster.router` kind in llmsim.registry.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:  # the registry is read by llmsim.config, which must not import the engine
+if TYPE_CHECKING:  # typing only: routers read the engines through the calls below
     from .engine import ReplicaEngine
 
 
@@ -113,16 +113,3 @@ def routes_ahead(router: Router, num_requests: int, num_replicas: int) -> np.nda
     if hasattr(router, "routes_ahead"):
         return router.routes_ahead(num_requests, num_replicas)
     return None
-
-
-ROUTERS: dict[str, Callable[[np.random.Generator], Router]] = {
-    "round-robin": RoundRobinRouter,
-    "random": RandomRouter,
-    "least-outstanding-tokens": LeastOutstandingTokensRouter,
-}
-
-ROUTER_SUMMARIES = {
-    "round-robin": "replicas in turn",
-    "random": "uniformly random replica (seeded)",
-    "least-outstanding-tokens": "replica with the fewest prefill + capped output tokens still to process",
-}

@@ -35,7 +35,8 @@ from .build import build_cost_model, check_requests, engine_params, resolve
 from .engine import ReplicaEngine
 from .load import ClientPool, open_loop_arrivals
 from .replica import ReplicaProcess
-from .router import ROUTERS, routes_ahead
+from ..registry import ROUTERS
+from .router import routes_ahead
 
 STEP_COLUMNS = ("start_s", "duration_s", "decode_seqs", "prefill_tokens", "running", "waiting", "used_blocks", "evictions_so_far")
 
@@ -71,7 +72,7 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
         table = RequestTable(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, wl.max_new_tokens)
     table.block_hash_ids = wl.block_hash_ids
     engines = _build_engines(sc, res, wl, table)
-    router = ROUTERS[sc.cluster.router](stream(sc.seed, "router"))
+    router = ROUTERS.load(sc.cluster.router)(stream(sc.seed, "router"))
     if hasattr(router, "attach"):
         router.attach(engines)
     if not closed:
