@@ -458,7 +458,7 @@ class DocRunner:
 
     def outcome(self, cmd: DocCommand) -> Outcome:
         self._start(self.group[cmd])
-        return self.results[cmd].result()
+        return self.results[cmd].result(timeout=15 * 60)  # a hung chain fails the test instead of hanging it
 
     def _start(self, group: str) -> None:
         with self._lock:
