@@ -1,8 +1,8 @@
 """`llmsim calibrate-hardware`: measure this machine's GPU (or CPU), fit, check, write a profile.
 
-Steps: plan the microbenchmarks for the chosen models and TP degrees (COSTMODEL.md §3), run them
+Steps: plan the microbenchmarks for the chosen models and TP degrees (docs/cost-model.md §3), run them
 with a progress bar (torch, imported lazily), fit the profile tables (llmsim.costmodel.fit), run
-the sanity checks of COSTMODEL.md §4, print the fit-quality report and the checks, and write the
+the sanity checks of docs/cost-model.md §4, print the fit-quality report and the checks, and write the
 profile YAML. What is not measured (spec peaks, engine overheads, all-reduce on one GPU) comes
 from a template profile: the shipped profile matching the device, or `--base`.
 """

@@ -44,7 +44,7 @@ class ClusterConfig(Strict):
 
 
 class SLAGuardConfig(Strict):
-    """Server-side SLA guard (SCHEDULERS.md §3). The paper's artifact servers dropped requests that
+    """Server-side SLA guard (docs/schedulers.md §3). The paper's artifact servers dropped requests that
     waited more than 8 s and aborted requests whose token gap exceeded 1.49 s. Off by default."""
 
     max_queue_s: float | None = Field(None, gt=0.0)  # drop a request not admitted within this

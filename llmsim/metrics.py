@@ -1,4 +1,4 @@
-"""Per-request latency records, SLA verdicts, and the run summary (SCHEDULERS.md §3).
+"""Per-request latency records, SLA verdicts, and the run summary (docs/schedulers.md §3).
 
 Definitions (vLLM's and the Past-Future paper's):
 - TTFT = first token - arrival; TPOT = (finish - first token) / (output tokens - 1), undefined for

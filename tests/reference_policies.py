@@ -2,7 +2,7 @@
 
 llmsim computes an admission round once, in numba-compiled functions (llmsim/schedulers/_compiled.py,
 _peak_kernels.py), which sort incrementally, skip work by bounds and draw random numbers one at a
-time. This module says the same things the obvious way (SCHEDULERS.md §2, docs/schedulers.md):
+time. This module says the same things the obvious way (docs/schedulers.md §2):
 sort every list, take the peak, draw in blocks. tests/test_compiled_kernels.py checks the kernels
 against it on random inputs; test_schedulers.py checks it against hand-computed examples.
 Units: tokens.

@@ -1,7 +1,7 @@
 """Tests of the calibration microbenchmarks (llmsim.costmodel.calibrate) on CPU.
 
 CPU timings are noisy, so these check the plan (hand-computed shapes), the schema, positivity and
-coarse monotonicity, never values (COSTMODEL.md section 3). The CUDA paths (events, graphs, L2
+coarse monotonicity, never values (docs/cost-model.md §3). The CUDA paths (events, graphs, L2
 rotation, flash-attn, copies, NCCL) need a GPU and are not exercised here.
 """
 

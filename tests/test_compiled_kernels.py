@@ -81,7 +81,7 @@ def test_compiled_peak_round_admits_exactly_what_numpy_admits(seed, n, lists):
 
 
 def test_the_spec_example_peaks_at_31_compiled():
-    """SCHEDULERS.md: pairs (5,4),(4,3),(5,3),(3,2),(4,2) peak at 31; the fifth fits a limit of
+    """docs/schedulers.md §2: pairs (5,4),(4,3),(5,3),(3,2),(4,2) peak at 31; the fifth fits a limit of
     31 and not of 30."""
     held, growth = np.array([5, 4, 5, 3]), np.array([4, 3, 3, 2])
     assert PeakAdmissionRound(held, growth, 31.0).try_add(4, np.array([2.0]))

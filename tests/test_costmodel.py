@@ -1,4 +1,4 @@
-"""Tests of the cost model: catalog, hardware profiles, analytic physics (COSTMODEL.md section 4),
+"""Tests of the cost model: catalog, hardware profiles, analytic physics (docs/cost-model.md §4),
 the vectorised decode path, the constant model and the KV capacity derivation."""
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def test_unknown_profile_name_raises_error_listing_known_profiles():
         load_profile("b200-nonexistent")
 
 
-# ----- analytic physics (COSTMODEL.md section 4) -----
+# ----- analytic physics (docs/cost-model.md §4) -----
 
 
 def test_analytic_model_satisfies_the_cost_model_protocol(cm7b):

@@ -1,4 +1,5 @@
-"""Determinism (ARCHITECTURE.md principle 5): one seed fixes the whole run.
+"""Determinism: one seed fixes the whole run (docs/architecture.md, "Invariants and where they are
+checked").
 
 The same scenario and seed give identical per-request tables twice in one process and in separate
 processes (with different PYTHONHASHSEED values, so nothing may depend on Python's salted str

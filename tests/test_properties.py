@@ -2,7 +2,8 @@
 engine mode, preemption mode, victim order, block size, router and cost model, on a KV cache just
 large enough for the longest request so that the eviction paths run.
 
-Properties (ARCHITECTURE.md, Testing habits; SCHEDULERS.md §1):
+Properties (docs/architecture.md, "Invariants and where they are checked";
+docs/schedulers.md §1):
 - KV use never exceeds capacity at any step, and the engines' block accounting holds at the end;
 - every request finishes exactly once, with generated tokens == its trace output (after the cap);
 - every block is free at the end (GPU and swap space);

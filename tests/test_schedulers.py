@@ -1,4 +1,4 @@
-"""Exact unit tests of each admission policy on hand-made ReplicaViews and Candidates (SCHEDULERS.md
+"""Exact unit tests of each admission policy on hand-made ReplicaViews and Candidates (docs/schedulers.md
 §2), without the engine or SimPy. Block size 4 unless a test says otherwise."""
 
 from __future__ import annotations

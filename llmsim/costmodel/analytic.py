@@ -1,6 +1,6 @@
 """Analytic iteration-time model: a roofline per kernel, from spec peaks and efficiency factors.
 
-Implements COSTMODEL.md section 1. One iteration on one GPU of a tensor-parallel group is
+Implements docs/cost-model.md §1. One iteration on one GPU of a tensor-parallel group is
 
     overheads.step_s + overheads.per_seq_s x n
     + layers x (GEMMs qkv, o, gate_up, down on T tokens + elementwise kernels on T tokens

@@ -5,7 +5,7 @@ module in a `BenchEnv`, so importing this module does not import torch. Every fu
 points of llmsim.costmodel.measurements; times are seconds per kernel launch (median over
 samples), sizes are bytes or element counts as named.
 
-Timing method (see /work/.library/device/METHOD.md and COSTMODEL.md section 3):
+Timing method (docs/cost-model.md §3 states it for users):
 - CUDA: warm-up launches, then each sample is one CUDA-graph replay of `calls` launches between
   two CUDA events (eager launches if capture fails), divided by `calls`. `calls` is sized so a
   sample lasts about a millisecond: graphs remove the host launch gap that would otherwise hide

@@ -8,7 +8,7 @@ of profile tables from the measurements is torch-free and lives elsewhere
 Flow: `plan_for(models, tps, quick, device)` lists what to measure (GEMM shapes sharded by tensor
 parallelism, attention head configurations, sizes); `run_microbenchmarks(plan, device)` measures it.
 Units: times in seconds per kernel launch (median), sizes in bytes, lengths in tokens, shapes as
-(n = output features, k = input features) per GPU. Method: COSTMODEL.md sections 3-4; details of
+(n = output features, k = input features) per GPU. Method: docs/cost-model.md §3-4; details of
 the timer in bench_kernels.
 """
 

@@ -1,4 +1,4 @@
-"""KV-cache capacity of one replica, in tokens, derived from GPU memory (SCHEDULERS.md section 1).
+"""KV-cache capacity of one replica, in tokens, derived from GPU memory (docs/schedulers.md §1).
 
 capacity_tokens = (GPU memory x memory fraction - weights per GPU - activation reserve)
                   / KV bytes per token per GPU, rounded down to whole blocks.

@@ -1,4 +1,4 @@
-"""Sanity checks of a hardware profile against physics (COSTMODEL.md section 4), and fit reports.
+"""Sanity checks of a hardware profile against physics (docs/cost-model.md §4), and fit reports.
 
 `sanity_checks(profile, models, tps)` predicts a few steps with the profile's cost model
 (`tables.cost_model_for`: tables when present, analytic otherwise) and compares them with the
@@ -232,7 +232,7 @@ def _profile_checks(profile: HardwareProfile, on_gpu: bool) -> list[CheckResult]
 
 
 def sanity_checks(profile: HardwareProfile, models: Sequence[ModelArch] = (), tps: Sequence[int] = (1, 2, 4, 8)) -> list[CheckResult]:
-    """COSTMODEL.md section 4 on `profile`, for `models` (Llama-2-7B when empty) at `tps`."""
+    """The checks of docs/cost-model.md §4 on `profile`, for `models` (Llama-2-7B when empty) at `tps`."""
     on_gpu = profile.calibration.fidelity != "coarse-cpu"
     models = list(models) or [load_model("llama-2-7b")]
     results = _profile_checks(profile, on_gpu)

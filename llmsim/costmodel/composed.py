@@ -1,4 +1,4 @@
-"""The composition of one iteration's time, shared by every cost model (COSTMODEL.md section 1).
+"""The composition of one iteration's time, shared by every cost model (docs/cost-model.md §1).
 
     t_step = per-token parts (GEMMs, elementwise, communication; depend on new tokens T only)
            + per-sequence parts (LM head, engine overheads; depend on sequences n only)

@@ -14,7 +14,7 @@ torch-free (numpy only), so fits are tested on synthetic `RawMeasurements`. `fit
 
 Every table gets a fit report: points, median and worst relative error of what the cost model
 will use against the table's own measured points. Times are seconds, sizes tokens or bytes.
-The sanity checks of COSTMODEL.md section 4 live in checks.py and are re-exported here.
+The sanity checks of docs/cost-model.md §4 live in checks.py and are re-exported here.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Hardware profiles: model-agnostic data about one GPU, with provenance.
 
-A profile is a YAML file (schema in COSTMODEL.md section 2) validated into `HardwareProfile`.
+A profile is a YAML file (schema in docs/cost-model.md §2) validated into `HardwareProfile`.
 Units are in the field names: GiB for memory, TFLOP/s and GB/s (1e9 bytes/s) for spec peaks and
 achieved rates, microseconds (`_us`) for latencies and kernel floors, seconds (`_s`, `seconds`)
 for measured times and engine overheads, bytes for sizes. Efficiency factors are dimensionless

@@ -1,6 +1,6 @@
 """Table cost model: one engine iteration's wall time (seconds) from a measured schema-2 profile.
 
-The decomposition is COSTMODEL.md section 1, the same as analytic.py, but each kernel is read from
+The decomposition is docs/cost-model.md §1, the same as analytic.py, but each kernel is read from
 the profile's tables instead of a roofline:
 
 - GEMMs: per (n, k) shape after TP sharding, the measured time-vs-tokens table interpolated

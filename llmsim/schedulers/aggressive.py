@@ -1,4 +1,4 @@
-"""aggressive: vLLM-style admission with no look-ahead (SCHEDULERS.md §2).
+"""aggressive: vLLM-style admission with no look-ahead (docs/schedulers.md §2).
 
 Admit the head of the queue if, after allocating its blocks, the free blocks stay at or above a
 watermark fraction of capacity. No estimate of future growth: the batch grows until memory runs

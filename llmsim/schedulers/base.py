@@ -190,7 +190,7 @@ class SchedulerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Decode steps between two admission rounds. 1 = a round before every step that follows a
-    # decode step (SCHEDULERS.md default); the paper's artifact uses 2; 0 = a round before every
+    # decode step (default, docs/schedulers.md §4); the paper's artifact uses 2; 0 = a round before every
     # step, so queued prefills run back to back (vLLM v0's prefill-first loop).
     decode_steps_between_rounds: int = Field(1, ge=0)
     # Admissions per round; None = unlimited (LightLLM PR 2024). The paper's artifact admits 1.

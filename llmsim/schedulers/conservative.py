@@ -1,4 +1,4 @@
-"""conservative: reserve every request's maximum (SCHEDULERS.md §2).
+"""conservative: reserve every request's maximum (docs/schedulers.md §2).
 
 Every running request reserves the KV of prompt + `max_new_tokens`. A candidate is admitted only if
 the reservations of the running batch plus its own fit in (1 - headroom) of capacity. Reservations

@@ -1,4 +1,4 @@
-"""past-future: the Past-Future scheduler (Gong et al., ASPLOS 2025; LightLLM), SCHEDULERS.md §2.
+"""past-future: the Past-Future scheduler (Gong et al., ASPLOS 2025; LightLLM), docs/schedulers.md §2.
 
 Future: admit a candidate only if the peak KV use of the running batch plus the candidate, over the
 batch's whole future (llmsim.schedulers.peak), stays below (1 - headroom) of capacity.
@@ -40,7 +40,7 @@ class PastFutureConfig(SchedulerConfig):
     # Value the window starts with. None: the workload's constant max_new_tokens cap, or 1024
     # (LightLLM PR) when caps are exact. The artifact server used 6000, its simulator 512.
     prior_output_tokens: int | None = Field(None, ge=1)
-    # How many prior entries the window starts with. None: half the window (SCHEDULERS.md;
+    # How many prior entries the window starts with. None: half the window (docs/schedulers.md §4;
     # LightLLM PR: 100 of 200). The artifact server used 20, its simulator 500.
     prior_count: int | None = Field(None, ge=0)
     # Lists per round = min(max_lists, floor(samples_per_list / running) + 1): LightLLM (all sources).

@@ -1,4 +1,4 @@
-"""The future-peak function shared by past-future, oracle and reserve-peak (SCHEDULERS.md §2).
+"""The future-peak function shared by past-future, oracle and reserve-peak (docs/schedulers.md §2).
 
 Each request is a pair (a, b): a = KV tokens it holds now, b = KV tokens it will still add before
 it finishes. Sort by b, largest first, and let A_k be the sum of the first k values of a. Then
