@@ -4,7 +4,8 @@
 and validates it. Every problem becomes one `LlmsimError` line that names the file, the line, and
 the dotted key: an unknown or misspelt key (with a suggestion), a missing key, a bad value, a
 duplicated key. Relative paths inside a scenario are resolved against the scenario file's folder,
-so a scenario runs the same from any working directory. This module holds the schema and the two
+so a scenario runs the same from any working directory; relative paths given in `--set` overrides
+are resolved against the working directory, where they were typed. This module holds the schema and the two
 entry points; reading the YAML and `--set` overrides live in llmsim.config_loading
 (`parse_override` and `apply_override` are importable from here too), the error text in
 llmsim.config_errors.
@@ -317,6 +318,10 @@ def scenario_from_dict(data: dict, base_dir: str | Path = ".", overrides: list[s
 
 
 def _validate(data, node, path, base_dir, overrides, scheduler, seed) -> LoadedScenario:
+    # Paths written in the file are relative to its folder; a path given with --set is relative to
+    # the working directory, where the user typed it. The second pass sees only the override's
+    # paths: every path from the file is absolute by then.
+    resolve_paths(data, base_dir)
     from_override: dict[tuple, str] = {}
     for text in overrides:
         keys, value = parse_override(text)
@@ -327,7 +332,7 @@ def _validate(data, node, path, base_dir, overrides, scheduler, seed) -> LoadedS
         from_override[("scheduler", "kind")] = f"--scheduler {scheduler}"
     if seed is not None:
         data["seed"] = seed
-    resolve_paths(data, base_dir)
+    resolve_paths(data, Path.cwd())
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as e:

@@ -3,9 +3,10 @@
 `read_yaml` parses a scenario file into plain data and keeps its YAML node tree (the error text in
 llmsim.config_errors uses it to name lines); a duplicated key, a YAML syntax error or a file that
 is not a mapping is an `LlmsimError` naming the file and line. `parse_override` and
-`apply_override` apply `--set dotted.key=value` to that data, and `resolve_paths` makes the
-scenario's relative paths absolute against the scenario file's folder. Nothing here knows the
-schema: llmsim.config validates the result.
+`apply_override` apply `--set dotted.key=value` to that data, and `resolve_paths` makes relative
+paths absolute: llmsim.config calls it against the scenario file's folder before the overrides
+(paths written in the file) and against the working directory after them (paths given with
+`--set`). Nothing here knows the schema: llmsim.config validates the result.
 """
 
 from __future__ import annotations
