@@ -12,6 +12,12 @@ Definitions (vLLM's and the Past-Future paper's):
   counts as a request).
 - KV utilisation: time-weighted mean over the run of used / total blocks across replicas, and the
   peak of any replica.
+- Attempts and wasted work (for closed-loop re-sends, the Past-Future artifact's clients): an
+  original request is a workload request (`origin_id`); each send of it is an attempt.
+  Wasted work is the prefill and decode tokens computed for attempts that did not count (not
+  good: missed the SLA, dropped or aborted), plus the re-prefill of good attempts after an
+  eviction (recompute). `wasted_gpu_s` charges the replicas' busy time to tokens evenly: an
+  estimate (a decode token in a large batch costs less than one in a small one).
 """
 
 from __future__ import annotations
@@ -67,6 +73,9 @@ def request_frame(table: RequestTable, sla: dict[str, float | None]) -> pd.DataF
             "end_s": c("end_s"),  # when it finished, or was dropped or aborted (simulated time)
             "evictions": c("evictions"),
             "swaps": c("swaps"),
+            # prefill tokens computed, re-prefills after evictions included, and those beyond the prompt
+            "prefill_tokens": c("prefill_computed_tokens"),
+            "recompute_tokens": np.maximum(c("prefill_computed_tokens") - c("prompt_tokens"), 0),
             "outcome": _outcome_names(status),
             "finished": finished,
         }
@@ -139,9 +148,32 @@ def summarize(df: pd.DataFrame, replica_stats: Sequence, total_blocks: int, end_
         "kv_util_mean": kv_block_s / (total_blocks * len(replica_stats) * duration) if replica_stats else 0.0,
         "kv_util_peak": max((s.peak_used_blocks for s in replica_stats), default=0) / total_blocks,
     }
+    summary.update(_wasted_work(df, good, sum(s.busy_s for s in replica_stats)))
     for name in LATENCY_METRICS:
         summary[name] = _dist(df.loc[fin, name].to_numpy(dtype=float))
     return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in summary.items()}
+
+
+def _wasted_work(df: pd.DataFrame, good: np.ndarray, busy_s: float) -> dict:
+    """Attempts per original request and the work spent on what did not count (module docstring)."""
+    origins = max(int(df["origin_id"].nunique()), 1) if len(df) else 1
+    prefill = df["prefill_tokens"].to_numpy()
+    decode = df["generated_tokens"].to_numpy()
+    wasted_prefill = int(prefill[~good].sum() + df["recompute_tokens"].to_numpy()[good].sum())
+    wasted_decode = int(decode[~good].sum())
+    total = int(prefill.sum() + decode.sum())
+    fraction = (wasted_prefill + wasted_decode) / total if total else 0.0
+    return {
+        "num_origins": origins if len(df) else 0,
+        "attempts_per_request": len(df) / origins,
+        "evictions_per_request": int(df["evictions"].sum()) / origins,
+        "prefill_tokens": int(prefill.sum()),
+        "decode_tokens": int(decode.sum()),
+        "wasted_prefill_tokens": wasted_prefill,
+        "wasted_decode_tokens": wasted_decode,
+        "wasted_work_fraction": fraction,
+        "wasted_gpu_s": busy_s * fraction,
+    }
 
 
 SUMMARY_LABELS = {
@@ -153,4 +185,8 @@ SUMMARY_LABELS = {
     "eviction_rate": "evictions per finished request",
     "kv_util_mean": "time-weighted mean of used / total KV blocks, first arrival to last finish",
     "duration_s": "first arrival to last finish, simulated seconds",
+    "attempts_per_request": "sends per original request (closed-loop re-sends)",
+    "evictions_per_request": "evictions per original request",
+    "wasted_work_fraction": "prefill + decode tokens of attempts that did not count, and re-prefills after evictions, / all",
+    "wasted_gpu_s": "replica busy seconds times the wasted fraction (an estimate: tokens charged evenly)",
 }

@@ -84,7 +84,7 @@ def plot_metric(ax, df: pd.DataFrame, metric: str, schedulers: Sequence[str] | N
         if g.empty:
             continue
         style = {"color": "tab:gray", "marker": "o", **SCHEDULER_STYLE.get(sched, {})}
-        label = f"{sched} (upper bound)" if sched == "oracle" else sched
+        label = f"{sched} (exact lengths)" if sched == "oracle" else sched
         ax.plot(g["load"], g[metric] * scale, label=label, markersize=4, linewidth=1.6, **style)
         if band and (g["seeds"] > 1).any():
             lo, hi = g[f"{metric}_lo"].clip(lower=0.0) * scale, g[f"{metric}_hi"] * scale  # metrics are >= 0

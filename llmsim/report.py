@@ -63,7 +63,7 @@ def _fmt(v, digits=3) -> str:
 def print_summary(result: SimulationResult, console: Console) -> None:
     s, d = result.summary, result.derived
     sc = result.scenario
-    title = f"{s['scenario']}  |  scheduler: {s['scheduler']}" + ("  (ORACLE: upper bound, sees true lengths)" if s["oracle_upper_bound"] else "")
+    title = f"{s['scenario']}  |  scheduler: {s['scheduler']}" + ("  (ORACLE: exact output lengths, not deployable)" if s["oracle_exact_lengths"] else "")
     console.print(f"[bold]{title}[/bold]")
     console.print(
         f"{sc.model} on {sc.cluster.replicas} x {sc.hardware} (TP {sc.cluster.tensor_parallel}, profile {d['hardware_fidelity']}), "

@@ -46,6 +46,7 @@ _COLUMNS = {
     "generated_tokens": (np.int64, 0),
     "kv_tokens": (np.int64, 0),  # KV tokens the request's blocks are sized for
     "prefill_left_tokens": (np.int64, 0),  # prefill work not yet computed
+    "prefill_computed_tokens": (np.int64, 0),  # prefill tokens computed so far, re-prefills after evictions included
     "first_admit_s": (np.float64, np.nan),
     "first_token_s": (np.float64, np.nan),
     "last_token_s": (np.float64, np.nan),

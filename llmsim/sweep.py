@@ -38,6 +38,7 @@ ID_COLUMNS = ("scenario", "scheduler", "load_knob", "load", "seed")
 HEADLINE_METRICS = (
     "goodput_rps", "goodput_tps", "sla_attainment", "throughput_tps", "ttft_s_p99", "max_tbt_s_p99",
     "e2e_s_p50", "queue_delay_s_mean", "eviction_rate", "kv_util_mean", "dropped", "aborted",
+    "attempts_per_request", "evictions_per_request", "wasted_work_fraction", "wasted_gpu_s",
 )
 
 Progress = Callable[[int, int, dict], None]  # (points done, points in all, the finished row)

@@ -260,7 +260,7 @@ def cmd_compare(args, console: Console) -> int:
 
     console.print(f"[dim]{sla_text(df)}[/dim]")
     if "oracle" in set(df["scheduler"]):
-        console.print("[dim]* oracle sees every request's true output length: an upper bound, not a deployable scheduler[/dim]")
+        console.print("[dim]* oracle admits with every request's exact output length: not deployable, and not an upper bound on goodput[/dim]")
     if args.out:
         from .outputs import write_error
 

@@ -192,7 +192,7 @@ def test_compare_schedulers_side_by_side():
     df = compare_schedulers(SHAREGPT, overrides=["workload.num_requests=60", "workload.arrivals.rate_per_s=8"], executor="local:1")
     assert df["scheduler"].tolist() == ["aggressive", "conservative", "past-future", "oracle"]
     assert (df["num_requests"] == 60).all() and (df["load"] == 8.0).all() and (df["seed"] == 0).all()
-    assert df.set_index("scheduler")["oracle_upper_bound"].to_dict() == {
+    assert df.set_index("scheduler")["oracle_exact_lengths"].to_dict() == {
         "aggressive": False, "conservative": False, "past-future": False, "oracle": True}
     assert df.set_index("scheduler").loc["conservative", "evictions"] == 0
 

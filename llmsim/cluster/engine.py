@@ -317,6 +317,7 @@ class ReplicaEngine(Admission, Eviction, Guard):
         done_prefill = []
         for rid, chunk in zip(step.prefill_ids, step.prefill_chunk_tokens):
             t.prefill_left_tokens[rid] -= chunk
+            t.prefill_computed_tokens[rid] += chunk
             if t.prefill_left_tokens[rid] == 0:
                 done_prefill.append(rid)
         self._add_outstanding(-sum(step.prefill_chunk_tokens))

@@ -168,6 +168,7 @@ def continue_prefill_with_run(engine, step) -> None:
     finishes = False
     for rid, chunk in zip(step.prefill_ids, step.prefill_chunk_tokens):
         t.prefill_left_tokens[rid] -= chunk
+        t.prefill_computed_tokens[rid] += chunk
         finishes |= engine._emit_first_token_after_prefill(rid, end_s)
     run = None
     if not finishes and engine.batch.blocks_next_step() <= engine.kv.free_blocks:

@@ -166,7 +166,9 @@ def _result(sc: Scenario, res, wl, table: RequestTable, engines: list[ReplicaEng
     summary = {
         "scenario": sc.name,
         "scheduler": kind,
-        "oracle_upper_bound": SCHEDULERS[kind].is_oracle,
+        # the oracle admits with the exact output lengths: not deployable, and not an upper bound
+        # on goodput (aggressive can beat it)
+        "oracle_exact_lengths": SCHEDULERS[kind].is_oracle,
         "max_new_tokens_mode": wl.cap_mode,
         "load": "closed-loop" if clients is not None else "open-loop",
         "seed": sc.seed,
@@ -176,7 +178,6 @@ def _result(sc: Scenario, res, wl, table: RequestTable, engines: list[ReplicaEng
     if clients is not None:
         summary["clients"] = sc.workload.arrivals.clients
         summary["max_in_flight"] = clients.max_in_flight
-        summary["num_origins"] = int(df["origin_id"].nunique())
     derived = {
         "kv_capacity_tokens": res.kv_capacity_tokens,
         "kv_blocks": res.total_blocks,

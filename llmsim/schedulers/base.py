@@ -9,7 +9,7 @@ every policy.
 
 Neither view carries a request's true output length: a scheduler cannot see it, by construction.
 The oracle alone is handed the true lengths when it is built (`is_oracle = True`), and results of
-an oracle run are labelled as an upper bound.
+an oracle run are labelled "exact lengths" (not an upper bound on goodput).
 
 Units: tokens, blocks, seconds.
 """

@@ -1,5 +1,7 @@
-"""oracle: the future-peak admission with the true remaining lengths (an upper bound, not a
-scheduler anyone can deploy). Results of an oracle run are labelled as such.
+"""oracle: the future-peak admission with the exact (true) remaining lengths: not a scheduler anyone
+can deploy, and not an upper bound on goodput either (exact lengths make admission eviction-free,
+not optimal: aggressive admission beats it where evictions are cheap, e.g. prefill-heavy mixes).
+Results of an oracle run are labelled "exact lengths".
 
 With `per_request_slack_tokens` = block_size - 1 (the default) the token peak bounds the block
 peak, since a request holding t tokens uses at most t + block_size - 1 tokens of blocks; with
@@ -45,7 +47,7 @@ class _Round:
         return self.peaks.try_add(candidate.kv_tokens + self.slack, np.array([growth]))
 
 
-@register("oracle", OracleConfig, "future-peak admission with the TRUE output lengths: an upper bound, not deployable", is_oracle=True)
+@register("oracle", OracleConfig, "future-peak admission with the exact (true) output lengths: not deployable, not an upper bound", is_oracle=True)
 class OracleScheduler:
     rounds_ahead = True  # a round reads only its view and the true lengths
 
