@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from .config_errors import format_errors
+from . import config_per_scheduler as per_scheduler
 from .config_loading import apply_override, parse_override, read_yaml, resolve_paths
 from .errors import LlmsimError, did_you_mean
 from .registry import ROUTERS
@@ -296,6 +297,14 @@ class LoadedScenario:
     scenario: Scenario
     path: Path | None  # None when built in code
     base_dir: Path  # relative paths in the scenario were resolved against this folder
+    # The data before a per_scheduler entry was merged in (paths resolved, overrides applied), for
+    # runs of other kinds (sweep, compare); None when the scenario has no per_scheduler section.
+    unmerged: dict | None = None
+
+    def data_for_other_kinds(self) -> dict:
+        """Plain data from which a run of any scheduler kind is built (`scenario_from_dict` with
+        that kind): the unmerged data with its per_scheduler section, or the resolved scenario."""
+        return self.unmerged if self.unmerged is not None else self.scenario.resolved_dict()
 
 
 # ------------------------------------------------------------------------------------ loading
@@ -333,8 +342,23 @@ def _validate(data, node, path, base_dir, overrides, scheduler, seed) -> LoadedS
     if seed is not None:
         data["seed"] = seed
     resolve_paths(data, Path.cwd())
+    where = str(path) if path is not None else "scenario"
+    base, per = per_scheduler.split(data, SCHEDULERS, where) if isinstance(data, dict) else (data, {})
+    kind = per_scheduler.running_kind(base, SchedulerSection.model_fields["kind"].default) if per else None
+    for other, entry in per.items():  # every entry is checked, whichever kind runs
+        if other != kind:
+            _model(per_scheduler.merge(base, {**entry, "scheduler": {**(entry.get("scheduler") or {}), "kind": other}}),
+                   None, path, {}, f"{per_scheduler.SECTION}.{other}")
+    merged = per_scheduler.merge(base, per[kind]) if kind in per else base
+    scenario = _model(merged, node if kind not in per else None, path, from_override,
+                      f"{per_scheduler.SECTION}.{kind}" if kind in per else None)
+    return LoadedScenario(scenario, path, base_dir, data if per else None)
+
+
+def _model(data, node, path, from_override, entry: str | None) -> Scenario:
+    """Validate scenario data; errors name `entry` (a per_scheduler entry merged in), if any."""
     try:
-        scenario = Scenario.model_validate(data)
+        return Scenario.model_validate(data)
     except ValidationError as e:
-        raise LlmsimError(format_errors(e, data, node, path, from_override, Scenario, _UNIONS)) from None
-    return LoadedScenario(scenario, path, base_dir)
+        message = format_errors(e, data, node, path, from_override, Scenario, _UNIONS)
+        raise LlmsimError(message if entry is None else f"{message} (with {entry} applied)") from None

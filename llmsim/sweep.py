@@ -48,7 +48,7 @@ Progress = Callable[[int, int, dict], None]  # (points done, points in all, the 
 class Point:
     """One run, as plain picklable data: the resolved scenario plus what the sweep varies."""
 
-    scenario: dict  # Scenario.resolved_dict() after the user's overrides
+    scenario: dict  # the scenario after the user's overrides (LoadedScenario.data_for_other_kinds)
     base_dir: str  # folder the scenario's relative paths were resolved against
     scheduler: str
     load_knob: str | None  # dotted key, or None: run at the scenario's own load
@@ -97,7 +97,7 @@ def prepare(scenario_path, overrides: Sequence[str] = ()) -> Prepared:
         knob, own = RATE_KNOB, arrivals.rate_per_s
     else:
         knob, own = None, None
-    return Prepared(sc.resolved_dict(), str(loaded.base_dir), sc.name, sc.seed, knob, own)
+    return Prepared(loaded.data_for_other_kinds(), str(loaded.base_dir), sc.name, sc.seed, knob, own)
 
 
 def check_load(prep: Prepared, load: float) -> float | int:
