@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from .errors import LlmsimError
 from .outputs import OUT_RULES, OVERWRITE_HELP
+from .terminal import make_console, run_progress_columns, run_progress_update
 
 
 def _add_scenario_args(p: argparse.ArgumentParser) -> None:
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
+    console = make_console()
     try:
         if hasattr(args, "handler"):
             return args.handler(args, console)
@@ -125,10 +126,9 @@ def _run(args, console: Console) -> int:
     if args.quiet or not console.is_terminal:
         result = simulate(loaded)
     else:
-        columns = (TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TextColumn("requests"), TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task("sim", total=None)
-            result = simulate(loaded, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        with Progress(*run_progress_columns(sc), console=console, transient=True) as bar:
+            task = bar.add_task("sim", total=None, requests="all")
+            result = simulate(loaded, progress=run_progress_update(sc, bar, task))
     prepare_folder(out, RUN, args.overwrite)
     try:
         write_results(result, out)

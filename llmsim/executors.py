@@ -13,7 +13,10 @@ each one finishes (in completion order), which is what drives progress bars.
   same checkout location).
 - `DaskExecutor("dask://local")` (or `dask://local:N`): a `dask.distributed.LocalCluster` of N
   single-threaded worker processes (default: all cores), started on first use and closed with the
-  executor. Useful to test a Dask set-up without a cluster.
+  executor. Useful to test a Dask set-up without a cluster. Its workers ignore SIGINT and log
+  Dask's errors only; after a KeyboardInterrupt in `map`, `close()` stops them quietly within
+  `INTERRUPTED_CLOSE_S`, so Ctrl-C ends `llmsim sweep` with the CLI's one line. A Ctrl-C while
+  the cluster starts (about 2 s) is ignored: the workers can only inherit an ignored SIGINT.
 
 `make_executor(spec)` builds one from a string: `local`, `local:N`, `dask://local`,
 `dask://local:N`, `dask://HOST:PORT` (an `Executor` passes through unchanged). Dask is imported
@@ -25,8 +28,12 @@ so the results do not depend on the executor, the number of workers or the compl
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing
 import os
+import signal
+import threading
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Callable, Sequence
 
@@ -34,6 +41,8 @@ from .errors import LlmsimError
 
 OnDone = Callable[[int, Any], None]
 DASK_HINT = "pip install 'llmsim[dask]'"
+INTERRUPTED_CLOSE_S = 5  # after Ctrl-C: how long the Dask client and cluster get to close
+WORKER_LOG_ENV = "DASK_LOGGING__DISTRIBUTED"  # Dask's log level, read by each worker process at start
 
 
 class Executor:
@@ -112,6 +121,7 @@ class DaskExecutor(Executor):
         self._client = None
         self._cluster = None
         self._local_workers: int | None = None
+        self._interrupted = False
         rest = address.removeprefix("dask://")
         if rest == "local" or rest.startswith("local:"):
             n = rest.partition(":")[2]
@@ -127,9 +137,10 @@ class DaskExecutor(Executor):
         if self._client is None:
             distributed = _import_distributed()
             if self._local_workers is not None:
-                self._cluster = distributed.LocalCluster(
-                    n_workers=self._local_workers, threads_per_worker=1, processes=True, dashboard_address=None
-                )
+                with _quiet_workers():  # they ignore Ctrl-C (this process stops them) and log errors only
+                    self._cluster = distributed.LocalCluster(  # dashboard on a free port: never a clash
+                        n_workers=self._local_workers, threads_per_worker=1, processes=True, dashboard_address=":0"
+                    )
                 self._client = distributed.Client(self._cluster)
             else:
                 target = "tcp://" + self.address.removeprefix("dask://")
@@ -144,28 +155,74 @@ class DaskExecutor(Executor):
         if not items:
             return []
         distributed = _import_distributed()
-        client = self.client
-        futures = client.map(fn, items, pure=False)
-        index = {f.key: i for i, f in enumerate(futures)}
         results: list = [None] * len(items)
+        futures: list = []
         try:
+            client = self.client
+            futures = client.map(fn, items, pure=False)
+            index = {f.key: i for i, f in enumerate(futures)}
             for fut in distributed.as_completed(futures):
                 i = index[fut.key]
                 results[i] = fut.result()  # re-raises a worker's exception here
                 if on_done is not None:
                     on_done(i, results[i])
+        except KeyboardInterrupt:
+            self._interrupted = True  # close() then shuts down quietly: the user asked to stop
+            raise
         except BaseException:
-            client.cancel(futures)
+            if futures:
+                client.cancel(futures)
             raise
         return results
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        if self._cluster is not None:
-            self._cluster.close()
-            self._cluster = None
+        if self._interrupted:
+            _quiet_dask_logs()
+        timeout = {"timeout": INTERRUPTED_CLOSE_S} if self._interrupted else {}
+        try:
+            if self._client is not None:
+                self._client.close(**timeout)
+            if self._cluster is not None:
+                self._cluster.close(**timeout)
+        except Exception:
+            if not self._interrupted:  # after Ctrl-C, a worker that will not stop is no news
+                raise
+        finally:
+            self._client = self._cluster = None
+
+
+@contextlib.contextmanager
+def _quiet_workers():
+    """Worker processes started meanwhile ignore SIGINT and log Dask's errors only.
+
+    A Ctrl-C in the terminal goes to the whole process group; the workers inherit the ignored
+    SIGINT (main thread only: elsewhere Python cannot change it), so only this process is
+    interrupted and it stops them. Their Dask log level comes from the environment they start
+    with (`DASK_LOGGING__DISTRIBUTED`, unless the user set it): warnings about tasks cancelled at
+    shutdown stay out of the terminal. Both are restored here afterwards.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    own_level = WORKER_LOG_ENV not in os.environ
+    if own_level:
+        os.environ[WORKER_LOG_ENV] = "error"
+    try:
+        yield
+    finally:
+        if own_level:
+            os.environ.pop(WORKER_LOG_ENV, None)
+        if main:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _quiet_dask_logs() -> None:
+    """Silence Dask's loggers in this process: after Ctrl-C its shutdown chatter (cancelled tasks,
+    workers killed after a grace period) would bury llmsim's one line."""
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("distributed."):
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 def _import_distributed():

@@ -4,7 +4,9 @@ Results folder: `requests.csv` (one row per request), `summary.json` (headline n
 derived values), `scenario.yaml` (the fully resolved scenario, loadable by `llmsim run`), and
 `steps.csv` when `engine.record_steps` is on. `summary.json` also records `run_id` (uuid4 hex, not
 from the simulation's RNG) and `files`, the SHA-256 of each other file, so `llmsim plot` can refuse
-a file another run left in the folder (`llmsim.outputs`). Times in the files are in seconds.
+a file another run left in the folder (`llmsim.outputs`), and `provenance` (llmsim version, git
+commit when available, the hardware profile's fidelity, the resolved seed: `llmsim.provenance`).
+Times in the files are in seconds.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from rich.table import Table
 from .cluster.simulation import SimulationResult
 from .metrics import LATENCY_METRICS, SUMMARY_LABELS
 from .outputs import RUN, manifest, new_run_id
+from .provenance import provenance
 
 
 def write_results(result: SimulationResult, out_dir: Path, run_id: str | None = None) -> Path:
@@ -40,6 +43,7 @@ def write_results(result: SimulationResult, out_dir: Path, run_id: str | None = 
     summary["labels"] = SUMMARY_LABELS
     summary["derived"] = result.derived
     summary["notes"] = result.notes
+    summary["provenance"] = provenance(result.derived.get("hardware_fidelity"), result.summary.get("seed"))
     summary["run_id"] = run_id or new_run_id()
     summary["files"] = manifest(out_dir, written)
     (out_dir / RUN.marker).write_text(json.dumps(summary, indent=2, allow_nan=False, default=_json_default) + "\n")

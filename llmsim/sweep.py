@@ -138,6 +138,7 @@ def run_point(point: Point) -> dict[str, Any]:
     result = simulate(point.loaded())
     row = flatten_summary(result.summary)
     row["kv_capacity_tokens"] = result.derived["kv_capacity_tokens"]
+    row["hardware_fidelity"] = result.derived["hardware_fidelity"]
     ids = {"scenario": row.pop("scenario"), "scheduler": point.scheduler, "load_knob": point.load_knob or "",
            "load": np.nan if point.load is None else point.load, "seed": point.seed}
     row.pop("seed", None)

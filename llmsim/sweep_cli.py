@@ -16,11 +16,11 @@ import math
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .errors import LlmsimError
 from .outputs import OUT_RULES, OVERWRITE_HELP
+from .terminal import count_progress as _progress
 
 EXECUTOR_HELP = "local (all cores), local:N, dask://HOST:PORT (a running Dask scheduler) or dask://local[:N] (a Dask LocalCluster)"
 
@@ -80,11 +80,6 @@ def add_parsers(sub) -> None:
     pl.set_defaults(handler=cmd_plot)
 
 
-def _progress(console: Console, what: str):
-    columns = (TextColumn(f"{what} [dim]{{task.description}}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
-
-
 def _pct(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
 
@@ -115,11 +110,25 @@ def _sweep_folder(args) -> Path:
     return out
 
 
+def _sweep_provenance(df) -> dict:
+    """`llmsim.provenance` for a sweep: its rows' hardware fidelity (one value, or a list if the
+    rows differ), the resolved scenario seed (the smallest: a sweep runs seed + 0..N-1) and
+    `seeds`, every seed a row ran with."""
+    from .provenance import provenance
+
+    fidelity = sorted({str(f) for f in df["hardware_fidelity"]}) if "hardware_fidelity" in df else []
+    seeds = sorted({int(s) for s in df["seed"]})
+    block = provenance(fidelity[0] if len(fidelity) == 1 else (fidelity or None), seeds[0] if seeds else None)
+    block["seeds"] = seeds
+    return block
+
+
 def write_sweep_folder(df, out: Path, plots: bool, overwrite: bool = False) -> list[Path]:
     """Clear the sweep's old files from `out`, write the tables (+ figures) and `sweep.json`.
 
-    `sweep.json` holds `run_id` (also in the Parquet file's metadata, `df.attrs['llmsim_run_id']`),
-    the row count and the SHA-256 of `sweep.parquet` and `sweep.csv`.
+    `sweep.json` holds `run_id` and `provenance` (both also in the Parquet file's metadata,
+    `df.attrs['llmsim_run_id']` and `df.attrs['llmsim_provenance']`), the row count and the SHA-256
+    of `sweep.parquet` and `sweep.csv`.
     """
     from .outputs import SWEEP, manifest, new_run_id, prepare_folder, write_error
     from .sweep import write_sweep
@@ -127,10 +136,11 @@ def write_sweep_folder(df, out: Path, plots: bool, overwrite: bool = False) -> l
     run_id = new_run_id()
     prepare_folder(out, SWEEP, overwrite)
     df.attrs["llmsim_run_id"] = run_id
+    df.attrs["llmsim_provenance"] = _sweep_provenance(df)
     try:
         paths = write_sweep(df, out, plots=plots)
         meta = {"run_id": run_id, "command": SWEEP.command, "scenario": str(df["scenario"].iloc[0]), "rows": len(df),
-                "files": manifest(out, ["sweep.parquet", "sweep.csv"])}
+                "provenance": df.attrs["llmsim_provenance"], "files": manifest(out, ["sweep.parquet", "sweep.csv"])}
         (out / SWEEP.marker).write_text(json.dumps(meta, indent=2) + "\n")
     except OSError as e:
         raise write_error(out, e) from None
@@ -144,7 +154,7 @@ def cmd_sweep(args, console: Console) -> int:
     schedulers = _schedulers(args.schedulers) or []
     out = _sweep_folder(args)
     total = len(schedulers) * len(loads) * max(args.seeds, 1)
-    with _progress(console, "sweep") as bar:
+    with _progress(console, "sweep", "runs") as bar:
         task = bar.add_task("", total=total)
 
         def progress(done, _total, row):
@@ -176,7 +186,7 @@ def cmd_capacity(args, console: Console) -> int:
     if args.out is not None:
         check_folder(args.out, CAPACITY, args.overwrite)  # before any probe runs
     scheduler = args.scheduler or load_scenario(args.scenario, args.overrides).scenario.scheduler.kind
-    with _progress(console, f"capacity of {scheduler}") as bar:
+    with _progress(console, f"capacity of {scheduler}", "probes", eta=False) as bar:
         task = bar.add_task("", total=None)
 
         def progress(done, row):
@@ -242,7 +252,7 @@ def cmd_compare(args, console: Console) -> int:
     if args.out is not None:  # before any run: never the scenario, an existing file only with --overwrite
         check_file(args.out, args.overwrite, inputs=[Path(args.scenario)])
     schedulers = _schedulers(args.schedulers)
-    with _progress(console, "compare") as bar:
+    with _progress(console, "compare", "runs") as bar:
         task = bar.add_task("", total=len(schedulers) if schedulers else 4)
         df = compare_schedulers(args.scenario, schedulers, args.overrides, args.executor,
                                 progress=lambda done, _t, row: bar.update(task, completed=done, description=row["scheduler"]))
