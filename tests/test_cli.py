@@ -25,7 +25,7 @@ from llmsim.schedulers import SCHEDULERS
 REPO = Path(__file__).resolve().parents[1]
 LLMSIM = Path(sys.executable).parent / "llmsim"
 SHAREGPT_CSV = REPO / "traces" / "sharegpt" / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
-SCENARIO_FILES = sorted((REPO / "scenarios").glob("*.yaml"))
+SCENARIO_FILES = sorted((REPO / "scenarios").rglob("*.yaml"))
 SUMMARY_KEYS = ("scheduler", "num_requests", "num_finished", "goodput_rps", "goodput_tps", "sla_attainment", "evictions", "throughput_tps")
 LATENCY_KEYS = ("ttft_s", "tpot_s", "max_tbt_s", "e2e_s")
 
@@ -115,7 +115,7 @@ def test_run_without_out_writes_the_default_results_folder_under_the_working_dir
 
 
 # ------------------------------------------------------------------------------------ validate, list
-@pytest.mark.parametrize("scenario", SCENARIO_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("scenario", SCENARIO_FILES, ids=lambda p: str(p.relative_to(REPO / "scenarios")))
 def test_validate_accepts_every_shipped_scenario(scenario, capsys):
     assert main(["validate", str(scenario)]) == 0
     out = capsys.readouterr()
@@ -124,7 +124,7 @@ def test_validate_accepts_every_shipped_scenario(scenario, capsys):
 
 
 def test_there_are_shipped_scenarios_to_validate():
-    assert {p.name for p in SCENARIO_FILES} >= {"sharegpt.yaml", "paper-decode-heavy.yaml"}
+    assert {str(p.relative_to(REPO / "scenarios")) for p in SCENARIO_FILES} >= {"sharegpt.yaml", "paper-decode-heavy.yaml", "paper/offline-dist1.yaml"}
 
 
 @pytest.mark.slow

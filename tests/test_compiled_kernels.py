@@ -97,7 +97,9 @@ def test_conservative_reservations_summed_compiled_equal_numpy(seed, rows, n, bl
     prompt, caps = rng.integers(1, 5000, rows), rng.integers(1, 5000, rows)
     ids = rng.choice(rows, size=min(n, rows), replace=False)
     want = int(np.sum(reserved_blocks(prompt[ids], caps[ids], block_size)))
-    assert _compiled.reserved_blocks_sum(ids, prompt, caps, block_size) == want
+    assert _compiled.reserved_blocks_sum(ids, prompt, caps, block_size, -1) == want
+    fixed = int(rng.integers(1, 5000))
+    assert _compiled.reserved_blocks_sum(ids, prompt, caps, block_size, fixed) == int(np.sum(reserved_blocks(prompt[ids], fixed, block_size)))
     zeros = np.zeros(rows, dtype=np.int64)
     cols = BatchColumns(ids, prompt, caps, zeros, zeros, zeros, 0, ids)
     run = RunningBatch(ids, prompt[ids], caps[ids], zeros[ids], zeros[ids])

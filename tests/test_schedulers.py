@@ -94,6 +94,15 @@ def test_conservative_without_headroom_fills_every_block_and_not_one_more():
     assert decisions(sched, view, cands) == [True, True, True, True, False]  # 5+5+8+1+1 = 20
 
 
+def test_conservative_with_a_fixed_output_reserve_ignores_the_caps():
+    # the Past-Future artifact's conservative server: prompt + a fixed reserve whatever the cap
+    sched = make_scheduler("conservative", {"headroom": 0.0, "reserve_output_tokens": 9})
+    # running: 5+9-1 = 13 -> 4 blocks, 6+9-1 = 14 -> 4 blocks: 8 reserved (caps 4 and 7 ignored)
+    view = make_view([5, 6], [4, 7], [1, 1], total_blocks=20)
+    c8 = make_candidate(0, 24, 1000)  # 24+9-1 = 32 -> 8 blocks (16): a cap of 1000 does not count
+    assert decisions(sched, view, [c8, make_candidate(1, 8, 1), make_candidate(2, 9, 1)]) == [True, True, False]  # 8+8+4 = 20 blocks; then 5 more
+
+
 # ------------------------------------------------------------------ past-future
 class FixedRng:
     """Stands in for past-future's stream (llmsim.rng.CounterStream): every uniform draw is `u`,

@@ -212,13 +212,15 @@ def _past_future_rounds_ahead(state, history_sorted, ids, prompt_col, cap_col, g
     return steps.shape[0], np.empty((2, lists, 0)), False
 
 
-def _reserved_blocks_sum(ids, prompt_col, cap_col, block_size):
+def _reserved_blocks_sum(ids, prompt_col, cap_col, block_size, fixed_output_tokens):
     """conservative.reserved_blocks summed over the running requests `ids` (rows of the request
-    table's columns): sum of ceil((prompt + cap - 1) / block_size), in integers."""
+    table's columns): sum of ceil((prompt + reserve - 1) / block_size), in integers, where the
+    reserve is each request's cap, or `fixed_output_tokens` when that is >= 0."""
     total = 0
     for i in range(ids.shape[0]):
         r = ids[i]
-        total += -(-(prompt_col[r] + cap_col[r] - 1) // block_size)
+        reserve = cap_col[r] if fixed_output_tokens < 0 else fixed_output_tokens
+        total += -(-(prompt_col[r] + reserve - 1) // block_size)
     return total
 
 
