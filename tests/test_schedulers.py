@@ -76,6 +76,17 @@ def test_aggressive_watermark_is_rounded_up_to_whole_blocks():
     assert decisions(sched, view, [make_candidate(0, 33, 100)]) == [False]  # 9 blocks leave 1
 
 
+def test_aggressive_artifact_server_rule_admits_below_the_use_limit_while_prompt_plus_one_fits():
+    # the Past-Future artifact's server: use < 0.95 M before admitting, use + prompt + 1 < M
+    sched = make_scheduler("aggressive", {"rule": "artifact-server", "use_limit": 0.95})
+    view = make_view(total_blocks=100, block_size=1, free_blocks=10)  # M = 100 tokens, 90 in use
+    cand = lambda rid, prompt: make_candidate(rid, prompt, 50, block_size=1)  # noqa: E731
+    assert decisions(sched, view, [cand(0, 8), cand(1, 1)]) == [True, False]  # 90+8+1 = 99 < 100; then 98 >= 95
+    assert decisions(sched, view, [cand(0, 9)]) == [False]  # 90+9+1 = 100
+    assert decisions(sched, make_view(total_blocks=100, block_size=1, free_blocks=5), [cand(0, 1)]) == [False]  # 95 in use
+    assert decisions(sched, make_view(total_blocks=100, block_size=1, free_blocks=6), [cand(0, 1)]) == [True]  # 94 in use
+
+
 # ------------------------------------------------------------------ conservative
 def test_conservative_reserves_prompt_plus_cap_minus_one_in_blocks_up_to_the_headroom_limit():
     sched = make_scheduler("conservative", {"headroom": 0.1})  # limit floor(20 * 0.9) = 18 blocks
