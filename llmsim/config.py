@@ -213,6 +213,10 @@ class WorkloadConfig(Strict):
     # A constant cap on generated tokens (outputs longer than it stop at it), or "exact": each
     # request's cap is its true output length (the paper's benchmark, sent with ignore_eos).
     max_new_tokens: int | Literal["exact"] = Field(...)
+    # Every request is sent with ignore_eos (the Past-Future artifact's clients): a policy that
+    # estimates lengths (past-future) then takes each request's cap as its final length, as
+    # LightLLM does for such requests (its get_tuple_tokens returns the cap).
+    ignore_eos: bool = False
     filter: LengthFilter = LengthFilter()
 
     @model_validator(mode="after")

@@ -106,7 +106,8 @@ def _build_engines(sc: Scenario, res, wl, table: RequestTable) -> list[ReplicaEn
     kind, params, cost_model = sc.scheduler.kind, engine_params(sc, res), build_cost_model(sc, res)
     engines = []
     for i in range(sc.cluster.replicas):
-        ctx = BuildContext(i, stream(sc.seed, f"scheduler/replica-{i}"), wl.default_prior_output_tokens, TrueOutputLengths(table))
+        ctx = BuildContext(i, stream(sc.seed, f"scheduler/replica-{i}"), wl.default_prior_output_tokens, TrueOutputLengths(table),
+                           sc.workload.ignore_eos)
         sched = build_scheduler(kind, scheduler_config(sc.scheduler), ctx)
         engines.append(ReplicaEngine(i, table, sched, cost_model, params))
     return engines

@@ -206,6 +206,8 @@ class BuildContext:
     default_prior_output_tokens: int  # the workload's constant cap, or a documented fallback
     # indexable by request id: the simulation's llmsim.request.TrueOutputLengths, or an array
     true_output_tokens: np.ndarray | None = None
+    # every request was sent with ignore_eos: estimating policies take the cap as its final length
+    ignore_eos: bool = False
 
 
 @dataclass(frozen=True)
@@ -236,5 +238,5 @@ def build_scheduler(kind: str, config: SchedulerConfig, ctx: BuildContext) -> Sc
     spec = SCHEDULERS[kind]
     if not spec.is_oracle:
         # Enforced here, not by convention: only the oracle ever receives the true lengths.
-        ctx = BuildContext(ctx.replica_index, ctx.rng, ctx.default_prior_output_tokens, None)
+        ctx = BuildContext(ctx.replica_index, ctx.rng, ctx.default_prior_output_tokens, None, ctx.ignore_eos)
     return spec.factory(config, ctx)

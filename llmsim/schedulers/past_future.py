@@ -30,7 +30,7 @@ from pydantic import Field
 from ..rng import CounterStream
 from . import _compiled
 from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
-from .peak import PeakAdmissionRound
+from .peak import PeakAdmissionRound, first_admitting_exact_round, remaining_growth_tokens
 
 
 class PastFutureConfig(SchedulerConfig):
@@ -111,6 +111,23 @@ class _Round:
                                      candidate.prompt_tokens, candidate.kv_tokens, float(held))
 
 
+class _CapRound:
+    """A round when every request was sent with ignore_eos (workload.ignore_eos): each request's
+    final length is its cap, as LightLLM estimates such requests (get_tuple_tokens returns the
+    cap), so the peak has one list and nothing is drawn."""
+
+    def __init__(self, sched: "PastFutureScheduler", view: ReplicaView | None, peaks: PeakAdmissionRound | None = None) -> None:
+        if peaks is None:
+            run = view.running
+            growth = remaining_growth_tokens(run.prompt_tokens, run.max_new_tokens, run.kv_tokens)
+            peaks = PeakAdmissionRound(run.kv_tokens + sched._slack_tokens, growth, view.capacity_tokens * sched._limit_fraction)
+        self.sched, self.peaks = sched, peaks
+
+    def admit(self, candidate: Candidate) -> bool:
+        growth = remaining_growth_tokens(candidate.prompt_tokens, candidate.max_new_tokens, candidate.kv_tokens)
+        return self.peaks.try_add(candidate.kv_tokens + self.sched._slack_tokens, np.array([growth], dtype=np.float64))
+
+
 @register("past-future", PastFutureConfig, "admit while the sampled future peak of KV use fits (Gong et al., ASPLOS 2025)")
 class PastFutureScheduler:
     # A round reads its view, the history (changed only by finishes) and draws from this replica's
@@ -131,13 +148,14 @@ class PastFutureScheduler:
         self._max_lists, self._samples_per_list = config.max_lists, config.samples_per_list
         self._limit_fraction = 1.0 - config.headroom  # of capacity
         self._slack_tokens = config.per_request_slack_tokens
+        self._caps_as_lengths = ctx.ignore_eos  # every request's final length is its cap (_CapRound)
 
     def num_lists(self, running: int) -> int:
         """Lists of draws in a round with `running` requests running (LightLLM's rule)."""
         return min(self._max_lists, self._samples_per_list // running + 1) if running else self._max_lists
 
-    def start_round(self, view: ReplicaView) -> _Round:
-        return _Round(self, view)
+    def start_round(self, view: ReplicaView) -> _Round | _CapRound:
+        return _CapRound(self, view) if self._caps_as_lengths else _Round(self, view)
 
     def first_admitting_round(self, view: ReplicaView, steps_ahead: np.ndarray, candidate: Candidate):
         """The rounds due `steps_ahead[i]` decode steps after `view` (each running request one
@@ -145,6 +163,10 @@ class PastFutureScheduler:
         `candidate` first, in one compiled call: (index of the first that admits it, that round)
         or (len(steps_ahead), None). The same draws and answers as `start_round` and `admit` at
         each boundary."""
+        if self._caps_as_lengths:
+            found = first_admitting_exact_round(view, steps_ahead, None, candidate, candidate.max_new_tokens,
+                                                self._slack_tokens, self.config.headroom)
+            return found if found[1] is None else (found[0], _CapRound(self, None, found[1]))
         cols = view.batch_columns()
         n = len(cols.ids)
         num_lists = self.num_lists(n)
