@@ -75,7 +75,7 @@ def test_run_sharegpt_writes_requests_summary_and_a_scenario_that_reproduces_the
     loaded = load_scenario(out / "scenario.yaml")
     assert loaded.scenario.workload.num_requests == 100
     rerun = simulate(loaded)
-    expected = {k: v for k, v in summary.items() if k not in ("labels", "derived", "notes", "run_id", "files")}
+    expected = {k: v for k, v in summary.items() if k not in ("labels", "derived", "notes", "run_id", "files", "provenance")}
     assert _json_roundtrip(rerun.summary) == expected
     pd.testing.assert_frame_equal(rerun.requests.reset_index(drop=True), requests, check_dtype=False, check_exact=True)
 
