@@ -213,11 +213,15 @@ def _check_arguments(scheduler: str, target_attainment: float, warmup_fraction: 
     if scheduler not in SCHEDULERS:
         raise LlmsimError(f"unknown scheduler {scheduler!r}; known: {', '.join(SCHEDULERS)}")
     if not 0.0 < target_attainment <= 1.0:
-        raise LlmsimError(f"target attainment must be in (0, 1], got {target_attainment}")
+        raise LlmsimError(f"target attainment (--target-attainment) must be in (0, 1], got {target_attainment}")
     if not 0.0 <= warmup_fraction < 0.9:
-        raise LlmsimError(f"warmup_fraction must be in [0, 0.9), got {warmup_fraction}")
-    if seeds < 1 or growth <= 1.0 or rel_tol <= 0.0:
-        raise LlmsimError("capacity: need seeds >= 1, growth > 1 and rel_tol > 0")
+        raise LlmsimError(f"warmup_fraction (--warmup-fraction) must be in [0, 0.9), got {warmup_fraction}")
+    if seeds < 1:
+        raise LlmsimError(f"capacity: seeds must be at least 1, got {seeds}")
+    if not (math.isfinite(growth) and growth > 1.0):
+        raise LlmsimError(f"capacity: growth must be a finite number above 1, got {growth}")
+    if not (math.isfinite(rel_tol) and 0.0 < rel_tol < 1.0):
+        raise LlmsimError(f"capacity: rel_tol (--rel-tol) must be in (0, 1), got {rel_tol}")
 
 
 def _start_load(prep, start_load: float | None) -> float:

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from .cli_args import Parser, non_negative_int
 from .errors import LlmsimError
 from .outputs import OUT_RULES, OVERWRITE_HELP
 from .terminal import make_console, run_progress_columns, run_progress_update
@@ -27,11 +28,11 @@ def _add_scenario_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", metavar="KIND", help="override scheduler.kind (llmsim list schedulers)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="dotted.key=value",
                    help="override a scenario value, e.g. --set workload.num_requests=200 (repeatable)")
-    p.add_argument("--seed", type=int, help="override the scenario seed")
+    p.add_argument("--seed", type=non_negative_int, help="override the scenario seed (0 or more)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmsim", description="Discrete-event simulator of LLM serving clusters.")
+    parser = Parser(prog="llmsim", description="Discrete-event simulator of LLM serving clusters.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="simulate one scenario, print a summary, write a results folder")
     _add_scenario_args(run)
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "on a trace with recorded timestamps only together with --replace-timestamps")
     cv.add_argument("--replace-timestamps", action="store_true",
                     help="with --poisson-rate: discard the trace's recorded timestamps and write the Poisson ones instead")
-    cv.add_argument("--seed", type=int, default=0, help="seed for --poisson-rate (default 0)")
+    cv.add_argument("--seed", type=non_negative_int, default=0, help="seed for --poisson-rate (default 0)")
     for p in (st, cv):
         p.add_argument("--format", choices=["azure", "mooncake", "length-table", "llmsim"], help="default: detected from the file")
         p.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows (counted and reported) instead of failing")
@@ -66,16 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--quick", action="store_true", help="a small grid (seconds on CPU; for tests and a first look)")
     cal.add_argument("--base", help="profile whose spec peaks and overheads to keep (default: the shipped one matching the GPU)")
     cal.add_argument("--out", type=Path, help="profile to write (default hardware_profiles/<device>.yaml)")
-    stp = sub.add_parser("step-time", help="predicted iteration time of one batch, with a breakdown and the roofline floors")
-    stp.add_argument("--model", required=True, help="catalog name (llmsim list models) or a model YAML")
-    stp.add_argument("--hardware", required=True, help="profile name (llmsim list hardware) or a profile YAML")
-    stp.add_argument("--tp", type=int, default=1, help="tensor-parallel degree (default 1)")
-    shape = stp.add_mutually_exclusive_group(required=True)
-    shape.add_argument("--prefill", type=int, metavar="TOKENS", help="one prefill of this many prompt tokens")
-    shape.add_argument("--decode", type=int, metavar="BATCH", help="a decode step of this many sequences (with --context)")
-    shape.add_argument("--batch", type=Path, metavar="FILE", help="YAML/JSON with BatchShape fields (prefill_chunk_tokens, prefill_prefix_tokens, decode_seqs, decode_context_sum_tokens, decode_context_max_tokens)")
-    stp.add_argument("--context", type=int, metavar="TOKENS", help="context length of every decoding sequence")
-    stp.add_argument("--json", action="store_true", help="print JSON for scripts")
+    from .step_time_command import add_parser as add_step_time
+
+    add_step_time(sub)
     from .sweep_cli import add_parsers  # sweep, capacity, compare, plot
 
     add_parsers(sub)
@@ -85,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     console = make_console()
     try:
+        args = build_parser().parse_args(argv)  # a usage error is an LlmsimError (llmsim.cli_args)
         if hasattr(args, "handler"):
             return args.handler(args, console)
         if args.command == "run":
@@ -96,8 +90,6 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(args, console)
         if args.command == "trace":
             return _trace(args, console)
-        if args.command == "step-time":
-            return _step_time(args, console)
         if args.command == "calibrate-hardware":
             from .calibrate_command import run_calibration
 
@@ -115,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args, console: Console) -> int:
     from .cluster.simulation import simulate
     from .config import load_scenario
+    from .feasibility import scenario_notes
     from .outputs import RUN, check_folder, default_folder, prepare_folder, write_error
     from .report import print_summary, write_results
 
@@ -129,6 +122,7 @@ def _run(args, console: Console) -> int:
         with Progress(*run_progress_columns(sc), console=console, transient=True) as bar:
             task = bar.add_task("sim", total=None, requests="all")
             result = simulate(loaded, progress=run_progress_update(sc, bar, task))
+    result.notes.extend(scenario_notes(sc, loaded.base_dir))  # printed with the summary, kept in summary.json
     prepare_folder(out, RUN, args.overwrite)
     try:
         write_results(result, out)
@@ -146,6 +140,7 @@ def _run(args, console: Console) -> int:
 def _validate(args, console: Console) -> int:
     from .cluster.build import check_requests, resolve
     from .config import load_scenario
+    from .feasibility import scenario_notes
     from .workload import build_workload
 
     loaded = load_scenario(args.scenario, args.overrides, args.scheduler, args.seed)
@@ -163,7 +158,7 @@ def _validate(args, console: Console) -> int:
         load = f"open loop over {float(wl.arrival_s[-1] - wl.arrival_s[0]) if len(wl) > 1 else 0.0:,.1f} s"
     console.print(f"  workload: {len(wl):,} requests, {load}, prompt mean {wl.prompt_tokens.mean():.0f}, output mean {wl.output_tokens.mean():.0f} tokens, max_new_tokens {wl.cap_mode}")
     console.print(f"  scheduler {sc.scheduler.kind}, engine {sc.engine.mode}, preemption {sc.engine.preemption}")
-    for note in wl.notes:
+    for note in [*wl.notes, *scenario_notes(sc, loaded.base_dir)]:
         console.print(f"  [yellow]note:[/yellow] {note}")
     return 0
 
@@ -182,6 +177,7 @@ def _read_trace(args):
 def _trace_convert(args, console: Console) -> int:
     import math
 
+    from .feasibility import MAX_SIMULATED_S
     from .outputs import check_file, write_error
     from .workload.readers import write_llmsim_trace
     from .workload.trace_formats import JSONL_SUFFIXES
@@ -201,6 +197,9 @@ def _trace_convert(args, console: Console) -> int:
         raise LlmsimError(f"{args.file}: has recorded timestamps ({trace.format}) and --poisson-rate would discard them; "
                           "add --replace-timestamps to do that, or drop --poisson-rate to keep them")
     arrival = None
+    if rate is not None and (len(trace) - 1) / rate > MAX_SIMULATED_S:
+        raise LlmsimError(f"--poisson-rate {rate:g}: {len(trace):,} requests would arrive over about {(len(trace) - 1) / rate:.3g} s; "
+                          f"llmsim keeps times to within a microsecond only up to {MAX_SIMULATED_S:g} s: raise the rate")
     if rate is not None:
         from .rng import stream
         from .workload.arrivals import poisson_arrivals
@@ -247,71 +246,6 @@ def _trace(args, console: Console) -> int:
         d = stats[name]
         table.add_row(name.removesuffix("_tokens"), *(f"{d[c]:,.0f}" for c in ("p50", "p90", "p99", "mean", "max")))
     console.print(table)
-    return 0
-
-
-def _batch_shape(args):
-    import yaml
-
-    from .costmodel import BatchShape
-
-    if args.prefill is not None:
-        return BatchShape((args.prefill,), (0,))
-    if args.decode is not None:
-        if args.context is None:
-            raise LlmsimError("--decode needs --context TOKENS (the context length of every sequence)")
-        ctx = args.context + 1  # the new token attends to itself as well
-        return BatchShape(decode_seqs=args.decode, decode_context_sum_tokens=args.decode * ctx, decode_context_max_tokens=ctx)
-    try:
-        data = yaml.safe_load(args.batch.read_text())
-    except OSError as e:
-        raise LlmsimError(f"{args.batch}: cannot read: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise LlmsimError(f"{args.batch}: invalid YAML/JSON: {e}") from None
-    fields = set(BatchShape.__dataclass_fields__)
-    if not isinstance(data, dict) or set(data) - fields:
-        bad = sorted(set(data) - fields) if isinstance(data, dict) else []
-        raise LlmsimError(f"{args.batch}: expected a mapping with keys from {', '.join(sorted(fields))}" + (f"; unknown: {', '.join(bad)}" if bad else ""))
-    data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return BatchShape(**data)
-
-
-def _step_time(args, console: Console) -> int:
-    import dataclasses
-    import json
-
-    from .cluster.build import profile_search_dirs
-    from .costmodel import load_model, load_profile
-    from .costmodel.tables import cost_model_for
-
-    model = load_model(args.model)
-    profile = load_profile(args.hardware, profile_search_dirs(Path.cwd()))
-    cm = cost_model_for(model, profile, args.tp)
-    shape = _batch_shape(args)
-    total = cm.step_time_s(shape)
-    parts = cm.breakdown(shape)
-    floors = cm.floors(shape)
-    out = {
-        "model": model.name, "hardware": profile.hardware.name, "fidelity": profile.calibration.fidelity,
-        "tensor_parallel": args.tp, "cost_model": type(cm).__name__, "shape": dataclasses.asdict(shape),
-        "step_ms": total * 1e3, "breakdown_ms": {k: v * 1e3 for k, v in parts.items()},
-        "bandwidth_floor_ms": floors["bandwidth_floor_s"] * 1e3, "flop_floor_ms": floors["flop_floor_s"] * 1e3,
-        "bandwidth_efficiency": floors["bandwidth_floor_s"] / total if total else None,
-        "model_flops_utilisation": floors["flop_floor_s"] / total if total else None,
-    }
-    if args.json:
-        print(json.dumps(out, indent=2))
-        return 0
-    console.print(f"[bold]{model.name}[/bold] on {profile.hardware.name} (TP {args.tp}, profile {profile.calibration.fidelity}, {type(cm).__name__})")
-    table = Table(header_style="bold", box=None)
-    table.add_column("component")
-    table.add_column("ms", justify="right")
-    for k, v in parts.items():
-        table.add_row(k, f"{v * 1e3:.3f}")
-    table.add_row("[bold]step[/bold]", f"[bold]{total * 1e3:.3f}[/bold]")
-    console.print(table)
-    console.print(f"floors: bandwidth {out['bandwidth_floor_ms']:.3f} ms ({out['bandwidth_efficiency']:.0%} of it achieved), "
-                  f"FLOP {out['flop_floor_ms']:.3f} ms (MFU {out['model_flops_utilisation']:.0%})")
     return 0
 
 

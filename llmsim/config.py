@@ -25,12 +25,14 @@ from .config_errors import format_errors
 from . import config_per_scheduler as per_scheduler
 from .config_loading import apply_override, parse_override, read_yaml, resolve_paths
 from .errors import LlmsimError, did_you_mean
+from .feasibility import check_feasible
 from .registry import ROUTERS
 from .schedulers import SCHEDULERS
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: .inf and .nan are refused in every number (a rate, an SLA, a length)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ------------------------------------------------------------------------------------ cluster
@@ -137,6 +139,12 @@ class LognormalSpec(Strict):
     min: int = Field(1, ge=1)
     max: int = Field(1_000_000, ge=1)
 
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not be above max ({self.max})")
+        return self
+
 
 class LognormalLengths(Strict):
     """round(median x exp(sigma x N(0,1))), clipped to [min, max], for prompt and output."""
@@ -159,7 +167,9 @@ class GammaArrivals(Strict):
 
     kind: Literal["gamma"]
     rate_per_s: float = Field(gt=0.0)
-    cv: float = Field(gt=0.0)
+    # Gap shape 1 / cv^2: beyond [1e-3, 1e3] numpy's Gamma draws no longer keep the mean gap
+    # (shapes above 1e6 or below 1e-6 round to constant or zero gaps).
+    cv: float = Field(ge=1e-3, le=1e3)
 
 
 class TraceArrivals(Strict):
@@ -184,7 +194,10 @@ class ClosedLoopArrivals(Strict):
     clients: int = Field(ge=1)
     think_time_s: float = Field(0.0, ge=0.0)
     resend_failed: bool = False  # re-send a request that missed the SLA until it succeeds...
-    max_attempts: int = Field(20, ge=1)  # ...or this many attempts were made
+    max_attempts: int | None = Field(20, ge=1)  # ...or this many attempts were made (null: no cap)
+    # where a failed attempt goes: "same-client" re-sends it at once; "shared-queue" puts it at the
+    # tail of the queue every client takes from (the Past-Future artifact's clients)
+    resend_to: Literal["same-client", "shared-queue"] = "same-client"
 
 
 Arrivals = Annotated[
@@ -218,6 +231,17 @@ class WorkloadConfig(Strict):
     # LightLLM does for such requests (its get_tuple_tokens returns the cap).
     ignore_eos: bool = False
     filter: LengthFilter = LengthFilter()
+
+    @field_validator("max_new_tokens", mode="before")
+    @classmethod
+    def _cap_or_exact(cls, v):
+        """One plain line for a bad cap (pydantic would report each member of the union)."""
+        if v == "exact" or (type(v) is int and v >= 1):
+            return v
+        if type(v) is float and v.is_integer() and v >= 1:
+            return int(v)
+        hint = did_you_mean(v, ["exact"]) if isinstance(v, str) else ""
+        raise ValueError(f"must be a whole number of tokens >= 1 or 'exact', got {v!r}{hint}")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -281,7 +305,7 @@ def scheduler_config(section: BaseModel, kind: str | None = None):
 class Scenario(Strict):
     name: str = "scenario"
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0)  # numpy seeds are non-negative
     model: str  # a catalog name (llmsim list models) or a path to a model YAML
     hardware: str  # a profile name (llmsim list hardware) or a path to a profile YAML
     cluster: ClusterConfig = ClusterConfig()
@@ -345,6 +369,7 @@ def _validate(data, node, path, base_dir, overrides, scheduler, seed) -> LoadedS
         from_override[("scheduler", "kind")] = f"--scheduler {scheduler}"
     if seed is not None:
         data["seed"] = seed
+        from_override[("seed",)] = f"--seed {seed}"
     resolve_paths(data, Path.cwd())
     where = str(path) if path is not None else "scenario"
     base, per = per_scheduler.split(data, SCHEDULERS, where) if isinstance(data, dict) else (data, {})
@@ -356,6 +381,7 @@ def _validate(data, node, path, base_dir, overrides, scheduler, seed) -> LoadedS
     merged = per_scheduler.merge(base, per[kind]) if kind in per else base
     scenario = _model(merged, node if kind not in per else None, path, from_override,
                       f"{per_scheduler.SECTION}.{kind}" if kind in per else None)
+    check_feasible(scenario, base_dir)  # memory, simulated time, KV in GPU memory: before any allocation
     return LoadedScenario(scenario, path, base_dir, data if per else None)
 
 

@@ -38,8 +38,11 @@ def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise LlmsimError(f"{path}: no such scenario file") from None
+    except UnicodeDecodeError as e:
+        raise LlmsimError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          "a scenario is a UTF-8 YAML file") from None
     except OSError as e:
-        raise LlmsimError(f"{path}: cannot read: {e.strerror}") from None
+        raise LlmsimError(f"{path}: cannot read: {e.strerror or e}") from None
     loader = _StrictLoader(text)
     loader.name = str(path)
     try:

@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .errors import LlmsimError  # noqa: E402
+from .results_tables import REQUESTS_COLUMNS, REQUESTS_NUMERIC, STEPS_COLUMNS, read_table  # noqa: E402
 from .sweep import CLIENTS_KNOB, RATE_KNOB, aggregate  # noqa: E402
 
 SCHEDULER_STYLE = {
@@ -187,8 +188,8 @@ def read_run(results_dir) -> tuple[dict, pd.DataFrame, pd.DataFrame | None]:
     if not (d / "requests.csv").exists():
         raise LlmsimError(f"{d}: not a results folder (no requests.csv); run `llmsim run` first")
     summary = _read_marker(d / "summary.json") if (d / "summary.json").exists() else {}
-    steps = pd.read_csv(d / "steps.csv") if (d / "steps.csv").exists() else None
-    return summary, pd.read_csv(d / "requests.csv"), steps
+    steps = read_table(d / "steps.csv", STEPS_COLUMNS, STEPS_COLUMNS) if (d / "steps.csv").exists() else None
+    return summary, read_table(d / "requests.csv", REQUESTS_COLUMNS, REQUESTS_NUMERIC), steps
 
 
 def plot_steps(axes, steps: pd.DataFrame, kv_blocks: int, title: str | None = None) -> None:

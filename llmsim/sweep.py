@@ -42,6 +42,7 @@ HEADLINE_METRICS = (
 )
 
 Progress = Callable[[int, int, dict], None]  # (points done, points in all, the finished row)
+MAX_POINTS = 1_000_000  # runs in one sweep (and loads in one grid): more is a typo, or a job to split
 
 
 @dataclass(frozen=True)
@@ -154,9 +155,11 @@ def parse_loads(text: str) -> list[float]:
             if len(parts) != 3:
                 raise ValueError
             start, stop, step = parts
-            if step <= 0 or stop < start:
-                raise LlmsimError(f"--loads {text!r}: need START <= STOP and STEP > 0")
-            n = int(math.floor((stop - start) / step + 1e-9)) + 1
+            if not (all(map(math.isfinite, parts)) and step > 0 and start <= stop):
+                raise LlmsimError(f"--loads {text!r}: need finite START <= STOP and STEP > 0")
+            n = math.floor(min((stop - start) / step + 1e-9, 2.0 * MAX_POINTS)) + 1
+            if n > MAX_POINTS:
+                raise LlmsimError(f"--loads {text!r}: a grid of {n:,} loads; llmsim runs at most {MAX_POINTS:,} points in one sweep")
             loads = [round(start + i * step, 10) for i in range(n)]
         else:
             loads = [float(p) for p in text.split(",") if p.strip()]
@@ -166,7 +169,7 @@ def parse_loads(text: str) -> list[float]:
         raise LlmsimError(f"--loads {text!r}: no loads given")
     bad = [x for x in loads if not (math.isfinite(x) and x > 0)]
     if bad:
-        raise LlmsimError(f"--loads {text!r}: loads must be positive, got {bad[0]:g}")
+        raise LlmsimError(f"--loads {text!r}: loads must be positive finite numbers, got {bad[0]:g}")
     return loads
 
 
@@ -199,10 +202,14 @@ def run_sweep(scenario_path, schedulers: Sequence[str], loads: Sequence[float], 
     for s in schedulers:
         if s not in SCHEDULERS:
             raise LlmsimError(f"unknown scheduler {s!r}; known: {', '.join(SCHEDULERS)}")
+    if len(schedulers) * len(loads) * seeds > MAX_POINTS:
+        raise LlmsimError(f"{len(schedulers)} schedulers x {len(loads):,} loads x {seeds:,} seeds is more than "
+                          f"{MAX_POINTS:,} runs in one sweep; split it")
     prep = prepare(scenario_path, overrides)
     values = [check_load(prep, x) for x in loads]
+    for x in dict.fromkeys(values):  # every load checked here (e.g. one so low the run spans ages), not in a worker
+        prep.point(schedulers[0], x, prep.seed).loaded()
     points = [prep.point(s, x, prep.seed + i) for s in schedulers for x in values for i in range(seeds)]
-    points[0].loaded()  # validate one point here: a bad override fails once, not in every worker
     return _frame(_run_points(points, executor, progress))
 
 
@@ -254,7 +261,9 @@ def read_sweep(path) -> pd.DataFrame:
         p = p / "sweep.parquet" if (p / "sweep.parquet").exists() else p / "sweep.csv"
     if not p.exists():
         raise LlmsimError(f"{path}: no sweep.parquet or sweep.csv")
-    return pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p, keep_default_na=True)
+    from .results_tables import SWEEP_COLUMNS, SWEEP_NUMERIC, read_table
+
+    return read_table(p, SWEEP_COLUMNS, SWEEP_NUMERIC)
 
 
 # ------------------------------------------------------------------------- intervals over seeds

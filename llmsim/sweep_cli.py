@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .cli_args import finite_float, positive_int
 from .errors import LlmsimError
 from .outputs import OUT_RULES, OVERWRITE_HELP
 from .terminal import count_progress as _progress
@@ -45,7 +46,7 @@ def add_parsers(sub) -> None:
                     help="comma-separated scheduler kinds (default: aggressive,conservative,past-future,oracle)")
     sw.add_argument("--loads", required=True, metavar="LIST|START:STOP:STEP",
                     help="loads of the scenario's knob (req/s open loop, clients closed loop): 1,2,4 or 1:8:1 (STOP included)")
-    sw.add_argument("--seeds", type=int, default=1, metavar="N", help="replications per point: seeds scenario seed + 0..N-1 (default 1)")
+    sw.add_argument("--seeds", type=positive_int, default=1, metavar="N", help="replications per point: seeds scenario seed + 0..N-1 (default 1)")
     sw.add_argument("--out", type=Path, metavar="DIR", help=f"output folder (default results/sweep-<scenario>, the name made path-safe); {OUT_RULES}")
     sw.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     sw.add_argument("--no-plots", action="store_true", help="write the tables only (with --overwrite, old figures are removed too)")
@@ -54,13 +55,13 @@ def add_parsers(sub) -> None:
     cap = sub.add_parser("capacity", help="largest load a scheduler sustains under the SLA (bracket + bisect, over seeds)")
     _common(cap)
     cap.add_argument("--scheduler", metavar="KIND", help="scheduler kind (default: the scenario's)")
-    cap.add_argument("--target-attainment", type=float, default=0.9, metavar="FRACTION",
+    cap.add_argument("--target-attainment", type=finite_float, default=0.9, metavar="FRACTION",
                      help="required SLA attainment after warm-up, 0-1 (default 0.9)")
-    cap.add_argument("--seeds", type=int, default=3, metavar="N", help="independent searches, for the interval (default 3)")
-    cap.add_argument("--warmup-fraction", type=float, default=0.1, metavar="FRACTION",
+    cap.add_argument("--seeds", type=positive_int, default=3, metavar="N", help="independent searches, for the interval (default 3)")
+    cap.add_argument("--warmup-fraction", type=finite_float, default=0.1, metavar="FRACTION",
                      help="drop this fraction of requests (by arrival) before judging a run (default 0.1)")
-    cap.add_argument("--start-load", type=float, metavar="LOAD", help="first probe (default: the scenario's own load)")
-    cap.add_argument("--rel-tol", type=float, default=0.02, metavar="FRACTION", help="stop bisecting at this relative bracket width (default 0.02)")
+    cap.add_argument("--start-load", type=finite_float, metavar="LOAD", help="first probe (default: the scenario's own load)")
+    cap.add_argument("--rel-tol", type=finite_float, default=0.02, metavar="FRACTION", help="stop bisecting at this relative bracket width (default 0.02)")
     cap.add_argument("--out", type=Path, metavar="DIR", help=f"also write capacity.json and probes.csv in this folder; {OUT_RULES}")
     cap.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     cap.set_defaults(handler=cmd_capacity)
@@ -289,6 +290,8 @@ def cmd_plot(args, console: Console) -> int:
     from .sweep import read_sweep
 
     d: Path = args.results_dir
+    if d.exists() and not d.is_dir():
+        raise LlmsimError(f"{d}: is a file; give the results folder that holds it")
     if not d.is_dir():
         raise LlmsimError(f"{d}: no such folder")
     check_path(d)  # the figures go into it

@@ -29,7 +29,7 @@ def make_console() -> Console:
 def _resends(sc) -> bool:
     """Whether a run's ended requests can outnumber its requests: closed-loop clients that re-send."""
     a = sc.workload.arrivals
-    return a.kind == "closed-loop" and a.resend_failed and a.max_attempts > 1
+    return a.kind == "closed-loop" and a.resend_failed and (a.max_attempts is None or a.max_attempts > 1)
 
 
 def run_progress_columns(sc) -> tuple:

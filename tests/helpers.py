@@ -165,10 +165,11 @@ def check_run_pricer(cm, seqs: int, ctx_sum: int, ctx_max: int, step_times: list
 
 def draw_arrivals(draw, max_rate_per_s: float) -> dict:
     """A random `workload.arrivals` section for the randomised simulation tests: Poisson, or
-    closed-loop clients with think time and re-sends."""
+    closed-loop clients with think time and re-sends (by the same client, or through the shared queue)."""
     if draw(st.booleans()):
         return {"kind": "closed-loop", "clients": draw(st.integers(1, 24)), "think_time_s": draw(st.sampled_from([0.0, 0.05, 0.3])),
-                "resend_failed": draw(st.booleans()), "max_attempts": draw(st.integers(1, 4))}
+                "resend_failed": draw(st.booleans()), "max_attempts": draw(st.integers(1, 4)),
+                "resend_to": draw(st.sampled_from(["same-client", "shared-queue"]))}
     return {"kind": "poisson", "rate_per_s": draw(st.floats(0.5, max_rate_per_s))}
 
 

@@ -164,21 +164,27 @@ def _check_result(sc: dict, res, ended: int) -> None:
     max_attempts = arr["max_attempts"] if arr["resend_failed"] else 1
     assert req.attempt.max() < max_attempts
     assert set(req.client.unique()) <= set(range(min(arr["clients"], num)))
+    shared = arr.get("resend_to") == "shared-queue"
+    if shared and (req.attempt > 0).any():
+        # a failed attempt waits at the tail of the shared queue, behind every unsent request
+        assert req.loc[req.attempt > 0, "arrival_s"].min() >= req.loc[req.attempt == 0, "arrival_s"].max()
     for origin, rows in req.groupby("origin_id"):
         rows = rows.sort_values("request_id")
         assert rows.attempt.tolist() == list(range(len(rows))), (origin, rows.attempt.tolist())
-        assert rows.client.nunique() == 1
+        assert shared or rows.client.nunique() == 1  # the same client re-sends it, or any client takes it
         failed = ~(rows.finished & rows.good)
         # a failed attempt is sent again while attempts are left; a good one never is
         assert failed.iloc[:-1].all(), rows
         assert not failed.iloc[-1] or len(rows) == max_attempts, rows
     # each client has one request in flight: its next request is sent when the previous one ends
-    # (a re-send at once, a new request after the think time)
+    # (a re-send at once, a new request after the think time; from a shared queue, whatever it
+    # takes next comes after the think time)
     think = arr["think_time_s"]
     for client, rows in req.groupby("client"):
         rows = rows.sort_values("request_id")
         prev_end = rows.end_s.to_numpy()[:-1]
-        expected = np.where(rows.attempt.to_numpy()[1:] > 0, prev_end, prev_end + think if think > 0 else prev_end)
+        at_once = rows.attempt.to_numpy()[1:] > 0 if not shared else np.zeros(len(prev_end), dtype=bool)
+        expected = np.where(at_once, prev_end, prev_end + think if think > 0 else prev_end)
         sent = rows.arrival_s.to_numpy()[1:]
         assert (sent == expected).all(), (client, rows[["request_id", "origin_id", "attempt", "arrival_s", "end_s"]])
         assert rows.arrival_s.iloc[0] == 0.0

@@ -27,3 +27,55 @@ def test_past_future_with_ignore_eos_requests_decides_as_the_future_peak_of_the_
     assert not sampled.requests.equals(past_future.requests)
     step_by_step = simulate(scenario_from_dict(eos, overrides=["engine.fast_forward=false"]))
     assert step_by_step.requests.equals(past_future.requests)
+
+
+def _closed(resend_to: str, max_attempts, **sla) -> dict:
+    return {
+        "name": "retries", "seed": 2, "model": "llama-2-7b", "hardware": "a100-80g-sxm",
+        # the artifact's guard and SLA (1.49 s, 10 s / 1.5 s), a KV cache that holds about 12 requests:
+        # some attempts fail, and (with a shared queue) all succeed in the end
+        "engine": {"max_model_len": 4096, "kv_capacity_tokens": 16000, "sla_guard": {"max_tbt_s": 1.49}},
+        "scheduler": {"kind": "aggressive"},
+        "sla": sla or {"ttft_s": 10.0, "max_tbt_s": 1.5},
+        "workload": {"lengths": {"kind": "uniform", "input_tokens": [200, 1500], "output_tokens": [100, 800]},
+                     "arrivals": {"kind": "closed-loop", "clients": 32, "resend_failed": True, "max_attempts": max_attempts,
+                                  "resend_to": resend_to},
+                     "num_requests": 150, "max_new_tokens": "exact"},
+    }
+
+
+def test_a_shared_queue_retries_failed_requests_after_every_unsent_one_until_each_succeeds():
+    r = simulate(scenario_from_dict(_closed("shared-queue", None)))
+    df = r.requests
+    retries = df[df["attempt"] > 0]
+    assert len(retries) > 0  # the premise: attempts failed
+    # a retry waits at the queue's tail: it is sent only once every request was sent once
+    assert retries["arrival_s"].min() >= df.loc[df["attempt"] == 0, "arrival_s"].max()
+    assert df.groupby("origin_id")["good"].any().all()  # no cap: every request succeeded once
+    assert (df.groupby("origin_id")["good"].sum() == 1).all()  # and was not sent again after
+    assert "abandoned" not in r.summary
+    step_by_step = simulate(scenario_from_dict(_closed("shared-queue", None), overrides=["engine.fast_forward=false"]))
+    assert step_by_step.requests.equals(df)
+
+
+def test_a_cap_on_attempts_abandons_requests_and_says_so():
+    r = simulate(scenario_from_dict(_closed("same-client", 2)))
+    df = r.requests
+    last = df.groupby("origin_id").agg(good=("good", "any"), attempts=("attempt", "max"))
+    abandoned = int(((~last["good"]) & (last["attempts"] == 1)).sum())
+    assert abandoned > 0 and r.summary["abandoned"] == abandoned
+    assert any(f"{abandoned:,} requests were abandoned after 2 failed attempts" in n for n in r.notes)
+
+
+def test_unbounded_retries_of_a_request_that_can_never_succeed_stop_with_a_clear_error():
+    import pytest
+
+    from llmsim.errors import LlmsimError
+
+    sc = _closed("shared-queue", None, ttft_s=1e-9)  # no first token comes that fast
+    sc["workload"]["num_requests"] = 2
+    sc["workload"]["arrivals"]["clients"] = 2
+    sc["workload"]["lengths"] = {"kind": "fixed", "input_tokens": 8, "output_tokens": 2}
+    sc["cost_model"] = {"kind": "constant", "step_time_s": 0.001}
+    with pytest.raises(LlmsimError, match="failed 10,000 attempts: it cannot meet the SLA"):
+        simulate(scenario_from_dict(sc))

@@ -91,7 +91,7 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
         a = sc.workload.arrivals
         clients = ClientPool(env, table, wl.prompt_tokens, wl.output_tokens, wl.max_new_tokens, dispatch,
                              good_checker(table, sc.sla.model_dump()), a.clients, a.think_time_s, a.resend_failed,
-                             a.max_attempts, stop_sending_s=sc.workload.duration_s)
+                             a.max_attempts, stop_sending_s=sc.workload.duration_s, shared_queue=a.resend_to == "shared-queue")
         counter.clients = clients
     else:
         env.process(open_loop_arrivals(env, table.column("arrival_s"), dispatch))
@@ -193,4 +193,9 @@ def _result(sc: Scenario, res, wl, table: RequestTable, engines: list[ReplicaEng
     if sc.engine.record_steps:
         frames = [pd.DataFrame(e.stats.step_log, columns=STEP_COLUMNS).assign(replica=e.index) for e in engines]
         steps = pd.concat(frames, ignore_index=True)
-    return SimulationResult(sc, kind, df, summary, derived, wl.notes, steps, wall_s, engines, table)
+    notes = list(wl.notes)
+    if clients is not None and clients.abandoned:
+        summary["abandoned"] = clients.abandoned
+        notes.append(f"{clients.abandoned:,} requests were abandoned after {sc.workload.arrivals.max_attempts} failed attempts "
+                     "(workload.arrivals.max_attempts); set it to null to retry each until it succeeds")
+    return SimulationResult(sc, kind, df, summary, derived, notes, steps, wall_s, engines, table)

@@ -32,6 +32,8 @@ def load_yaml_model(cls: type[M], path: Path, what: str) -> M:
         raise LlmsimError(f"{what} file {path} does not exist")
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise LlmsimError(f"{what} file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
     except OSError as exc:
         raise LlmsimError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
     try:

@@ -187,7 +187,7 @@ class Scheduler(Protocol):
 class SchedulerConfig(BaseModel):
     """Knobs every scheduler has; each policy's config extends this."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # no .inf or .nan knob
 
     # Decode steps between two admission rounds. 1 = a round before every step that follows a
     # decode step (default, docs/schedulers.md §4); the paper's artifact uses 2; 0 = a round before every
