@@ -53,6 +53,12 @@ class SLAGuardConfig(Strict):
 
     max_queue_s: float | None = Field(None, gt=0.0)  # drop a request not admitted within this
     max_tbt_s: float | None = Field(None, gt=0.0)  # abort a request whose token gap exceeds this
+    # When the queue limit is checked: before every step, or only when an admission round is due
+    # (the artifact's server checked its queue in its router's admission loop).
+    check_queue_at: Literal["every-step", "admission-rounds"] = "every-step"
+    # Whether a request evicted and waiting for its re-prefill can be aborted for its token gap
+    # (true), or only once it runs again, after its re-prefill (false: the artifact's server).
+    abort_waiting: bool = True
 
 
 class EngineConfig(Strict):
@@ -69,6 +75,9 @@ class EngineConfig(Strict):
     victim: Literal["newest", "largest-remaining-cap", "longest-context"] = "newest"
     record_steps: bool = False  # keep a per-step time series (KV use, batch, queue)
     fast_forward: bool = True  # advance runs of decode steps in one timeout; false: step by step (same results)
+    # Restart the count of decode steps to the next admission round after an eviction (LightLLM's
+    # router, as in the paper's artifact); false: evictions do not move the next round.
+    reset_round_counter_on_eviction: bool = False
     sla_guard: "SLAGuardConfig" = Field(default_factory=lambda: SLAGuardConfig())
 
 

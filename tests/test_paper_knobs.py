@@ -3,6 +3,8 @@ past-future estimate every length by its cap."""
 
 from __future__ import annotations
 
+import pytest
+
 from llmsim import scenario_from_dict, simulate
 
 SCENARIO = {
@@ -79,3 +81,65 @@ def test_unbounded_retries_of_a_request_that_can_never_succeed_stop_with_a_clear
     sc["cost_model"] = {"kind": "constant", "step_time_s": 0.001}
     with pytest.raises(LlmsimError, match="failed 10,000 attempts: it cannot meet the SLA"):
         simulate(scenario_from_dict(sc))
+
+
+# ----------------------------------------------------------------------------- engine knobs
+def _dropped_at(**params) -> float:
+    """When request 1 (too large to be admitted beside request 0) is dropped by the queue limit."""
+    from helpers import drive, make_engine, make_table
+
+    from llmsim.request import DROPPED
+
+    table = make_table([4, 40], [30, 5])  # request 1 needs 11 of the 8 blocks while request 0 runs
+    engine = make_engine(table, "aggressive", {"decode_steps_between_rounds": 4, "watermark": 0.0}, total_blocks=8,
+                         block_size=4, guard_max_queue_s=0.05, **params)
+    drive(engine)
+    assert table.status[1] == DROPPED
+    return float(table.end_s[1])
+
+
+def test_the_queue_limit_checked_at_admission_rounds_drops_at_the_next_round():
+    every_step = _dropped_at()
+    at_rounds = _dropped_at(guard_queue_at_rounds_only=True)
+    assert every_step == pytest.approx(0.06)  # the first planning after 0.05 s: 6 steps of 0.01 s
+    assert at_rounds == pytest.approx(0.09)  # the next round: prefill, then rounds every 4 decode steps (0.05, 0.09)
+
+
+def _evicted_and_aborted(abort_waiting: bool):
+    """Two requests that outgrow 5 blocks: the newer is evicted, waits while the older decodes
+    longer than the gap limit, and is aborted."""
+    from helpers import drive, make_engine, make_table
+
+    table = make_table([8, 8], [12, 12])
+    engine = make_engine(table, "aggressive", {"watermark": 0.0}, total_blocks=6, block_size=4, guard_max_tbt_s=0.035,
+                         guard_abort_waiting=abort_waiting)
+    records = drive(engine)
+    return table, records
+
+
+def test_an_evicted_request_is_aborted_while_waiting_or_only_after_its_re_prefill():
+    from llmsim.request import ABORTED
+
+    waiting, _ = _evicted_and_aborted(True)
+    after, records = _evicted_and_aborted(False)
+    assert waiting.evictions[1] == after.evictions[1] == 1
+    assert waiting.status[1] == after.status[1] == ABORTED
+    # while waiting: aborted before it runs again (request 0 still decoding until 0.12 s)
+    assert waiting.end_s[1] == pytest.approx(0.09) and waiting.end_s[1] < waiting.end_s[0]
+    # only once it runs again: re-admitted when request 0 finished, aborted at the end of its
+    # re-prefill step (the guard removed it from that step: its token is not counted)
+    assert records[-1].start_s == after.end_s[0] == pytest.approx(0.12)
+    assert after.end_s[1] == records[-1].end_s == pytest.approx(0.13)
+    assert after.generated_tokens[1] == waiting.generated_tokens[1] == 5
+    assert after.prefill_computed_tokens[1] == 8 + 13  # its prompt, then the re-prefill of prompt + 5 generated
+
+
+def test_aborted_lengths_join_past_future_history_when_asked():
+    from helpers import make_scheduler
+
+    for record in (False, True):
+        sched = make_scheduler("past-future", {"record_aborted_lengths": record, "history_window": 4, "prior_count": 0})
+        assert sched.records_aborted is record
+    sched = make_scheduler("past-future", {"empty_batch_lists": 1})
+    assert sched.num_lists(0) == 1 and sched.num_lists(10) == 5
+    assert make_scheduler("past-future").num_lists(0) == 5

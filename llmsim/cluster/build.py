@@ -98,6 +98,9 @@ def engine_params(sc: Scenario, res: Resolved) -> EngineParams:
         fast_forward=eng.fast_forward,
         guard_max_queue_s=eng.sla_guard.max_queue_s,
         guard_max_tbt_s=eng.sla_guard.max_tbt_s,
+        guard_queue_at_rounds_only=eng.sla_guard.check_queue_at == "admission-rounds",
+        guard_abort_waiting=eng.sla_guard.abort_waiting,
+        reset_round_counter_on_eviction=eng.reset_round_counter_on_eviction,
         # closed-loop clients read a finished request's max_tbt_s at once; the guard syncs every step
         defer_max_tbt=sc.workload.arrivals.kind != "closed-loop" and eng.sla_guard.max_tbt_s is None,
     )

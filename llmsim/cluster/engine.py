@@ -66,6 +66,9 @@ class EngineParams:
     # Take each request's largest gap between tokens in batches, after it leaves the decoding
     # batch (decode_batch.py): only where nothing reads max_tbt_s before `sync()`.
     defer_max_tbt: bool = False
+    guard_queue_at_rounds_only: bool = False  # check the queue limit only when an admission round is due
+    guard_abort_waiting: bool = True  # false: an evicted request is aborted only once it runs again
+    reset_round_counter_on_eviction: bool = False
 
 
 @dataclass(slots=True)
@@ -224,9 +227,10 @@ class ReplicaEngine(Admission, Eviction, Guard):
         """Decide the next iteration at `now_s`; None if there is nothing to run."""
         swap_s = 0.0
         admitted: list[int] = []
-        if self.params.guard_max_queue_s is not None and self.waiting:
+        round_due = not self.running or self.steps_since_round >= self.scheduler.decode_steps_between_rounds
+        if self.params.guard_max_queue_s is not None and self.waiting and (round_due or not self.params.guard_queue_at_rounds_only):
             self._drop_stale(now_s)
-        if self.waiting and (not self.running or self.steps_since_round >= self.scheduler.decode_steps_between_rounds):
+        if self.waiting and round_due:
             admitted, swap_s = self._admission_round(now_s)
             self.steps_since_round = 0
         if not self.running:

@@ -34,6 +34,8 @@ class Eviction:
         while self.batch.blocks_next_step() > self.kv.free_blocks:
             self.sync()
             swap_s += self._evict(self._pick_victim())
+            if self.params.reset_round_counter_on_eviction:
+                self.steps_since_round = 0
         return swap_s
 
     def _pick_victim(self) -> int:

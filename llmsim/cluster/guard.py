@@ -4,7 +4,10 @@
   admission longer than the limit is dropped.
 - Gap limit (`guard_max_tbt_s`): at each step's end, a request whose gap since its last token
   exceeds the limit is aborted; a token it would emit at that step is not counted, and every block
-  it holds is freed, the block the step allocated for that token included.
+  it holds is freed, the block the step allocated for that token included. An evicted request
+  waiting for its re-prefill is checked too, unless `guard_abort_waiting` is off (the artifact's
+  server): it is then checked once it runs again, at the end of its re-prefill step.
+- `guard_queue_at_rounds_only`: the queue limit is checked only when an admission round is due.
 
 Dropped and aborted requests end (`ReplicaEngine.ended`), as finished ones do.
 
@@ -47,7 +50,11 @@ class Guard:
         end (the server would have aborted them when the gap passed the limit, so a token they
         would emit now is not counted)."""
         t, limit = self.table, self.params.guard_max_tbt_s
-        candidates = list(self.running) + [r for r in self.waiting if t.generated_tokens[r] > 0]
+        candidates = list(self.running)
+        if self.params.guard_abort_waiting:
+            # evicted requests waiting for their re-prefill too; otherwise one is checked only once
+            # it runs again: at the end of its re-prefill step (separate mode), its work then spent
+            candidates += [r for r in self.waiting if t.generated_tokens[r] > 0]
         stalled = [r for r in candidates if t.generated_tokens[r] > 0 and end_s - t.last_token_s[r] > limit]
         if not stalled:
             return
@@ -59,6 +66,9 @@ class Guard:
             in_step = step.decode_ids[stalled_here]
             self.kv.free(int(np.count_nonzero(t.kv_tokens[in_step] % self.params.block_size == 0)))
             step.decode_ids = step.decode_ids[~stalled_here]
+        for rid, chunk in zip(step.prefill_ids, step.prefill_chunk_tokens):
+            if rid in gone:  # the step computed it (its time is spent), then the server aborts it: wasted work
+                t.prefill_computed_tokens[rid] += chunk
         keep = [i for i, r in enumerate(step.prefill_ids) if r not in gone]
         step.prefill_ids = [step.prefill_ids[i] for i in keep]
         step.prefill_chunk_tokens = [step.prefill_chunk_tokens[i] for i in keep]
@@ -88,5 +98,7 @@ class Guard:
             else:
                 pending_prefill = int(t.prompt_tokens[rid]) + g
         self._add_outstanding(-(pending_prefill + int(t.max_new_tokens[rid]) - g))
+        if outcome == ABORTED and getattr(self.scheduler, "records_aborted", False):
+            self.scheduler.record_finish(g)  # its length so far joins the policy's history
         t.status[rid] = outcome
         t.end_s[rid] = now_s

@@ -51,6 +51,12 @@ class PastFutureConfig(SchedulerConfig):
     headroom: float = Field(0.05, ge=0.0, lt=1.0)
     # Tokens added to what each request holds, for block rounding (2025 PR: 16 with headroom 0).
     per_request_slack_tokens: int = Field(0, ge=0)
+    # Lists drawn when nothing runs: None = max_lists (LightLLM's rule gives max_lists for 0
+    # running); the paper's artifact server drew 1.
+    empty_batch_lists: int | None = Field(None, ge=1)
+    # Record the output length of a request aborted by the SLA guard in the history, as of its
+    # abort, as the paper's artifact server did; false: only finished requests are recorded.
+    record_aborted_lengths: bool = False
 
 
 class LengthHistory:
@@ -149,10 +155,12 @@ class PastFutureScheduler:
         self._limit_fraction = 1.0 - config.headroom  # of capacity
         self._slack_tokens = config.per_request_slack_tokens
         self._caps_as_lengths = ctx.ignore_eos  # every request's final length is its cap (_CapRound)
+        self._empty_lists = config.max_lists if config.empty_batch_lists is None else config.empty_batch_lists
+        self.records_aborted = config.record_aborted_lengths  # read by the engine's guard (guard.py)
 
     def num_lists(self, running: int) -> int:
         """Lists of draws in a round with `running` requests running (LightLLM's rule)."""
-        return min(self._max_lists, self._samples_per_list // running + 1) if running else self._max_lists
+        return min(self._max_lists, self._samples_per_list // running + 1) if running else self._empty_lists
 
     def start_round(self, view: ReplicaView) -> _Round | _CapRound:
         return _CapRound(self, view) if self._caps_as_lengths else _Round(self, view)
