@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .sweep_cli import add_parsers  # sweep, capacity, compare, plot
 
     add_parsers(sub)
+    from .reproduce import add_parser as add_reproduce
+
+    add_reproduce(sub)
     ls = sub.add_parser("list", help="list schedulers, routers, models and hardware profiles")
     ls.add_argument("what", nargs="?", choices=["schedulers", "routers", "models", "hardware"], help="one category (default: all)")
     return parser

@@ -1,0 +1,148 @@
+"""`llmsim reproduce past-future`: the Past-Future paper's Figure 7 grid, and its offline table.
+
+The grid is models x datasets x schedulers x closed-loop clients x seeds, each point one run of
+`scenarios/paper/fig7-<model>-<dataset>.yaml` (the artifact's settings, docs/paper-reproduction.md)
+through the sweep machinery (llmsim.sweep: local cores or Dask). It writes `grid.csv` (one row per
+run), `ratios.csv` (per model, dataset and load: past-future's goodput over the best of
+aggressive and conservative, and over aggressive, from the means over seeds) and one figure per
+model (`fig7-<model>.png`: goodput in tokens/s against clients, a panel per dataset, 95 % bands
+over seeds). `--offline` runs the artifact's offline behaviour table instead
+(benchmarks/bench_offline_behaviour.py has the reference figures).
+
+Units: goodput in prompt + output tokens per simulated second; loads in clients.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import LlmsimError
+from .outputs import FolderKind, check_folder, manifest, new_run_id, prepare_folder, write_error
+
+_HERE = Path(__file__).resolve().parent
+# the checkout's scenarios/paper, or the copy a wheel carries (pyproject.toml, force-include)
+SCENARIOS = next((d for d in (_HERE.parent / "scenarios" / "paper", _HERE / "_data" / "scenarios" / "paper") if d.is_dir()),
+                 _HERE.parent / "scenarios" / "paper")
+MODELS = ("7b", "13b", "70b")
+DATASETS = ("dist1", "dist2", "dist3")
+CLIENT_LADDER = "10,20,30,40,60,80,100"  # the paper's 7B ladder
+SCHEDULERS = ("aggressive", "conservative", "past-future", "oracle")
+BASELINES = ("aggressive", "conservative")
+REPRODUCE = FolderKind("llmsim reproduce", "reproduce.json",
+                       ("reproduce.json", "grid.csv", "ratios.csv", *(f"fig7-{m}.png" for m in MODELS)))
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("reproduce", help="replay the Past-Future paper's Figure 7 grid (scenarios/paper)")
+    p.add_argument("paper", choices=["past-future"], help="the paper to reproduce")
+    p.add_argument("--models", default="7b", help=f"comma-separated, of {', '.join(MODELS)} (default 7b)")
+    p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated, of dist1, dist2, dist3 (default all)")
+    p.add_argument("--loads", default=CLIENT_LADDER, help=f"clients, comma-separated or start:stop:step (default {CLIENT_LADDER})")
+    p.add_argument("--seeds", type=int, default=3, help="runs per point, seeds 0..N-1 (default 3)")
+    p.add_argument("--hardware", default="a100-80g-sxm", help="hardware profile (the paper's GPU is not known; default A100)")
+    p.add_argument("--executor", default="local", help="local, local:N, dask://HOST:PORT or dask://local")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="scenario override for every run, e.g. workload.num_requests=100")
+    p.add_argument("--out", type=Path, default=Path("results") / "reproduce-past-future", help="results folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier reproduce's files in --out")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.set_defaults(handler=cmd_reproduce)
+
+
+def _choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in items if x not in allowed]
+    if bad or not items:
+        raise LlmsimError(f"--{what}: {', '.join(bad) or 'nothing given'}: choose from {', '.join(allowed)}")
+    return items
+
+
+def run_grid(models, datasets, loads, seeds: int, hardware: str, executor="local", overrides=(), progress=None) -> pd.DataFrame:
+    """One row per run: the sweep rows of every (model, dataset), with `model` and `dataset`."""
+    from .sweep import run_sweep
+
+    frames = []
+    for model in models:
+        for dataset in datasets:
+            path = SCENARIOS / f"fig7-{model}-{dataset}.yaml"
+            if not path.is_file():
+                raise LlmsimError(f"{path}: the paper's scenario is missing (install llmsim from its repository)")
+            df = run_sweep(path, SCHEDULERS, loads, seeds, executor, [f"hardware={hardware}", *overrides], progress)
+            frames.append(df.assign(model=model, dataset=dataset))
+    return pd.concat(frames, ignore_index=True)
+
+
+def ratio_table(grid: pd.DataFrame) -> pd.DataFrame:
+    """Per model, dataset and load: mean goodput (tokens/s) of each scheduler over seeds, and
+    past-future over the best baseline and over aggressive."""
+    means = grid.groupby(["model", "dataset", "load", "scheduler"], sort=False)["goodput_tps"].mean().unstack("scheduler")
+    out = means.reset_index()
+    best = means[[b for b in BASELINES if b in means.columns]].max(axis=1).to_numpy()
+    pf = means["past-future"].to_numpy()
+    out["pf_over_best_baseline"] = pf / best
+    out["pf_over_aggressive"] = pf / means["aggressive"].to_numpy()
+    return out
+
+
+def plot_grid(grid: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """One figure per model: goodput against clients, a panel per dataset, 95 % bands over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plots import plot_metric
+
+    paths = []
+    for model, g in grid.groupby("model", sort=False):
+        datasets = list(dict.fromkeys(g["dataset"]))
+        fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False)
+        for ax, dataset in zip(axes[0], datasets):
+            plot_metric(ax, g[g["dataset"] == dataset], "goodput_tps", legend=ax is axes[0][0])
+            ax.set_title(f"Llama-2-{model.upper()}, {dataset}")
+        fig.tight_layout()
+        path = out_dir / f"fig7-{model}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_results(grid: pd.DataFrame, ratios: pd.DataFrame, out: Path, plots: bool, overwrite: bool, settings: dict) -> list[Path]:
+    prepare_folder(out, REPRODUCE, overwrite)
+    try:
+        grid.to_csv(out / "grid.csv", index=False)
+        ratios.to_csv(out / "ratios.csv", index=False)
+        paths = [out / "grid.csv", out / "ratios.csv"] + (plot_grid(grid, out) if plots else [])
+        meta = {"run_id": new_run_id(), "command": REPRODUCE.command, "settings": settings,
+                "files": manifest(out, ["grid.csv", "ratios.csv"])}
+        (out / REPRODUCE.marker).write_text(json.dumps(meta, indent=2) + "\n")
+    except OSError as e:
+        raise write_error(out, e) from None
+    return [*paths, out / REPRODUCE.marker]
+
+
+def cmd_reproduce(args, console) -> int:
+    from .sweep import parse_loads
+
+    models = _choices(args.models, MODELS, "models")
+    datasets = _choices(args.datasets, DATASETS, "datasets")
+    loads = parse_loads(args.loads)
+    if args.seeds < 1:
+        raise LlmsimError(f"--seeds: must be at least 1, got {args.seeds}")
+    check_folder(args.out, REPRODUCE, args.overwrite)  # before any work
+    runs = len(models) * len(datasets) * len(SCHEDULERS) * len(loads) * args.seeds
+    console.print(f"{runs:,} runs: {len(models)} models x {len(datasets)} datasets x {len(SCHEDULERS)} schedulers x "
+                  f"{len(loads)} loads x {args.seeds} seeds, on {args.hardware}")
+    grid = run_grid(models, datasets, loads, args.seeds, args.hardware, args.executor, args.overrides)
+    ratios = ratio_table(grid)
+    settings = {"models": models, "datasets": datasets, "loads": loads, "seeds": args.seeds, "hardware": args.hardware,
+                "overrides": args.overrides}
+    paths = write_results(grid, ratios, args.out, not args.no_plots, args.overwrite, settings)
+    shown = ratios[["model", "dataset", "load", *SCHEDULERS, "pf_over_best_baseline", "pf_over_aggressive"]]
+    console.print(shown.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
+    console.print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0

@@ -1,0 +1,40 @@
+"""`llmsim reproduce past-future` (llmsim/reproduce.py): the grid at a tiny size, the ratio table
+by hand, and its results folder rules."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from llmsim.cli import main
+from llmsim.reproduce import ratio_table
+
+
+def test_ratios_are_past_future_over_the_best_baseline_and_over_aggressive_from_means_over_seeds():
+    rows = []
+    for seed, (agg, cons, pf, orc) in enumerate(((100, 300, 600, 650), (300, 500, 800, 850))):
+        for sched, goodput in zip(("aggressive", "conservative", "past-future", "oracle"), (agg, cons, pf, orc)):
+            rows.append({"model": "7b", "dataset": "dist1", "load": 40, "scheduler": sched, "seed": seed, "goodput_tps": goodput})
+    r = ratio_table(pd.DataFrame(rows)).iloc[0]
+    assert (r["aggressive"], r["conservative"], r["past-future"]) == (200, 400, 700)
+    assert r["pf_over_best_baseline"] == pytest.approx(700 / 400)
+    assert r["pf_over_aggressive"] == pytest.approx(700 / 200)
+
+
+@pytest.mark.slow
+def test_a_tiny_grid_writes_its_tables_figure_and_refuses_to_mix_runs(tmp_path, capsys):
+    out = tmp_path / "rep"
+    args = ["reproduce", "past-future", "--datasets", "dist1", "--loads", "4", "--seeds", "2",
+            "--set", "workload.num_requests=20", "--executor", "local:1", "--out", str(out)]
+    assert main(args) == 0
+    grid = pd.read_csv(out / "grid.csv")
+    assert len(grid) == 4 * 2  # schedulers x seeds
+    assert set(grid["scheduler"]) == {"aggressive", "conservative", "past-future", "oracle"}
+    assert (grid["hardware_fidelity"] == "analytic").all()
+    ratios = pd.read_csv(out / "ratios.csv")
+    assert list(ratios["load"]) == [4] and ratios["pf_over_best_baseline"].iloc[0] > 0
+    assert (out / "fig7-7b.png").stat().st_size > 0 and (out / "reproduce.json").is_file()
+    capsys.readouterr()
+    assert main(args) == 2  # the folder holds a run: refused without --overwrite
+    assert "folder is not empty" in capsys.readouterr().err
+    assert main([*args[:1], "past-future", "--models", "9b"]) == 2
