@@ -10,8 +10,8 @@ Runs scenarios/sharegpt.yaml (ShareGPT lengths, Llama-2-7B, H100 analytic profil
 arrivals at --rate per replica, near saturation by default). Each (scheduler, size) runs in a fresh
 process, --repeats times; the median wall time and the peak resident memory of that process are
 printed, with the simulated steps and the engine's plan/apply cycles (one per step, or one per
-fast-forwarded run; with open-loop arrivals none is a SimPy timeout any more, see
-llmsim/cluster/simulation.py). Not a unit test: figures depend on the machine.
+fast-forwarded run; each is one SimPy timeout of its replica's process, llmsim/cluster/replica.py).
+Not a unit test: figures depend on the machine.
 """
 
 from __future__ import annotations
