@@ -334,13 +334,10 @@ class LoadedScenario:
     scenario: Scenario
     path: Path | None  # None when built in code
     base_dir: Path  # relative paths in the scenario were resolved against this folder
-    # The data before a per_scheduler entry was merged in (paths resolved, overrides applied), for
-    # runs of other kinds (sweep, compare); None when the scenario has no per_scheduler section.
-    unmerged: dict | None = None
+    unmerged: dict | None = None  # the data before a per_scheduler entry was merged in (None: no section)
 
     def data_for_other_kinds(self) -> dict:
-        """Plain data from which a run of any scheduler kind is built (`scenario_from_dict` with
-        that kind): the unmerged data with its per_scheduler section, or the resolved scenario."""
+        """Data to build a run of any scheduler kind from (sweep, compare; config_per_scheduler.py)."""
         return self.unmerged if self.unmerged is not None else self.scenario.resolved_dict()
 
 
