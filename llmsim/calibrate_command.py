@@ -40,6 +40,23 @@ def _host_memory_gib() -> float:
         return 16.0
 
 
+def _output_path(args, torch, device: str) -> Path:
+    """The profile to write (--out, or hardware_profiles/<gpu>.yaml, whose folder is created if
+    missing), refused now if it cannot be written or exists without --overwrite."""
+    from .outputs import check_file, check_path
+
+    if args.out is not None:
+        out = args.out
+    else:
+        gpu = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else "cpu-" + platform.machine()
+        out = Path("hardware_profiles") / f"{_slug(gpu)}.yaml"
+        if not out.parent.exists():
+            check_path(out.parent)
+            return out
+    check_file(out, args.overwrite)
+    return out
+
+
 def run_calibration(args, console: Console) -> int:
     from .cluster.build import profile_search_dirs
     from .costmodel import load_model, load_profile
@@ -59,6 +76,7 @@ def run_calibration(args, console: Console) -> int:
     except ValueError:
         raise LlmsimError(f"--tp {args.tp!r}: expected a comma-separated list of integers, e.g. 1,2,4") from None
     plan = plan_for(models, tps, args.quick, device)
+    out = _output_path(args, torch, device)  # checked before minutes of benchmarks, nothing written yet
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
@@ -71,7 +89,6 @@ def run_calibration(args, console: Console) -> int:
 
     search = profile_search_dirs(Path.cwd())
     base = load_profile(args.base or _template_name(raw.device_name, raw.device), search)
-    out = args.out or Path("hardware_profiles") / f"{_slug(raw.device_name if raw.device == 'cuda' else 'cpu-' + platform.machine())}.yaml"
     name = out.stem
     hw_update = {"name": name, "device_name": raw.device_name}
     if raw.device == "cuda":

@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--tp", default="1", help="comma-separated tensor-parallel degrees, e.g. 1,2,4,8 (default 1)")
     cal.add_argument("--quick", action="store_true", help="a small grid (seconds on CPU; for tests and a first look)")
     cal.add_argument("--base", help="profile whose spec peaks and overheads to keep (default: the shipped one matching the GPU)")
-    cal.add_argument("--out", type=Path, help="profile to write (default hardware_profiles/<device>.yaml)")
+    cal.add_argument("--out", type=Path, help="profile to write (default hardware_profiles/<device>.yaml); checked before any benchmark")
+    cal.add_argument("--overwrite", action="store_true", help="replace an existing profile file at --out")
     from .step_time_command import add_parser as add_step_time
 
     add_step_time(sub)

@@ -23,6 +23,22 @@ def cpu_profile(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.parametrize("case", ["missing-parent", "exists", "is-folder"])
+def test_an_unwritable_profile_path_is_refused_before_any_benchmark(case, tmp_path, capsys, monkeypatch):
+    from llmsim.costmodel import calibrate
+
+    monkeypatch.setattr(calibrate, "run_microbenchmarks", lambda *a, **k: pytest.fail("benchmarks ran"))
+    out = {"missing-parent": tmp_path / "nope" / "p.yaml", "exists": tmp_path / "p.yaml", "is-folder": tmp_path}[case]
+    if case == "exists":
+        out.write_text("kept\n")
+    assert main(["calibrate-hardware", "--device", "cpu", "--quick", "--models", "llama-2-7b", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("llmsim: error: ") and "Traceback" not in err
+    assert {"missing-parent": "does not exist", "exists": "pass --overwrite", "is-folder": "is a folder"}[case] in err
+    if case == "exists":
+        assert out.read_text() == "kept\n"
+
+
 @pytest.mark.slow
 def test_quick_cpu_calibration_writes_a_valid_coarse_profile_with_tables_and_a_fit_report(cpu_profile):
     p = load_profile(cpu_profile)
