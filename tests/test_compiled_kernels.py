@@ -135,6 +135,35 @@ def test_quick_admission_by_total_agrees_with_the_exact_peak_at_the_edges(seed, 
         assert compiled.lists() == reference.lists()
 
 
+_draws_kernel = None
+
+
+def _draws(state, rounds, lists, n, width):
+    """Past-future's draws for `rounds` rounds as the held-rounds kernel makes them, one by one
+    inside numba (_compiled._next_uniform); compiled once per test session (a kernel made per
+    example cost about 0.7 s each)."""
+    global _draws_kernel
+    if _draws_kernel is None:
+        import numba
+
+        next_uniform = _compiled.next_uniform
+
+        @numba.njit
+        def draws(state, rounds, lists, n, width):
+            u, idx = np.empty((rounds, lists, n)), np.zeros((rounds, lists), dtype=np.int64)
+            for r in range(rounds):
+                for row in range(lists):
+                    for i in range(n):
+                        u[r, row, i] = next_uniform(state)
+                if width:
+                    for row in range(lists):
+                        idx[r, row] = min(int(next_uniform(state) * width), width - 1)
+            return u, idx
+
+        _draws_kernel = draws
+    return _draws_kernel(state, rounds, lists, n, width)
+
+
 @settings(max_examples=100, deadline=None)
 @given(key=st.integers(0, 2**64 - 1), rounds=st.integers(1, 6), lists=st.integers(1, 5), n=st.integers(0, 300),
        width=st.integers(0, 300))
@@ -142,24 +171,8 @@ def test_kernels_draw_what_the_counter_stream_draws_in_numpy(key, rounds, lists,
     """The held-rounds kernel draws past-future's uniforms and history indices one by one inside
     numba (_compiled._next_uniform); numpy draws them in blocks (CounterStream.random, .integers).
     Same numbers, same order, same state after."""
-    import numba
-
-    next_uniform = _compiled.next_uniform
-
-    @numba.njit
-    def draws(state, rounds, lists, n, width):
-        u, idx = np.empty((rounds, lists, n)), np.zeros((rounds, lists), dtype=np.int64)
-        for r in range(rounds):
-            for row in range(lists):
-                for i in range(n):
-                    u[r, row, i] = next_uniform(state)
-            if width:
-                for row in range(lists):
-                    idx[r, row] = min(int(next_uniform(state) * width), width - 1)
-        return u, idx
-
     inside, outside = CounterStream(key), CounterStream(key)
-    u, idx = draws(inside.state, rounds, lists, n, width)
+    u, idx = _draws(inside.state, rounds, lists, n, width)
     for r in range(rounds):
         assert np.array_equal(u[r], outside.random((lists, n)))
         if width:
