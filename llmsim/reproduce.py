@@ -61,7 +61,8 @@ def _choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
 
 
 def run_grid(models, datasets, loads, seeds: int, hardware: str, executor="local", overrides=(), progress=None) -> pd.DataFrame:
-    """One row per run: the sweep rows of every (model, dataset), with `model` and `dataset`."""
+    """One row per run: the sweep rows of every (model, dataset), with `model` and `dataset`.
+    `progress(model, dataset, row)` is called after each run."""
     from .sweep import run_sweep
 
     frames = []
@@ -70,7 +71,8 @@ def run_grid(models, datasets, loads, seeds: int, hardware: str, executor="local
             path = SCENARIOS / f"fig7-{model}-{dataset}.yaml"
             if not path.is_file():
                 raise LlmsimError(f"{path}: the paper's scenario is missing (install llmsim from its repository)")
-            df = run_sweep(path, SCHEDULERS, loads, seeds, executor, [f"hardware={hardware}", *overrides], progress)
+            each = None if progress is None else (lambda _done, _total, row, m=model, d=dataset: progress(m, d, row))
+            df = run_sweep(path, SCHEDULERS, loads, seeds, executor, [f"hardware={hardware}", *overrides], each)
             frames.append(df.assign(model=model, dataset=dataset))
     return pd.concat(frames, ignore_index=True)
 
@@ -137,7 +139,16 @@ def cmd_reproduce(args, console) -> int:
     runs = len(models) * len(datasets) * len(SCHEDULERS) * len(loads) * args.seeds
     console.print(f"{runs:,} runs: {len(models)} models x {len(datasets)} datasets x {len(SCHEDULERS)} schedulers x "
                   f"{len(loads)} loads x {args.seeds} seeds, on {args.hardware}")
-    grid = run_grid(models, datasets, loads, args.seeds, args.hardware, args.executor, args.overrides)
+    from .terminal import count_progress
+
+    with count_progress(console, "reproduce", "runs") as bar:
+        task = bar.add_task("", total=runs)
+
+        def progress(model, dataset, row):
+            bar.advance(task)
+            bar.update(task, description=f"{model} {dataset}: {row['scheduler']} @ {row['load']:g} clients seed {row['seed']}")
+
+        grid = run_grid(models, datasets, loads, args.seeds, args.hardware, args.executor, args.overrides, progress)
     ratios = ratio_table(grid)
     settings = {"models": models, "datasets": datasets, "loads": loads, "seeds": args.seeds, "hardware": args.hardware,
                 "overrides": args.overrides}
