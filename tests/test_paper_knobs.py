@@ -135,11 +135,26 @@ def test_an_evicted_request_is_aborted_while_waiting_or_only_after_its_re_prefil
 
 
 def test_aborted_lengths_join_past_future_history_when_asked():
+    """The evict-then-abort example above under past-future (a prior of 1 token lets both in): request 1 is aborted with 5 tokens,
+    request 0 finishes with 12; the history holds the aborted length only when asked."""
+    from helpers import drive, make_engine, make_table
+
+    from llmsim.request import ABORTED
+
+    histories = {}
+    for record in (False, True):
+        table = make_table([8, 8], [12, 12])
+        engine = make_engine(table, "past-future", {"record_aborted_lengths": record, "prior_output_tokens": 1, "prior_count": 1, "headroom": 0.0},
+                             total_blocks=6, block_size=4, guard_max_tbt_s=0.035)
+        drive(engine)
+        assert table.status[1] == ABORTED and table.generated_tokens[1] == 5
+        histories[record] = list(engine.scheduler.history._fifo)
+    assert histories == {False: [1, 12], True: [1, 5, 12]}  # after the prior of 1 that lets both in
+
+
+def test_one_list_for_an_empty_batch_when_asked():
     from helpers import make_scheduler
 
-    for record in (False, True):
-        sched = make_scheduler("past-future", {"record_aborted_lengths": record, "history_window": 4, "prior_count": 0})
-        assert sched.records_aborted is record
     sched = make_scheduler("past-future", {"empty_batch_lists": 1})
     assert sched.num_lists(0) == 1 and sched.num_lists(10) == 5
     assert make_scheduler("past-future").num_lists(0) == 5

@@ -30,7 +30,10 @@ from pydantic import Field
 from ..rng import CounterStream
 from . import _compiled
 from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
-from .peak import PeakAdmissionRound, first_admitting_exact_round, remaining_growth_tokens
+from .peak import PeakAdmissionRound, first_admitting_exact_round
+# ignore_eos requests: every final length is its cap, as reserve-peak assumes (one list, no draws)
+from .reserve_peak import ReservePeakConfig
+from .reserve_peak import _Round as _CapRound
 
 
 class PastFutureConfig(SchedulerConfig):
@@ -117,23 +120,6 @@ class _Round:
                                      candidate.prompt_tokens, candidate.kv_tokens, float(held))
 
 
-class _CapRound:
-    """A round when every request was sent with ignore_eos (workload.ignore_eos): each request's
-    final length is its cap, as LightLLM estimates such requests (get_tuple_tokens returns the
-    cap), so the peak has one list and nothing is drawn."""
-
-    def __init__(self, sched: "PastFutureScheduler", view: ReplicaView | None, peaks: PeakAdmissionRound | None = None) -> None:
-        if peaks is None:
-            run = view.running
-            growth = remaining_growth_tokens(run.prompt_tokens, run.max_new_tokens, run.kv_tokens)
-            peaks = PeakAdmissionRound(run.kv_tokens + sched._slack_tokens, growth, view.capacity_tokens * sched._limit_fraction)
-        self.sched, self.peaks = sched, peaks
-
-    def admit(self, candidate: Candidate) -> bool:
-        growth = remaining_growth_tokens(candidate.prompt_tokens, candidate.max_new_tokens, candidate.kv_tokens)
-        return self.peaks.try_add(candidate.kv_tokens + self.sched._slack_tokens, np.array([growth], dtype=np.float64))
-
-
 @register("past-future", PastFutureConfig, "admit while the sampled future peak of KV use fits (Gong et al., ASPLOS 2025)")
 class PastFutureScheduler:
     # A round reads its view, the history (changed only by finishes) and draws from this replica's
@@ -154,7 +140,9 @@ class PastFutureScheduler:
         self._max_lists, self._samples_per_list = config.max_lists, config.samples_per_list
         self._limit_fraction = 1.0 - config.headroom  # of capacity
         self._slack_tokens = config.per_request_slack_tokens
-        self._caps_as_lengths = ctx.ignore_eos  # every request's final length is its cap (_CapRound)
+        # every request sent with ignore_eos: LightLLM estimates its length by its cap (get_tuple_tokens)
+        self._caps_as_lengths = ctx.ignore_eos
+        self._cap_config = ReservePeakConfig(headroom=config.headroom, per_request_slack_tokens=config.per_request_slack_tokens)
         self._empty_lists = config.max_lists if config.empty_batch_lists is None else config.empty_batch_lists
         self.records_aborted = config.record_aborted_lengths  # read by the engine's guard (guard.py)
 
@@ -163,7 +151,7 @@ class PastFutureScheduler:
         return min(self._max_lists, self._samples_per_list // running + 1) if running else self._empty_lists
 
     def start_round(self, view: ReplicaView) -> _Round | _CapRound:
-        return _CapRound(self, view) if self._caps_as_lengths else _Round(self, view)
+        return _CapRound(self._cap_config, view) if self._caps_as_lengths else _Round(self, view)
 
     def first_admitting_round(self, view: ReplicaView, steps_ahead: np.ndarray, candidate: Candidate):
         """The rounds due `steps_ahead[i]` decode steps after `view` (each running request one
@@ -174,7 +162,7 @@ class PastFutureScheduler:
         if self._caps_as_lengths:
             found = first_admitting_exact_round(view, steps_ahead, None, candidate, candidate.max_new_tokens,
                                                 self._slack_tokens, self.config.headroom)
-            return found if found[1] is None else (found[0], _CapRound(self, None, found[1]))
+            return found if found[1] is None else (found[0], _CapRound.resumed(self._slack_tokens, found[1]))
         cols = view.batch_columns()
         n = len(cols.ids)
         num_lists = self.num_lists(n)
