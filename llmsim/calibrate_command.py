@@ -21,11 +21,52 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .errors import LlmsimError
 
 
-def _template_name(device_name: str, device: str) -> str:
-    name = device_name.lower()
-    if "a100" in name:
-        return "a100-80g-sxm"
-    return "h100-80g-sxm"  # also the CPU template: its spec peaks are placeholders, and the checks skip them
+def _template_name(device_name: str, device: str, search_dirs: list[Path]) -> str:
+    """The shipped analytic profile whose `device_name` is this GPU's (spec peaks, overheads and
+    all-reduce defaults come from it). A GPU without one is refused: reusing another GPU's peaks
+    (an H100 SXM's for an H100 PCIe or an L40S, say) would make the sanity checks and every
+    unmeasured term wrong without a word. CPU runs use the H100 SXM template, whose peaks the
+    checks skip on CPU."""
+    from .costmodel import load_profile
+    from .costmodel.profile import list_profiles
+
+    if device != "cuda":
+        return "h100-80g-sxm"
+    wanted = _normalised(device_name)
+    for name in list_profiles(search_dirs):
+        try:
+            profile = load_profile(name, search_dirs)
+        except LlmsimError:
+            continue  # a broken user profile must not stop the choice of a template
+        if profile.calibration.fidelity == "analytic" and _normalised(profile.hardware.device_name) == wanted:
+            return name
+    raise LlmsimError(
+        f"no shipped template profile names the GPU '{device_name}' (hardware.device_name), so its spec "
+        "peaks and engine overheads are unknown; pass --base <profile> with the closest template "
+        "(llmsim list hardware), or add an analytic profile for this GPU to hardware_profiles/"
+    )
+
+
+def _normalised(device_name: str) -> str:
+    return " ".join(device_name.lower().split())
+
+
+def _mixed_decode_text(raw, profile) -> str:
+    """Paged decode over mixed KV lengths, measured, against the decode fit made on equal lengths
+    (launch + per-sequence + per-byte of KV read): how well the table prices a real batch."""
+    from .costmodel._attention import kv_bytes_per_token
+
+    configs = {(c.q_heads, c.kv_heads, c.head_dim): c for c in profile.attention.configs} if profile.attention else {}
+    lines = ["mixed-length decode (lengths 1/8 to 15/8 of the mean) against the equal-length fit:"]
+    for p in raw.decode_mixed:
+        cfg = configs.get((p.q_heads, p.kv_heads, p.head_dim))
+        if cfg is None or cfg.decode is None:
+            continue
+        per_token = kv_bytes_per_token(p.kv_heads, p.head_dim, profile.attention.dtype_bytes)
+        fit = cfg.decode.launch_s + cfg.decode.s_per_seq * p.batch + cfg.decode.s_per_byte * p.context_sum_tokens * per_token
+        lines.append(f"  heads {p.q_heads}/{p.kv_heads}x{p.head_dim} batch {p.batch}, {p.context_sum_tokens} KV tokens: "
+                     f"measured {p.seconds * 1e6:.1f} us, fit {fit * 1e6:.1f} us ({fit / p.seconds - 1:+.1%})")
+    return "\n".join(lines)
 
 
 def _slug(text: str) -> str:
@@ -77,6 +118,11 @@ def run_calibration(args, console: Console) -> int:
         raise LlmsimError(f"--tp {args.tp!r}: expected a comma-separated list of integers, e.g. 1,2,4") from None
     plan = plan_for(models, tps, args.quick, device)
     out = _output_path(args, torch, device)  # checked before minutes of benchmarks, nothing written yet
+    search = profile_search_dirs(Path.cwd())
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    gpu_name = torch.cuda.get_device_name(torch.device(device)) if kind == "cuda" else ""
+    template = args.base or _template_name(gpu_name, kind, search)  # also refused before any benchmark
+    base = load_profile(template, search)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
@@ -87,8 +133,6 @@ def run_calibration(args, console: Console) -> int:
 
         raw = run_microbenchmarks(plan, device=device, progress=progress)
 
-    search = profile_search_dirs(Path.cwd())
-    base = load_profile(args.base or _template_name(raw.device_name, raw.device), search)
     name = out.stem
     hw_update = {"name": name, "device_name": raw.device_name}
     if raw.device == "cuda":
@@ -100,8 +144,10 @@ def run_calibration(args, console: Console) -> int:
     profile = fit_profile(raw, base, models, plan.tps, datetime.date.today(), name)
 
     console.print(f"[bold]calibrated[/bold] {raw.device_name} ({raw.device}, {raw.dtype}) in {raw.duration_s:.1f} s; "
-                  f"fidelity {profile.calibration.fidelity}; spec peaks and overheads from the '{args.base or _template_name(raw.device_name, raw.device)}' profile")
+                  f"fidelity {profile.calibration.fidelity}; spec peaks and overheads from the '{template}' profile")
     console.print(fit_report_text(profile))
+    if raw.decode_mixed:
+        console.print(_mixed_decode_text(raw, profile))
     checks = sanity_checks(profile, models, plan.tps)
     console.print(checks_text(checks))
     failed = [c for c in checks if not c.passed and not c.skipped]
