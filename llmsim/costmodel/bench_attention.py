@@ -71,8 +71,11 @@ def bench_decode(
     contexts: list[int],
     labels: list[str],
 ) -> list[DecodeAttentionPoint]:
-    """One query token per sequence over a full KV cache, for each (batch, context) that fits."""
-    flash_kvcache = _flash_attn_kvcache(env)
+    """One query token per sequence over a full KV cache, for each (batch, context) that fits:
+    the paged varlen kernel where torch has it (CUDA), else flash-attn's KV-cache kernel, else SDPA."""
+    from llmsim.costmodel.bench_engine import paged_decode, varlen
+
+    flash_kvcache, paged = _flash_attn_kvcache(env), varlen(env)
     points = []
     for q_heads, kv_heads, head_dim in heads:
         for batch in batches:
@@ -84,7 +87,11 @@ def bench_decode(
                     continue
                 copies = env.rotation_copies(kv_bytes)  # a layer's KV is never L2-resident in a real step
                 shape = (q_heads, kv_heads, head_dim, batch, context, copies)
-                built = _decode_flash_attn(env, flash_kvcache, *shape) if flash_kvcache is not None else None
+                built = None
+                if paged is not None and (got := paged_decode(env, paged, shape[:3], [context] * batch, copies)):
+                    built = (got[0], contextlib.nullcontext, got[1])
+                if built is None and flash_kvcache is not None:
+                    built = _decode_flash_attn(env, flash_kvcache, *shape)
                 if built is None:
                     built = _decode_sdpa_folded(env, *shape)
                 launch, ctx, backend = built
@@ -95,6 +102,29 @@ def bench_decode(
                 env.tick(tag)
                 del built, launch  # free this point's KV before the next one allocates its own
             release(env)
+    return points
+
+
+def bench_packed_prefill(
+    env: BenchEnv, heads: list[HeadConfig], packs: list[tuple[int, int]], labels: list[str]
+) -> list[PrefillAttentionPoint]:
+    """Several fresh prompts packed into one causal varlen launch, as engines batch prefills
+    (CUDA with torch's varlen kernel; each point is skipped, and counted, without it)."""
+    from llmsim.costmodel.bench_engine import packed_prefill, varlen
+
+    kernel, points = varlen(env), []
+    for cfg in heads:
+        for prompts, tokens in packs:
+            tag = f"packed prefill heads={cfg[0]}/{cfg[1]}x{cfg[2]} {prompts}x{tokens}"
+            launch = packed_prefill(env, kernel, cfg, prompts, tokens) if kernel is not None else None
+            if launch is None:
+                env.tick(tag + " (skipped: no varlen kernel)")
+                continue
+            _add_label(labels, "packed prefill: varlen flash (cu_seqlens)")
+            points.append(PrefillAttentionPoint(*cfg, tokens, 0, prompts, env.timer.seconds(launch)))
+            env.tick(tag)
+            del launch
+    release(env)
     return points
 
 

@@ -188,27 +188,6 @@ def _gemm_shape(env: BenchEnv, n: int, k: int, token_counts: list[int]) -> list[
     return points
 
 
-def bench_elementwise(env: BenchEnv, sizes_bytes: list[int]) -> list[BandwidthPoint]:
-    """`y = x + 0.5 * r` (one kernel: two reads, one write) over buffers of the given total bytes.
-
-    Not rotated: the activations an elementwise kernel reads were just written by the previous
-    kernel, so in a real model they are as warm in L2 as here.
-    """
-    torch, points = env.torch, []
-    for total in sizes_bytes:
-        numel = max(1, total // (3 * env.element_bytes))
-        x, r = env.randn(numel), env.randn(numel)
-        y = torch.empty_like(x)
-
-        def launch(i: int, x: Any = x, r: Any = r, y: Any = y) -> None:
-            torch.add(x, r, alpha=0.5, out=y)
-
-        points.append(BandwidthPoint(num_bytes=float(3 * numel * env.element_bytes), seconds=env.timer.seconds(launch)))
-        env.tick(f"elementwise {total} B")
-    release(env)
-    return points
-
-
 def bench_host_copies(env: BenchEnv, sizes_bytes: list[int]) -> tuple[list[BandwidthPoint], list[BandwidthPoint]]:
     """Pinned host -> device and device -> host copies (KV swap pricing); empty lists on CPU."""
     if not env.cuda:
@@ -239,7 +218,7 @@ def allreduce_possible(torch: Any, device_type: str) -> bool:
 
 def bench_allreduce(env: BenchEnv, tps: list[int], sizes_bytes: list[int], dtype_name: str) -> list[AllReducePoint]:
     """NCCL all-reduce per TP degree <= visible GPUs: one process per GPU (torch.multiprocessing
-    spawn, file:// rendezvous). Each size is timed on every rank; the slowest rank's median counts."""
+    spawn, file:// rendezvous). Each size is timed on every rank; the median over ranks counts."""
     import torch.multiprocessing as mp
 
     points = []
@@ -263,6 +242,9 @@ def bench_allreduce(env: BenchEnv, tps: list[int], sizes_bytes: list[int], dtype
 def _allreduce_worker(
     rank: int, world: int, init_file: str, sizes: list[int], samples: int, dtype_name: str, out_path: str
 ) -> None:
+    """One rank: each size timed as CUDA-graph replays of `calls` all-reduces (as engines run them
+    inside their decode graphs; eager if capture fails), then the median over ranks of the ranks'
+    medians is kept (the issue of one slow rank is a straggler, not the collective's cost)."""
     import torch
     import torch.distributed as dist
 
@@ -275,24 +257,42 @@ def _allreduce_worker(
         calls = 10 if size < (16 << 20) else 2  # amortise event overhead on small messages
         for _ in range(5):
             dist.all_reduce(x)
+        run = _allreduce_graph(torch, dist, x, calls)
         times = []
         for _ in range(samples):
             dist.barrier()  # start the ranks together so one rank's late start is not counted
             torch.cuda.synchronize()
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            for _ in range(calls):
-                dist.all_reduce(x)
+            run()
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end) * 1e-3 / calls)
-        slowest = torch.tensor([statistics.median(times)], device="cuda")
-        dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
-        results.append((x.numel() * x.element_size(), slowest.item()))
+        gathered = [torch.zeros(1, device="cuda") for _ in range(world)]
+        dist.all_gather(gathered, torch.tensor([statistics.median(times)], device="cuda"))
+        results.append((x.numel() * x.element_size(), statistics.median(t.item() for t in gathered)))
     if rank == 0:
         with open(out_path, "w") as f:
             json.dump(results, f)
     dist.destroy_process_group()
+
+
+def _allreduce_graph(torch: Any, dist: Any, x: Any, calls: int) -> Callable[[], object]:
+    """replay() of a CUDA graph of `calls` all-reduces of x, or eager launches if capture fails."""
+    def eager() -> None:
+        for _ in range(calls):
+            dist.all_reduce(x)
+
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            eager()
+        graph.replay()
+        torch.cuda.synchronize()
+    except Exception:  # noqa: BLE001 - NCCL build without graph support: time eager launches
+        torch.cuda.synchronize()
+        return eager
+    return graph.replay
 
 
 def release(env: BenchEnv) -> None:

@@ -72,6 +72,8 @@ class BenchPlan:
     copy_bytes: list[int]  # host <-> device copy sizes (CUDA only)
     tps: list[int]  # tensor-parallel degrees (all-reduce group sizes)
     allreduce_bytes: list[int] = field(default_factory=list)  # message sizes per GPU
+    packed_prefill: list[tuple[int, int]] = field(default_factory=list)  # (prompts, tokens each), varlen, CUDA
+    mixed_decode: tuple[list[int], int] = ([], 0)  # (batches, mean context) of mixed-length paged decode, CUDA
 
 
 # Grids: (full on CUDA, quick on CUDA, full on CPU, quick on CPU). The CPU grids keep a quick run of
@@ -106,7 +108,10 @@ _ELEMENTWISE_BYTES = {
     "cpu": [4 * KiB * 4**i for i in range(9)],  # .. 256 MiB
     "cpu-quick": [64 * KiB, 1 * MiB, 16 * MiB],
 }
-_COPY_BYTES = {"cuda": [64 * KiB, 1 * MiB, 16 * MiB, 256 * MiB, 1 * GiB], "cuda-quick": [1 * MiB, 64 * MiB]}
+# Swaps move KV blocks: one 16-token block of one layer is 16-128 KiB for 7B-70B models.
+_COPY_BYTES = {"cuda": [16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB, 16 * MiB, 256 * MiB, 1 * GiB], "cuda-quick": [64 * KiB, 1 * MiB, 64 * MiB]}
+_PACKED_PREFILL = {"cuda": [(4, 256), (4, 1024), (16, 256)], "cuda-quick": [(4, 512)]}
+_MIXED_DECODE = {"cuda": ([8, 64], 2048), "cuda-quick": ([16], 2048)}
 _ALLREDUCE_BYTES = {"cuda": [4 * KiB * 4**i for i in range(9)], "cuda-quick": [64 * KiB, 4 * MiB, 64 * MiB]}
 
 
@@ -155,6 +160,8 @@ def plan_for(models: list[ModelArch], tps: list[int], quick: bool, device: str) 
         copy_bytes=list(_COPY_BYTES.get(kind, [])),
         tps=sorted({tp for _, tp in pairs}),
         allreduce_bytes=list(_ALLREDUCE_BYTES.get(kind, [])),
+        packed_prefill=list(_PACKED_PREFILL.get(kind, [])),
+        mixed_decode=_MIXED_DECODE.get(kind, ([], 0)),
     )
 
 
@@ -195,7 +202,7 @@ def run_microbenchmarks(
     raw.cuda_version = torch.version.cuda if cuda else None
     raw.driver_version = _driver_version() if cuda else None
     raw.attention_backends = tuple(labels)
-    raw.timer = _timer_description(env)
+    raw.timer = _timer_description(env, raw.gpu_state)
     raw.repetitions = samples
     raw.duration_s = time.perf_counter() - started
     return raw
@@ -229,7 +236,7 @@ def _bench_env(torch: Any, dev: Any, dtype_name: str, timer: Any, total: int,
 def _measure_kernels(env: Any, plan: BenchPlan, raw: RawMeasurements) -> list[str]:
     """Measure the plan's GEMMs, attention, elementwise kernels and host copies into `raw`; returns
     the attention backends' labels."""
-    from llmsim.costmodel import bench_attention, bench_kernels
+    from llmsim.costmodel import bench_attention, bench_engine, bench_kernels
 
     torch = env.torch
     labels: list[str] = []
@@ -237,19 +244,33 @@ def _measure_kernels(env: Any, plan: BenchPlan, raw: RawMeasurements) -> list[st
     # virtualised machines (8 ms steps seen on a 2-core CI box), which swamps small kernels and
     # even made GEMMs slower than on one thread. A CPU profile is coarse anyway.
     threads = torch.get_num_threads()
+
+    def state(section: str) -> None:
+        if reading := bench_engine.gpu_state(env):
+            raw.gpu_state.append(f"{section}: {reading}")
+
     try:
         if not env.cuda:
             torch.set_num_threads(1)
         with torch.inference_mode():
+            if impl := bench_engine.prefer_fa3(env):
+                labels.append(impl)
+            bench_engine.warm_clocks(env)  # compute-bound points at settled clocks, not at boost
+            state("GEMMs, start")
             raw.gemm = bench_kernels.bench_gemm(env, plan.gemm_shapes, plan.gemm_tokens)
+            bench_engine.warm_clocks(env, seconds=1.0)
+            state("attention, start")
             raw.prefill_attention = bench_attention.bench_prefill(
                 env, plan.prefill_heads, plan.prefill_tokens, plan.chunk_points, labels
-            )
+            ) + bench_attention.bench_packed_prefill(env, plan.prefill_heads, plan.packed_prefill, labels)
             raw.decode_attention = bench_attention.bench_decode(
                 env, plan.prefill_heads, plan.decode_batches, plan.decode_contexts, labels
             )
-            raw.elementwise = bench_kernels.bench_elementwise(env, plan.elementwise_bytes)
+            raw.decode_mixed = bench_engine.bench_decode_mixed(env, plan.prefill_heads, *plan.mixed_decode)
+            state("attention, end")
+            raw.elementwise = bench_engine.bench_norm_activation(env, plan.elementwise_bytes)
             raw.host_to_device, raw.device_to_host = bench_kernels.bench_host_copies(env, plan.copy_bytes)
+            state("end")
     finally:
         torch.set_num_threads(threads)
     return labels
@@ -283,7 +304,8 @@ def _count_points(plan: BenchPlan, cuda: bool, do_allreduce: bool, torch: Any) -
     total = len(plan.gemm_shapes) * len(plan.gemm_tokens)
     total += heads * (len(plan.prefill_tokens) + len(plan.chunk_points))
     total += heads * len(plan.decode_batches) * len(plan.decode_contexts)
-    total += len(plan.elementwise_bytes) + (2 * len(plan.copy_bytes) if cuda else 0)
+    total += 2 * len(plan.elementwise_bytes) + (2 * len(plan.copy_bytes) if cuda else 0)
+    total += heads * (len(plan.packed_prefill) + len(plan.mixed_decode[0]))
     if do_allreduce:
         tps = [tp for tp in plan.tps if 2 <= tp <= torch.cuda.device_count()]
         total += len(tps) * len(plan.allreduce_bytes)
@@ -335,7 +357,7 @@ def _driver_version() -> str | None:
     return lines[0].strip() if lines else None
 
 
-def _timer_description(env: Any) -> str:
+def _timer_description(env: Any, gpu_state: list[str]) -> str:
     timer = env.timer
     if not env.cuda:
         return (
@@ -346,7 +368,9 @@ def _timer_description(env: Any) -> str:
         f"cuda events around CUDA-graph replays of 1-64 launches per sample (~1 ms; "
         f"{timer.graph_points} points by graph, {timer.eager_points} eager), median of {timer.samples} "
         f"samples after {timer.warmup} warm-up launches; weights and KV caches rotated over copies "
-        f"totalling >= 2x the {env.l2_bytes // MiB} MiB L2 (at most 32 copies)"
+        f"totalling >= 2x the {env.l2_bytes // MiB} MiB L2 (at most 32 copies); 2 s of GEMMs before the "
+        f"GEMM section and 1 s before attention to settle clocks"
+        + (f"; GPU state (NVML): {'; '.join(gpu_state)}" if gpu_state else "")
     )
 
 

@@ -42,6 +42,20 @@ class DecodeAttentionPoint:
 
 
 @dataclass(frozen=True)
+class MixedDecodePoint:
+    """A paged decode step whose sequences have different KV lengths (a check of the decode fit,
+    which is made on equal lengths; not fitted)."""
+
+    q_heads: int
+    kv_heads: int
+    head_dim: int
+    batch: int
+    context_sum_tokens: int  # KV tokens read over the batch
+    context_max_tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class BandwidthPoint:
     num_bytes: float  # bytes read + written by the kernel (elementwise) or copied (host link)
     seconds: float
@@ -73,3 +87,5 @@ class RawMeasurements:
     host_to_device: list[BandwidthPoint] = field(default_factory=list)
     device_to_host: list[BandwidthPoint] = field(default_factory=list)
     allreduce: list[AllReducePoint] = field(default_factory=list)  # empty unless several GPUs
+    decode_mixed: list[MixedDecodePoint] = field(default_factory=list)  # CUDA with varlen only
+    gpu_state: list[str] = field(default_factory=list)  # "<section>: SM MHz, W, C" read through NVML

@@ -1,0 +1,199 @@
+"""Engine-kernel pieces of `llmsim calibrate-hardware`: what serving engines launch, not stand-ins.
+
+Part of llmsim.costmodel.calibrate (torch comes in through the `BenchEnv`; importing this module
+imports no torch). Times are seconds per launch, sizes bytes, lengths tokens.
+
+- Paged decode attention: `torch.nn.attention.varlen.varlen_attn` over a block table
+  (`block_table`, `seqused_k`; torch >= 2.10's FlashAttention varlen path), one query token per
+  sequence, the kernel vLLM/FlashInfer-style engines run. Mixed context lengths are measured too
+  (`bench_decode_mixed`), to check that the table fitted on equal lengths prices a mixed batch.
+- Packed multi-prompt prefill: several prompts in one varlen launch (`cu_seq_q`), as engines
+  batch prefills.
+- RMSNorm (`F.rms_norm`) and SiLU-and-mul: the elementwise work of a layer.
+- Clock warm-up before compute-bound sections, and the GPU's SM clock, power and temperature read
+  through NVML (nvidia-ml-py) around each section, recorded with the timer description.
+
+The switch: everything marked CUDA-only below runs only when `env.cuda` is true; on CPU the
+varlen kernels do not exist, so decode and prefill fall back to SDPA (bench_attention) and the
+norm/activation kernels run on CPU as they are (tests exercise that path).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from llmsim.costmodel.measurements import BandwidthPoint, MixedDecodePoint
+
+BLOCK_TOKENS = 16  # vLLM's default KV block size
+
+
+def varlen(env: Any) -> Callable[..., Any] | None:
+    """torch's varlen FlashAttention entry point when it takes a block table (CUDA-only), else None."""
+    if not env.cuda or env.dtype not in (env.torch.float16, env.torch.bfloat16):
+        return None
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    import inspect
+
+    return varlen_attn if "block_table" in inspect.signature(varlen_attn).parameters else None
+
+
+def paged_decode(env: Any, kernel: Callable[..., Any], heads: tuple[int, int, int], contexts: list[int],
+                 copies: int) -> tuple[Callable[[int], Any], str] | None:
+    """(launch(i), label) of one paged decode step over sequences of these KV lengths, or None if
+    the kernel refuses the shape. The KV pool is rotated over `copies` pools (L2). 16-token
+    blocks first (vLLM's); FlashAttention-2's paged path wants pages of a multiple of 256 tokens."""
+    for block_tokens in (BLOCK_TOKENS, 256):
+        built = _paged_decode(env, kernel, heads, contexts, copies, block_tokens)
+        if built is not None:
+            return built, f"varlen paged (block table, {block_tokens}-token blocks)"
+    return None
+
+
+def _paged_decode(env: Any, kernel: Callable[..., Any], heads: tuple[int, int, int], contexts: list[int],
+                  copies: int, block_tokens: int) -> Callable[[int], Any] | None:
+    torch = env.torch
+    q_heads, kv_heads, head_dim = heads
+    blocks_per_seq = [math.ceil(c / block_tokens) for c in contexts]
+    total_blocks = sum(blocks_per_seq)
+    # Pages of a real pool are scattered: each sequence gets a random set of block ids.
+    perm = torch.randperm(total_blocks, device=env.device).to(torch.int32)
+    table = torch.zeros((len(contexts), max(blocks_per_seq)), dtype=torch.int32, device=env.device)
+    start = 0
+    for row, n in enumerate(blocks_per_seq):
+        table[row, :n] = perm[start:start + n]
+        start += n
+    pools = [(env.randn(total_blocks, block_tokens, kv_heads, head_dim), env.randn(total_blocks, block_tokens, kv_heads, head_dim))
+             for _ in range(copies)]
+    q = env.randn(len(contexts), q_heads, head_dim)
+    cu_q = torch.arange(len(contexts) + 1, dtype=torch.int32, device=env.device)
+    used = torch.tensor(contexts, dtype=torch.int32, device=env.device)
+    max_k = max(blocks_per_seq) * block_tokens
+
+    def launch(i: int) -> None:
+        k, v = pools[i % copies]
+        kernel(q, k, v, cu_q, None, 1, max_k, enable_gqa=q_heads != kv_heads, seqused_k=used, block_table=table)
+
+    try:
+        launch(0)
+        env.timer.sync()
+    except Exception:  # noqa: BLE001 - a page size, head_dim or GQA ratio this build lacks
+        return None
+    return launch
+
+
+def packed_prefill(env: Any, kernel: Callable[..., Any], heads: tuple[int, int, int], prompts: int,
+                   tokens_each: int) -> Callable[[int], Any] | None:
+    """launch(i) of one causal varlen prefill of `prompts` packed prompts, or None if refused."""
+    torch = env.torch
+    q_heads, kv_heads, head_dim = heads
+    total = prompts * tokens_each
+    q, k, v = env.randn(total, q_heads, head_dim), env.randn(total, kv_heads, head_dim), env.randn(total, kv_heads, head_dim)
+    cu = torch.arange(0, total + 1, tokens_each, dtype=torch.int32, device=env.device)
+
+    def launch(i: int) -> None:
+        kernel(q, k, v, cu, cu, tokens_each, tokens_each, enable_gqa=q_heads != kv_heads, window_size=(-1, 0))
+
+    try:
+        launch(0)
+        env.timer.sync()
+    except Exception:  # noqa: BLE001
+        return None
+    return launch
+
+
+def bench_decode_mixed(env: Any, heads: list[tuple[int, int, int]], batches: list[int], mean_context: int) -> list[MixedDecodePoint]:
+    """Paged decode over batches whose lengths spread from 1/8 to 15/8 of `mean_context` (CUDA-only;
+    empty without the varlen kernel)."""
+    kernel, points = varlen(env), []
+    for cfg in heads:
+        for batch in batches:
+            if kernel is None:
+                env.tick(f"mixed decode heads={cfg[0]}/{cfg[1]} batch={batch} (skipped: no varlen kernel)")
+                continue
+            contexts = [max(1, round(mean_context * (0.125 + 1.75 * i / max(1, batch - 1)))) for i in range(batch)]
+            kv_bytes = 2 * sum(contexts) * cfg[1] * cfg[2] * env.element_bytes
+            built = None if kv_bytes > env.memory_budget_bytes else paged_decode(env, kernel, cfg, contexts, env.rotation_copies(kv_bytes))
+            if built is None:
+                env.tick(f"mixed decode heads={cfg[0]}/{cfg[1]} batch={batch} (skipped: over budget or refused)")
+                continue
+            seconds = env.timer.seconds(built[0])
+            points.append(MixedDecodePoint(*cfg, batch=batch, context_sum_tokens=sum(contexts),
+                                           context_max_tokens=max(contexts), seconds=seconds))
+            env.tick(f"mixed decode heads={cfg[0]}/{cfg[1]} batch={batch}")
+            del built
+    return points
+
+
+def bench_norm_activation(env: Any, sizes_bytes: list[int]) -> list[BandwidthPoint]:
+    """RMSNorm over (rows, width) and SiLU-and-mul over (rows, 2 x width), width up to 4096 (a
+    hidden size), each sized to move about the given bytes; a point carries the bytes its kernel
+    reads and writes. Two points per size, norm first."""
+    torch, F, e = env.torch, env.torch.nn.functional, env.element_bytes
+    points = []
+    for total in sizes_bytes:
+        width = max(8, min(4096, total // (3 * e)) // 8 * 8)
+        rows = max(1, total // (3 * width * e))
+        x, weight = env.randn(rows, width), env.randn(width)
+        norm_bytes = float((2 * rows * width + width) * e)  # read x and the weight, write y
+        points.append(BandwidthPoint(norm_bytes, env.timer.seconds(
+            lambda i, x=x, weight=weight, width=width: F.rms_norm(x, (width,), weight, 1e-5))))
+        env.tick(f"rms_norm {total} B")
+        gate_up = env.randn(rows, 2 * width)
+        out = torch.empty((rows, width), device=env.device, dtype=env.dtype)
+        # Eager torch runs silu then mul (two kernels); the bytes counted are those of a fused
+        # kernel (read 2N, write N), so this point is a conservative (slow) engine estimate.
+        act_bytes = float(3 * rows * width * e)
+        points.append(BandwidthPoint(act_bytes, env.timer.seconds(
+            lambda i, g=gate_up, out=out, width=width: torch.mul(F.silu(g[:, :width]), g[:, width:], out=out))))
+        env.tick(f"silu_and_mul {total} B")
+    return points
+
+
+def warm_clocks(env: Any, seconds: float = 2.0) -> None:
+    """CUDA-only: run large GEMMs for `seconds` so the SM clock and power settle before
+    compute-bound points are timed (the first tens of milliseconds run at boost, then throttle)."""
+    if not env.cuda:
+        return
+    a = env.randn(8192, 8192)
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(8):
+            a @ a
+        env.timer.sync()
+
+
+def gpu_state(env: Any) -> str:
+    """'SM <MHz> MHz, <W> W, <C> C' read through NVML (CUDA-only), or '' when NVML is absent."""
+    if not env.cuda:
+        return ""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(env.device.index or 0)
+        sm = pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)
+        watts = pynvml.nvmlDeviceGetPowerUsage(handle) / 1000
+        temp = pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)
+        return f"SM {sm} MHz, {watts:.0f} W, {temp} C"
+    except Exception:  # noqa: BLE001 - nvidia-ml-py absent or NVML refused: the state is only provenance
+        return ""
+
+
+def prefer_fa3(env: Any) -> str:
+    """CUDA-only: switch SDPA's flash backend to FlashAttention-3 where torch has it registered
+    (Hopper with the FA3 package), as Hopper engines run; returns the implementation in use."""
+    if not env.cuda:
+        return ""
+    attention = env.torch.nn.attention
+    try:
+        if "FA3" in attention.list_flash_attention_impls():
+            attention.activate_flash_attention_impl("FA3")
+        return f"flash implementation: {attention.current_flash_attention_impl() or 'FA2 (built in)'}"
+    except Exception:  # noqa: BLE001 - torch without the registry (< 2.10) or FA3 refused: built-in FA2
+        return "flash implementation: FA2 (built in)"
