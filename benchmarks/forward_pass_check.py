@@ -1,0 +1,301 @@
+"""Real forward passes of a Llama-shaped model against `llmsim step-time`: the cost model's error.
+
+Two halves, so the GPU half needs nothing but torch and llmsim's model catalog:
+
+    # on the GPU machine: time prefill and decode steps of random-weight models, write a CSV
+    python benchmarks/forward_pass_check.py measure --models llama-2-7b,llama-3.1-8b --out measured.csv
+    # anywhere: price the same shapes with llmsim profiles and print the per-shape error
+    python benchmarks/forward_pass_check.py compare measured.csv --hardware h200-141g-sxm,nvidia-h200
+
+The model is built from its catalog config in plain torch (no weights downloaded: random bf16
+weights; the time of a forward pass does not depend on their values). Each layer runs what a serving
+engine runs, unfused where torch has no fused kernel: RMSNorm (`F.rms_norm`), the fused QKV GEMM,
+rotary embedding, attention through SDPA (flash backend, GQA native), KV-cache write, the output
+projection, RMSNorm, the fused gate-up GEMM, SiLU-and-mul, the down GEMM; then the final norm,
+the LM head on each sequence's last token and a greedy sample (argmax).
+
+- Prefill: one prompt of T tokens, eager (engines run prefill without CUDA graphs), timed with
+  CUDA events, median of `--samples` after warm-up.
+- Decode: B sequences of C cached tokens each take one token (attending to C + 1 keys), captured
+  in a CUDA graph as engines do, median of graph replays; the eager time is recorded too.
+Units: seconds in the CSV, milliseconds in the printed table. Compare against the cost model's
+GPU time (its step time less its `overheads` term: the forward pass has no scheduler) and its
+whole step time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import time
+from pathlib import Path
+
+PREFILL_TOKENS = [128, 512, 1024, 2048, 4096, 8192]
+DECODE_SHAPES = [(1, 512), (1, 4096), (8, 1024), (16, 2048), (32, 512), (32, 2048), (64, 1024), (64, 4096),
+                 (128, 512), (128, 2048), (128, 4096)]
+KV_BUDGET_BYTES = 80 << 30  # shapes whose cache exceeds this are skipped (and listed as skipped)
+FIELDS = ["model", "phase", "batch", "tokens", "context", "measured_s", "eager_s", "device", "torch", "note"]
+
+
+class Layers:
+    """Random bf16 weights of every layer, and the forward pass over them (plain torch)."""
+
+    def __init__(self, torch, arch, device, dtype):
+        self.t, self.a = torch, arch
+        self.qh, self.kvh, self.d = arch.num_attention_heads, arch.num_key_value_heads, arch.head_dim
+        hidden, inter = arch.hidden_size, arch.intermediate_size
+
+        def w(*shape):
+            return torch.randn(shape, device=device, dtype=dtype) * 0.02
+
+        qkv = (self.qh + 2 * self.kvh) * self.d
+        self.layers = [dict(norm1=torch.ones(hidden, device=device, dtype=dtype), qkv=w(qkv, hidden),
+                            o=w(hidden, self.qh * self.d), norm2=torch.ones(hidden, device=device, dtype=dtype),
+                            gate_up=w(2 * inter, hidden), down=w(hidden, inter))
+                       for _ in range(arch.num_hidden_layers)]
+        self.final_norm = torch.ones(hidden, device=device, dtype=dtype)
+        self.lm_head = w(arch.vocab_size, hidden)
+        self.embed = w(arch.vocab_size, hidden)
+
+    def _rotary(self, x, cos, sin):
+        half = x.shape[-1] // 2
+        rotated = self.t.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+    def _mlp(self, h, layer):
+        F = self.t.nn.functional
+        gate_up = h @ layer["gate_up"].t()
+        inter = gate_up.shape[-1] // 2
+        return (F.silu(gate_up[..., :inter]) * gate_up[..., inter:]) @ layer["down"].t()
+
+    def step(self, ids, caches, start, is_prefill, cos, sin):
+        """One forward step. ids: (B, L) token ids; caches: per layer (K, V) of (B, kvh, ctx, d);
+        new K/V are written at positions start..start+L-1. Returns the sampled ids (B,)."""
+        t, F = self.t, self.t.nn.functional
+        b, length = ids.shape
+        x = self.embed[ids]
+        eps = 1e-5
+        for layer, (kc, vc) in zip(self.layers, caches):
+            h = F.rms_norm(x, (x.shape[-1],), layer["norm1"], eps)
+            qkv = h @ layer["qkv"].t()
+            q, k, v = qkv.split([self.qh * self.d, self.kvh * self.d, self.kvh * self.d], dim=-1)
+            q = self._rotary(q.view(b, length, self.qh, self.d), cos, sin).transpose(1, 2)
+            k = self._rotary(k.view(b, length, self.kvh, self.d), cos, sin).transpose(1, 2)
+            kc[:, :, start:start + length] = k
+            vc[:, :, start:start + length] = v.view(b, length, self.kvh, self.d).transpose(1, 2)
+            keys, values = kc[:, :, :start + length], vc[:, :, :start + length]
+            attn = F.scaled_dot_product_attention(q, keys, values, is_causal=is_prefill, enable_gqa=self.qh != self.kvh)
+            x = x + attn.transpose(1, 2).reshape(b, length, self.qh * self.d) @ layer["o"].t()
+            x = x + self._mlp(F.rms_norm(x, (x.shape[-1],), layer["norm2"], eps), layer)
+        last = F.rms_norm(x[:, -1], (x.shape[-1],), self.final_norm, eps)
+        return t.argmax(last @ self.lm_head.t(), dim=-1)
+
+
+def _events_median(torch, fn, samples):
+    times = []
+    for _ in range(samples):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e-3)
+    return statistics.median(times)
+
+
+def _timed(torch, fn, samples, cuda):
+    for _ in range(3):
+        fn()
+    if cuda:
+        torch.cuda.synchronize()
+        return _events_median(torch, fn, samples)
+    times = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _caches(torch, net, batch, length, device, dtype):
+    shape = (batch, net.kvh, length, net.d)
+    return [(torch.empty(shape, device=device, dtype=dtype), torch.empty(shape, device=device, dtype=dtype))
+            for _ in net.layers]
+
+
+def _rope(torch, length, d, device, dtype):
+    return torch.ones(1, length, 1, d, device=device, dtype=dtype), torch.zeros(1, length, 1, d, device=device, dtype=dtype)
+
+
+def measure_prefill(torch, net, tokens, samples, device, dtype):
+    caches = _caches(torch, net, 1, tokens, device, dtype)
+    ids = torch.randint(0, net.a.vocab_size, (1, tokens), device=device)
+    cos, sin = _rope(torch, tokens, net.d, device, dtype)
+    return _timed(torch, lambda: net.step(ids, caches, 0, True, cos, sin), samples, device.type == "cuda")
+
+
+def measure_decode(torch, net, batch, context, samples, device, dtype):
+    """(graph-replay seconds or None on CPU, eager seconds) of one decode step at this context."""
+    caches = _caches(torch, net, batch, context + 1, device, dtype)
+    for kc, vc in caches:
+        kc.normal_()
+        vc.normal_()
+    ids = torch.randint(0, net.a.vocab_size, (batch, 1), device=device)
+    cos, sin = _rope(torch, 1, net.d, device, dtype)
+
+    def run():
+        return net.step(ids, caches, context, False, cos, sin)
+
+    cuda = device.type == "cuda"
+    eager = _timed(torch, run, samples, cuda)
+    if not cuda:
+        return None, eager
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    graphed = _timed(torch, graph.replay, samples, True)
+    del graph
+    return graphed, eager
+
+
+def cmd_measure(args) -> int:
+    import torch
+
+    from llmsim.costmodel import load_model
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    prefill = [int(x) for x in args.prefill.split(",")] if args.prefill else PREFILL_TOKENS
+    decode = [tuple(int(v) for v in s.split("x")) for s in args.decode.split(",")] if args.decode else DECODE_SHAPES
+    rows = _RowWriter(args.out)  # written row by row: a run cut short keeps what it measured
+    torch.manual_seed(0)
+    with torch.inference_mode(), torch.nn.attention.sdpa_kernel(_backends(torch, device)):
+        for model_name in args.models.split(","):
+            arch = load_model(model_name)
+            if args.layers:
+                arch = arch.model_copy(update={"num_hidden_layers": args.layers})
+            net = Layers(torch, arch, device, dtype)
+            base = dict(model=model_name, device=name, torch=torch.__version__)
+            layers_note = f", {args.layers} layers only" if args.layers else ""
+            for tokens in prefill:
+                s = measure_prefill(torch, net, tokens, args.samples, device, dtype)
+                rows.append({**base, "phase": "prefill", "batch": 1, "tokens": tokens, "context": 0,
+                             "measured_s": s, "eager_s": s, "note": "eager" + layers_note})
+                print(f"{model_name} prefill {tokens}: {s * 1e3:.3f} ms", flush=True)
+            for batch, context in decode:
+                kv_bytes = 2 * arch.num_hidden_layers * batch * (context + 1) * net.kvh * net.d * dtype.itemsize
+                if kv_bytes > KV_BUDGET_BYTES:
+                    print(f"{model_name} decode {batch}x{context}: skipped ({kv_bytes / 2**30:.0f} GiB of KV)", flush=True)
+                    continue
+                graphed, eager = measure_decode(torch, net, batch, context, args.samples, device, dtype)
+                rows.append({**base, "phase": "decode", "batch": batch, "tokens": batch, "context": context,
+                             "measured_s": graphed if graphed is not None else eager, "eager_s": eager,
+                             "note": ("cuda graph" if graphed is not None else "eager") + layers_note})
+                print(f"{model_name} decode {batch}x{context}: {rows[-1]['measured_s'] * 1e3:.3f} ms (eager {eager * 1e3:.3f})", flush=True)
+            del net
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    print(f"wrote {len(rows)} rows to {args.out}")
+    return 0
+
+
+class _RowWriter(list):
+    """A list of rows that appends each row to the CSV as it is added."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self._file = open(path, "w", newline="")  # noqa: SIM115 - closed by the process's end
+        self._writer = csv.DictWriter(self._file, fieldnames=FIELDS)
+        self._writer.writeheader()
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        self._writer.writerow(row)
+        self._file.flush()
+
+
+def _backends(torch, device):
+    from torch.nn.attention import SDPBackend
+
+    if device.type == "cuda":
+        return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION]
+    return [SDPBackend.MATH, SDPBackend.FLASH_ATTENTION]
+
+
+def compare_rows(rows, hardware, search_dirs):
+    """Per row and profile: (row, profile, predicted GPU s, predicted step s)."""
+    from llmsim.costmodel import BatchShape, load_model, load_profile
+    from llmsim.costmodel.tables import cost_model_for
+
+    out = []
+    for profile_name in hardware:
+        profile = load_profile(profile_name, search_dirs)
+        for row in rows:
+            cm = cost_model_for(load_model(row["model"]), profile, 1)
+            if row["phase"] == "prefill":
+                shape = BatchShape((int(row["tokens"]),), (0,))
+            else:
+                batch, ctx = int(row["batch"]), int(row["context"]) + 1
+                shape = BatchShape(decode_seqs=batch, decode_context_sum_tokens=batch * ctx, decode_context_max_tokens=ctx)
+            step = cm.step_time_s(shape)
+            gpu = step - cm.breakdown(shape).get("overheads", 0.0)
+            out.append((row, profile_name, gpu, step))
+    return out
+
+
+def cmd_compare(args) -> int:
+    from llmsim.cluster.build import profile_search_dirs
+
+    with open(args.measured, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise SystemExit(f"{args.measured}: no rows")
+    results = compare_rows(rows, args.hardware.split(","), profile_search_dirs(Path.cwd()))
+    print("| model | phase | batch x tokens/context | measured ms | profile | predicted GPU ms | error | predicted step ms | error |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    errors: dict[tuple[str, str], list[float]] = {}
+    for row, profile, gpu, step in results:
+        measured = float(row["measured_s"])
+        shape = f"1 x {row['tokens']}" if row["phase"] == "prefill" else f"{row['batch']} x {row['context']}"
+        e_gpu, e_step = gpu / measured - 1, step / measured - 1
+        errors.setdefault((profile, row["phase"]), []).append(e_gpu)
+        errors.setdefault((profile, "all"), []).append(e_gpu)
+        print(f"| {row['model']} | {row['phase']} | {shape} | {measured * 1e3:.3f} | {profile} | {gpu * 1e3:.3f} | "
+              f"{e_gpu:+.1%} | {step * 1e3:.3f} | {e_step:+.1%} |")
+    print("\n| profile | rows | median abs error (GPU time) | median signed | worst |")
+    print("|---|---|---|---|---|")
+    for (profile, phase), errs in sorted(errors.items()):
+        worst = max(errs, key=abs)
+        print(f"| {profile} ({phase}) | {len(errs)} | {statistics.median(abs(e) for e in errs):.1%} | "
+              f"{statistics.median(errs):+.1%} | {worst:+.1%} |")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("measure", help="time real forward passes (GPU; CPU for a smoke test)")
+    m.add_argument("--models", default="llama-2-7b,llama-3.1-8b")
+    m.add_argument("--out", type=Path, required=True)
+    m.add_argument("--device", default=None)
+    m.add_argument("--samples", type=int, default=10)
+    m.add_argument("--layers", type=int, default=None, help="override the layer count (smoke tests)")
+    m.add_argument("--prefill", default=None, help="comma-separated prompt lengths")
+    m.add_argument("--decode", default=None, help="comma-separated BATCHxCONTEXT, e.g. 1x512,32x2048")
+    c = sub.add_parser("compare", help="price the measured shapes with llmsim profiles")
+    c.add_argument("measured", type=Path)
+    c.add_argument("--hardware", default="h200-141g-sxm")
+    args = p.parse_args(argv)
+    return cmd_measure(args) if args.cmd == "measure" else cmd_compare(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
