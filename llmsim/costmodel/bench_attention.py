@@ -112,7 +112,7 @@ def bench_packed_prefill(
     (CUDA with torch's varlen kernel; each point is skipped, and counted, without it)."""
     from llmsim.costmodel.bench_engine import packed_prefill, varlen
 
-    kernel, points = varlen(env), []
+    kernel, points = varlen(env, paged=False), []
     for cfg in heads:
         for prompts, tokens in packs:
             tag = f"packed prefill heads={cfg[0]}/{cfg[1]}x{cfg[2]} {prompts}x{tokens}"

@@ -20,6 +20,7 @@ norm/activation kernels run on CPU as they are (tests exercise that path).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -30,17 +31,16 @@ from llmsim.costmodel.measurements import BandwidthPoint, MixedDecodePoint
 BLOCK_TOKENS = 16  # vLLM's default KV block size
 
 
-def varlen(env: Any) -> Callable[..., Any] | None:
-    """torch's varlen FlashAttention entry point when it takes a block table (CUDA-only), else None."""
+def varlen(env: Any, paged: bool = True) -> Callable[..., Any] | None:
+    """torch's varlen FlashAttention entry point (CUDA-only, 16-bit), else None; with `paged`, only
+    if it takes a block table (torch 2.11 has varlen_attn without one, 2.13 with)."""
     if not env.cuda or env.dtype not in (env.torch.float16, env.torch.bfloat16):
         return None
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
         return None
-    import inspect
-
-    return varlen_attn if "block_table" in inspect.signature(varlen_attn).parameters else None
+    return varlen_attn if not paged or "block_table" in inspect.signature(varlen_attn).parameters else None
 
 
 def paged_decode(env: Any, kernel: Callable[..., Any], heads: tuple[int, int, int], contexts: list[int],
@@ -96,8 +96,14 @@ def packed_prefill(env: Any, kernel: Callable[..., Any], heads: tuple[int, int, 
     q, k, v = env.randn(total, q_heads, head_dim), env.randn(total, kv_heads, head_dim), env.randn(total, kv_heads, head_dim)
     cu = torch.arange(0, total + 1, tokens_each, dtype=torch.int32, device=env.device)
 
+    params = inspect.signature(kernel).parameters
+    # torch 2.11's varlen_attn takes is_causal (and GQA natively); 2.13's a window and enable_gqa.
+    kwargs = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    if "enable_gqa" in params:
+        kwargs["enable_gqa"] = q_heads != kv_heads
+
     def launch(i: int) -> None:
-        kernel(q, k, v, cu, cu, tokens_each, tokens_each, enable_gqa=q_heads != kv_heads, window_size=(-1, 0))
+        kernel(q, k, v, cu, cu, tokens_each, tokens_each, **kwargs)
 
     try:
         launch(0)
