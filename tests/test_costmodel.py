@@ -117,14 +117,18 @@ def test_model_loads_from_a_yaml_path(tmp_path):
 # ----- hardware profiles -----
 
 
-def test_every_shipped_profile_validates_and_is_analytic():
+def test_every_shipped_profile_validates_and_says_how_it_was_made():
     names = [p.stem for p in REPO_PROFILES_DIR.glob("*.yaml")]
     assert set(PROFILES) <= set(names) and set(names) <= set(list_profiles())
     for name in names:
         profile = load_profile(name)
         assert profile.hardware.name == name
-        assert profile.calibration.fidelity == "analytic"
-        assert profile.comm.measured is False
+        if profile.calibration.fidelity == "analytic":
+            assert profile.comm.measured is False
+        else:  # a profile measured by calibrate-hardware names its software and timer
+            assert profile.calibration.fidelity == "measured", name
+            assert profile.calibration.torch_version and profile.calibration.timer, name
+            assert profile.has_tables, name
 
 
 def test_profile_loads_from_a_path_and_from_search_dirs(tmp_path):

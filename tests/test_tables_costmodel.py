@@ -269,9 +269,11 @@ def test_v2_sections_need_schema_version_2_and_unknown_keys_name_key_and_file(me
 
 def test_v1_shipped_profiles_still_load_and_fall_back_to_the_analytic_model():
     model = load_model("llama-2-7b")
-    for path in REPO_PROFILES_DIR.glob("*.yaml"):
+    v1 = [p for p in REPO_PROFILES_DIR.glob("*.yaml") if load_profile(p).schema_version == 1]
+    assert len(v1) >= 3  # the spec-sheet templates; measured profiles (schema 2) are tested elsewhere
+    for path in v1:
         profile = load_profile(path)
-        assert profile.schema_version == 1 and not profile.has_tables and profile.gemm is None
+        assert not profile.has_tables and profile.gemm is None
         cm = cost_model_for(model, profile, 1)
         assert isinstance(cm, AnalyticCostModel)
         with pytest.raises(LlmsimError, match="pipeline_parallel"):
