@@ -52,9 +52,13 @@ class Layers:
             return torch.randn(shape, device=device, dtype=dtype) * 0.02
 
         qkv = (self.qh + 2 * self.kvh) * self.d
+        experts = arch.num_local_experts if arch.is_moe else 0
+        # MoE experts are stacked (E, out, in) and multiplied through one grouped GEMM per
+        # projection (torch._grouped_mm), as fused-MoE kernels do; dense layers use plain GEMMs.
+        mlp = (lambda: dict(router=w(experts, hidden), gate_up=w(experts, 2 * inter, hidden), down=w(experts, hidden, inter))) \
+            if experts else (lambda: dict(gate_up=w(2 * inter, hidden), down=w(hidden, inter)))
         self.layers = [dict(norm1=torch.ones(hidden, device=device, dtype=dtype), qkv=w(qkv, hidden),
-                            o=w(hidden, self.qh * self.d), norm2=torch.ones(hidden, device=device, dtype=dtype),
-                            gate_up=w(2 * inter, hidden), down=w(hidden, inter))
+                            o=w(hidden, self.qh * self.d), norm2=torch.ones(hidden, device=device, dtype=dtype), **mlp())
                        for _ in range(arch.num_hidden_layers)]
         self.final_norm = torch.ones(hidden, device=device, dtype=dtype)
         self.lm_head = w(arch.vocab_size, hidden)
@@ -67,9 +71,28 @@ class Layers:
 
     def _mlp(self, h, layer):
         F = self.t.nn.functional
+        if "router" in layer:
+            return self._moe(h, layer)
         gate_up = h @ layer["gate_up"].t()
         inter = gate_up.shape[-1] // 2
         return (F.silu(gate_up[..., :inter]) * gate_up[..., inter:]) @ layer["down"].t()
+
+    def _moe(self, h, layer):
+        """Top-k routing, tokens sorted by expert, two grouped GEMMs, weighted scatter back. No
+        host synchronisation (counts via one_hot), so decode steps can be captured in a graph."""
+        t, F = self.t, self.t.nn.functional
+        x = h.reshape(-1, h.shape[-1])
+        k, experts = self.a.num_experts_per_tok, layer["router"].shape[0]
+        weights, chosen = t.topk((x @ layer["router"].t()).float().softmax(-1), k)
+        flat = chosen.reshape(-1)
+        order = flat.argsort()
+        token_of = order // k
+        offs = F.one_hot(flat, experts).sum(0).cumsum(0).to(t.int32)
+        gate_up = t._grouped_mm(x[token_of], layer["gate_up"].transpose(-2, -1), offs=offs)
+        inter = gate_up.shape[-1] // 2
+        y = t._grouped_mm(F.silu(gate_up[:, :inter]) * gate_up[:, inter:], layer["down"].transpose(-2, -1), offs=offs)
+        y = y * weights.reshape(-1)[order].unsqueeze(-1).to(y.dtype)
+        return t.zeros_like(x).index_add_(0, token_of, y).view_as(h)
 
     def step(self, ids, caches, start, is_prefill, cos, sin):
         """One forward step. ids: (B, L) token ids; caches: per layer (K, V) of (B, kvh, ctx, d);
@@ -176,9 +199,9 @@ def cmd_measure(args) -> int:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     prefill = [int(x) for x in args.prefill.split(",")] if args.prefill else PREFILL_TOKENS
     decode = [tuple(int(v) for v in s.split("x")) for s in args.decode.split(",")] if args.decode else DECODE_SHAPES
+    shapes = [("prefill", 1, tokens) for tokens in prefill] + [("decode", b, c) for b, c in decode]
     rows = _RowWriter(args.out)  # written row by row: a run cut short keeps what it measured
     torch.manual_seed(0)
     with torch.inference_mode(), torch.nn.attention.sdpa_kernel(_backends(torch, device)):
@@ -187,29 +210,44 @@ def cmd_measure(args) -> int:
             if args.layers:
                 arch = arch.model_copy(update={"num_hidden_layers": args.layers})
             net = Layers(torch, arch, device, dtype)
-            base = dict(model=model_name, device=name, torch=torch.__version__)
-            layers_note = f", {args.layers} layers only" if args.layers else ""
-            for tokens in prefill:
-                graphed, eager = measure_prefill(torch, net, tokens, args.samples, device, dtype)
-                rows.append({**base, "phase": "prefill", "batch": 1, "tokens": tokens, "context": 0,
-                             "measured_s": graphed if graphed is not None else eager, "eager_s": eager,
-                             "note": ("cuda graph" if graphed is not None else "eager") + layers_note})
-                print(f"{model_name} prefill {tokens}: {rows[-1]['measured_s'] * 1e3:.3f} ms (eager {eager * 1e3:.3f})", flush=True)
-            for batch, context in decode:
-                kv_bytes = 2 * arch.num_hidden_layers * batch * (context + 1) * net.kvh * net.d * dtype.itemsize
-                if kv_bytes > KV_BUDGET_BYTES:
-                    print(f"{model_name} decode {batch}x{context}: skipped ({kv_bytes / 2**30:.0f} GiB of KV)", flush=True)
-                    continue
-                graphed, eager = measure_decode(torch, net, batch, context, args.samples, device, dtype)
-                rows.append({**base, "phase": "decode", "batch": batch, "tokens": batch, "context": context,
-                             "measured_s": graphed if graphed is not None else eager, "eager_s": eager,
-                             "note": ("cuda graph" if graphed is not None else "eager") + layers_note})
-                print(f"{model_name} decode {batch}x{context}: {rows[-1]['measured_s'] * 1e3:.3f} ms (eager {eager * 1e3:.3f})", flush=True)
+            kv_budget = KV_BUDGET_BYTES
+            if device.type == "cuda":  # what the weights leave free (a MoE model takes most of the GPU)
+                kv_budget = min(kv_budget, int(0.6 * torch.cuda.mem_get_info(device)[0]))
+            base = dict(model=model_name, device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                        torch=torch.__version__)
+            for phase, batch, size in shapes:
+                row = _measure_shape(torch, net, phase, batch, size, args.samples, device, dtype, kv_budget)
+                if row is not None:
+                    rows.append({**base, **row, "note": row["note"] + (f", {args.layers} layers only" if args.layers else "")})
             del net
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     print(f"wrote {len(rows)} rows to {args.out}")
     return 0
+
+
+def _measure_shape(torch, net, phase, batch, size, samples, device, dtype, kv_budget):
+    """The CSV fields of one shape (size: prompt tokens for prefill, context for decode), or None
+    when it is skipped (KV over budget) or fails (printed, the run goes on)."""
+    label = f"{net.a.name} {phase} " + (f"{size}" if phase == "prefill" else f"{batch}x{size}")
+    try:
+        if phase == "prefill":
+            graphed, eager = measure_prefill(torch, net, size, samples, device, dtype)
+            fields = {"batch": 1, "tokens": size, "context": 0}
+        else:
+            kv_bytes = 2 * net.a.num_hidden_layers * batch * (size + 1) * net.kvh * net.d * dtype.itemsize
+            if kv_bytes > kv_budget:
+                print(f"{label}: skipped ({kv_bytes / 2**30:.0f} GiB of KV)", flush=True)
+                return None
+            graphed, eager = measure_decode(torch, net, batch, size, samples, device, dtype)
+            fields = {"batch": batch, "tokens": batch, "context": size}
+    except RuntimeError as exc:  # e.g. a kernel this torch build lacks: say so and go on
+        print(f"{label}: failed ({str(exc).splitlines()[0][:200]})", flush=True)
+        return None
+    measured = graphed if graphed is not None else eager
+    print(f"{label}: {measured * 1e3:.3f} ms (eager {eager * 1e3:.3f})", flush=True)
+    return {"phase": phase, **fields, "measured_s": measured, "eager_s": eager,
+            "note": "cuda graph" if graphed is not None else "eager"}
 
 
 class _RowWriter(list):

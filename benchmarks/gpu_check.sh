@@ -11,13 +11,14 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONUNBUFFERED=1
 MODELS=${MODELS:-llama-2-7b,llama-3.1-8b}
+FORWARD_MODELS=${FORWARD_MODELS:-$MODELS}
 { nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit,memory.total --format=csv
   python3 -c "import torch, inspect; from torch.nn.attention import varlen as v; a=torch.nn.attention
 print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())
 print('varlen block_table:', 'block_table' in inspect.signature(v.varlen_attn).parameters)
 print('flash impls:', getattr(a, 'list_flash_attention_impls', lambda: 'n/a')())"; } 2>&1 | tee "$OUT/gpu.txt"
 start=$(date +%s)
-timeout "${FORWARD_S:-150}" python3 benchmarks/forward_pass_check.py measure --models "$MODELS" --out "$OUT/forward.csv" 2>&1 | tee "$OUT/forward.log"
+timeout "${FORWARD_S:-150}" python3 benchmarks/forward_pass_check.py measure --models "$FORWARD_MODELS" --out "$OUT/forward.csv" 2>&1 | tee "$OUT/forward.log"
 echo "forward pass check: $(( $(date +%s) - start )) s" | tee -a "$OUT/gpu.txt"
 start=$(date +%s)
 timeout "${CALIBRATE_S:-240}" python3 -m llmsim calibrate-hardware --models "$MODELS" --tp 1 --out "$OUT/nvidia-h200.yaml" ${QUICK:+--quick} 2>&1 | tee "$OUT/calibrate.log"
