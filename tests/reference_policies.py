@@ -40,30 +40,36 @@ def future_peaks_of_lists(held_tokens: np.ndarray, growth_tokens: np.ndarray) ->
     return (cum_a + np.arange(1, n + 1) * b).max(axis=1)
 
 
-def sample_final_output_tokens(generated, caps, history_sorted: np.ndarray, u: np.ndarray) -> np.ndarray:
+def sample_final_output_tokens(generated, caps, history_sorted: np.ndarray, u: np.ndarray,
+                               cap_when_larger: bool = False, rounded: bool = False) -> np.ndarray:
     """Draw final lengths for running requests that have generated `generated` tokens.
 
-    `u` (lists, n) in [0, 1) picks a position on each request's support [o] + [h > o] + [cap],
-    read as equally spaced quantiles and interpolated linearly; the result is clipped to [o, cap].
+    `u` (lists, n) in [0, 1) picks a position on each request's support [o] + [h > o] + [cap]
+    (the cap only when larger than the last value, with `cap_when_larger`), read as equally spaced
+    quantiles and interpolated linearly (rounded half to even with `rounded`); the result is
+    clipped to [o, cap].
     """
     o = np.asarray(generated, dtype=np.float64)
     cap = np.asarray(caps, dtype=np.float64)
     w = len(history_sorted)
     first = np.searchsorted(history_sorted, o, side="right")  # history values > o start here
-    points = w - first + 2  # o, the larger history values, cap
-    x = u * (points - 1)
-    lo = np.minimum(x.astype(np.int64), points - 2)  # x >= 0, so truncation is floor
+    last = np.where(first < w, history_sorted[w - 1] if w else 0.0, o)  # the support's last value before the cap
+    cap_point = np.where(cap_when_larger & (last >= cap), 0, 1)
+    points = w - first + 1 + cap_point  # o, the larger history values, (cap)
+    x = u * np.maximum(points - 1, 0)
+    lo = np.minimum(x.astype(np.int64), np.maximum(points - 2, 0))  # x >= 0, so truncation is floor
     frac = x - lo
-    # Support position p is o (p = 0), cap (p = points - 1) or history_sorted[first + p - 1].
-    # The interval's lower end lo is never the cap and its upper end lo + 1 never o.
+    # Support position p is o (p = 0), the cap (p = points - 1, if it is a point) or
+    # history_sorted[first + p - 1]. The interval's lower end lo is never the cap.
     if w:
-        inner = history_sorted[np.minimum(np.maximum(first + lo - 1, 0), w - 1)]
-        v0 = np.where(lo == 0, o, inner)
-        inner = history_sorted[np.minimum(first + lo, w - 1)]
-        v1 = np.where(lo + 1 == points - 1, cap, inner)
+        v0 = np.where(lo == 0, o, history_sorted[np.minimum(np.maximum(first + lo - 1, 0), w - 1)])
+        v1 = np.where((cap_point == 1) & (lo + 1 == points - 1), cap, history_sorted[np.minimum(first + lo, w - 1)])
     else:
         v0, v1 = o, cap
-    return np.minimum(np.maximum(v0 + frac * (v1 - v0), o), cap)
+    value = v0 + frac * (v1 - v0)
+    if rounded:
+        value = np.rint(value)
+    return np.where(points < 2, np.minimum(o, cap), np.minimum(np.maximum(value, o), cap))
 
 
 class ReferencePeakRound:
@@ -102,7 +108,8 @@ class ReferencePastFutureRound:
         self.num_lists = sched.num_lists(len(run))
         hist = sched.history.sorted()
         u = sched.stream.random((self.num_lists, len(run)))
-        final = sample_final_output_tokens(run.generated_tokens, run.max_new_tokens, hist, u)
+        final = sample_final_output_tokens(run.generated_tokens, run.max_new_tokens, hist, u,
+                                           sched._cap_when_larger, sched._rounded)
         growth = remaining_growth_tokens(run.prompt_tokens, final, run.kv_tokens)
         self.peaks = ReferencePeakRound(run.kv_tokens + sched._slack_tokens, growth, view.capacity_tokens * sched._limit_fraction)
 

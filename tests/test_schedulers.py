@@ -225,6 +225,31 @@ def test_sample_final_output_tokens_interpolates_between_hand_computed_support_p
     assert sample_final_output_tokens([5], [25], np.array([]), np.array([0.5])).tolist() == [15]  # [5, 25]
 
 
+def test_cap_in_support_when_larger_and_rounding_follow_the_artifact_server():
+    hist = np.array([10.0, 20.0, 30.0, 40.0])
+    # cap 35 is not larger than the last history value (40): support [15, 20, 30, 40] without the
+    # cap; u = 0.6 -> x = 1.8 -> 20 + 0.8 * 10 = 28. "always": [15, 20, 30, 40, 35], x = 2.4 -> 34.
+    assert sample_final_output_tokens([15], [35], hist, np.array([0.6]), cap_when_larger=True).tolist() == pytest.approx([28])
+    assert sample_final_output_tokens([15], [35], hist, np.array([0.6])).tolist() == pytest.approx([34])
+    # u = 0.9: x = 2.7 -> 37, clipped to the cap 35
+    assert sample_final_output_tokens([15], [35], hist, np.array([0.9]), cap_when_larger=True).tolist() == [35]
+    # cap 100 larger than 40: the same support either way ([15, 20, 30, 40, 100])
+    for flag in (False, True):
+        assert sample_final_output_tokens([15], [100], hist, np.array([0.9]), cap_when_larger=flag).tolist() == pytest.approx([76])
+    # o above the history and below the cap: [o, cap] either way
+    assert sample_final_output_tokens([50], [100], hist, np.array([0.25]), cap_when_larger=True).tolist() == [62.5]
+    # rounding, half to even as Python's round(): 17.0, 62.5 -> 62, 34.0; 0.1 * 4 = 0.4 -> 15 + 0.4 * 5 = 17
+    assert sample_final_output_tokens([15, 50], [100, 100], hist, np.array([0.1, 0.25]), rounded=True).tolist() == [17, 62]
+    assert sample_final_output_tokens([15], [100], hist, np.array([0.15]), rounded=True).tolist() == [18]  # 18.0
+
+
+def test_past_future_knobs_reach_the_kernels():
+    sched = make_scheduler("past-future", {"cap_in_support": "when-larger", "round_sampled_length": True}, prior=512)
+    assert sched._cap_when_larger and sched._rounded
+    default = make_scheduler("past-future", {}, prior=512)
+    assert not default._cap_when_larger and not default._rounded
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(1, 60), min_size=0, max_size=12), st.integers(0, 50), st.integers(0, 30),
        st.floats(0, 1, exclude_max=True))

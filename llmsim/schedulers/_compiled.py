@@ -54,36 +54,50 @@ def _replace_in_sorted(values, old, new):
     values[i] = new
 
 
-def _interpolated_final(history_sorted, first, points, o, cap, u):
-    """One sampled final length, as sample_final_output_tokens in past_future.py makes it: position
-    u in [0, 1) on the support [o] + history_sorted[first:] + [cap] (`points` points, read as
-    equally spaced quantiles), interpolated linearly and clipped to [o, cap]."""
+def _support_points(history_sorted, first, o, cap, cap_when_larger):
+    """(points, cap_point) of a running request's support [o] + history_sorted[first:] (+ [cap]):
+    the cap ends the support always (LightLLM 2025), or only when larger than the support's last
+    value (`cap_when_larger`: the paper artifact's server, FuturePastReqQueue)."""
     w = history_sorted.shape[0]
+    last = history_sorted[w - 1] if first < w else o
+    cap_point = 1 if (not cap_when_larger or last < cap) else 0
+    return w - first + 1 + cap_point, cap_point
+
+
+def _interpolated_final(history_sorted, first, points, o, cap, u, cap_point, rounded):
+    """One sampled final length, as sample_final_output_tokens in past_future.py makes it: position
+    u in [0, 1) on the support [o] + history_sorted[first:] (+ [cap] when `cap_point`; `points`
+    points, read as equally spaced quantiles), interpolated linearly, rounded half to even when
+    `rounded` (LightLLM's round()), and clipped to [o, cap]."""
+    w = history_sorted.shape[0]
+    if points < 2:
+        return min(o, cap)  # the support is o alone
     x = u * (points - 1)
     lo = min(int(x), points - 2)
     frac = x - lo
-    if w:
-        v0 = o if lo == 0 else history_sorted[min(max(first + lo - 1, 0), w - 1)]
-        v1 = cap if lo + 1 == points - 1 else history_sorted[min(first + lo, w - 1)]
-    else:
-        v0 = o
+    v0 = o if lo == 0 else history_sorted[min(max(first + lo - 1, 0), w - 1)]
+    if cap_point == 1 and lo + 1 == points - 1:
         v1 = cap
-    return min(max(v0 + frac * (v1 - v0), o), cap)
+    else:
+        v1 = history_sorted[min(first + lo, w - 1)]
+    value = v0 + frac * (v1 - v0)
+    if rounded:
+        value = np.rint(value)
+    return min(max(value, o), cap)
 
 
-def _sampled_growth(generated, caps, prompt_tokens, kv_tokens, history_sorted, u):
+def _sampled_growth(generated, caps, prompt_tokens, kv_tokens, history_sorted, u, cap_when_larger, rounded):
     """remaining_growth_tokens(prompt, sample_final_output_tokens(generated, caps, history, u), kv)
     of past_future.py, element by element with the same operations."""
     lists, n = u.shape
-    w = history_sorted.shape[0]
     out = np.empty((lists, n))
     for i in range(n):
         o = float(generated[i])
         cap = float(caps[i])
         first = np.searchsorted(history_sorted, o, side="right")  # history values > o start here
-        points = w - first + 2  # o, the larger history values, cap
+        points, cap_point = _support_points(history_sorted, first, o, cap, cap_when_larger)
         for row in range(lists):
-            final = _interpolated_final(history_sorted, first, points, o, cap, u[row, i])
+            final = _interpolated_final(history_sorted, first, points, o, cap, u[row, i], cap_point, rounded)
             out[row, i] = max(0.0, prompt_tokens[i] + final - 1 - kv_tokens[i])
     return out
 
@@ -154,7 +168,8 @@ def _uniform_at(key, k):
 
 
 def _past_future_rounds_ahead(state, history_sorted, ids, prompt_col, cap_col, generated_col, kv_col, clock_base, clock,
-                              slack_tokens, lists, limit_tokens, steps, cand_lo, cand_hi, cand_prompt, cand_kv, cand_held):
+                              slack_tokens, lists, limit_tokens, steps, cand_lo, cand_hi, cand_prompt, cand_kv, cand_held,
+                              cap_when_larger, rounded):
     """past_future._Round at each boundary: the same draws from the scheduler's CounterStream
     (`state`: uniforms for the running requests, list by list, then the head's history indices,
     as CounterStream.random and .integers make them) and the same values as _sampled_growth,
@@ -197,9 +212,10 @@ def _past_future_rounds_ahead(state, history_sorted, ids, prompt_col, cap_col, g
             o = float(generated[i] + s)
             cap = caps[i]
             first = _search_right(history_sorted, o)  # history values > o start here
-            points = w - first + 2  # o, the larger history values, cap
+            points, cap_point = _support_points(history_sorted, first, o, cap, cap_when_larger)
             for row in range(lists):
-                final = _interpolated_final(history_sorted, first, points, o, cap, _uniform_at(key, row * n + i + 1))
+                final = _interpolated_final(history_sorted, first, points, o, cap, _uniform_at(key, row * n + i + 1),
+                                            cap_point, rounded)
                 g = max(0.0, prompt_tokens[i] + final - 1 - kv_now)
                 pairs[0, row, i] = held
                 pairs[1, row, i] = g
@@ -225,7 +241,7 @@ def _reserved_blocks_sum(ids, prompt_col, cap_col, block_size, fixed_output_toke
 
 
 _KERNELS = {"reserved_blocks_sum": _reserved_blocks_sum, "replace_in_sorted": _replace_in_sorted, "lay_out": _lay_out, "sort_row": _sort_row, "peak_fits": _peak_fits, "try_add": _try_add, "sampled_growth": _sampled_growth,
-            "next_uniform": _next_uniform, "past_future_admit": _past_future_admit, "uniform_at": _uniform_at, "search_right": _search_right, "refused_by_floor": _refused_by_floor, "add_to_unsorted": _add_to_unsorted, "interpolated_final": _interpolated_final, "draw_candidate_growth": _draw_candidate_growth, "past_future_rounds_ahead": _past_future_rounds_ahead,
+            "next_uniform": _next_uniform, "past_future_admit": _past_future_admit, "uniform_at": _uniform_at, "search_right": _search_right, "refused_by_floor": _refused_by_floor, "add_to_unsorted": _add_to_unsorted, "interpolated_final": _interpolated_final, "support_points": _support_points, "draw_candidate_growth": _draw_candidate_growth, "past_future_rounds_ahead": _past_future_rounds_ahead,
             "exact_rounds_ahead": _exact_rounds_ahead}
 _CALLS = {"try_add": ("add_to_unsorted", "peak_fits"),
           "add_to_unsorted": ("sort_row", "peak_fits", "refused_by_floor"),
@@ -233,8 +249,8 @@ _CALLS = {"try_add": ("add_to_unsorted", "peak_fits"),
           "draw_candidate_growth": ("next_uniform",),
           "next_uniform": ("uniform_at",),
           "past_future_rounds_ahead": ("add_to_unsorted", "draw_candidate_growth", "uniform_at", "search_right",
-                                       "interpolated_final"),
-          "sampled_growth": ("interpolated_final",),
+                                       "interpolated_final", "support_points"),
+          "sampled_growth": ("interpolated_final", "support_points"),
           "exact_rounds_ahead": ("add_to_unsorted",)}
 
 

@@ -7,8 +7,10 @@ Past: the remaining lengths that the peak needs are not known, so they are drawn
 of output lengths of requests that finished on this replica:
 
 - a running request that has generated o tokens (cap L_max) takes the support points
-  [o] + [history values > o, ascending] + [L_max] as equally spaced quantiles of its final length,
-  draws u uniformly over the index range, interpolates, and clips to [o, L_max];
+  [o] + [history values > o, ascending] + [L_max] as equally spaced quantiles of its final length
+  (the cap point only when larger than the last value, with `cap_in_support: when-larger`),
+  draws u uniformly over the index range, interpolates (rounding to a whole token with
+  `round_sampled_length`), and clips to [o, L_max];
 - a waiting candidate draws one history value uniformly, clipped to its cap (and to at least one
   more token than it generated before an eviction, so its growth is never negative);
 - several independent lists of such draws are made per round (min(max_lists,
@@ -23,6 +25,7 @@ b = L - generated - 1; both give the same sum a + b and the same peak.
 from __future__ import annotations
 
 from collections import deque
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -60,6 +63,13 @@ class PastFutureConfig(SchedulerConfig):
     # Record the output length of a request aborted by the SLA guard in the history, as of its
     # abort, as the paper's artifact server did; false: only finished requests are recorded.
     record_aborted_lengths: bool = False
+    # A running request's support ends with its cap "always" (LightLLM's PastFutureQueue, 2025), or
+    # only "when-larger" than the last history value above o (the paper artifact's server,
+    # FuturePastReqQueue: a support whose history reaches the cap gets no extra cap point).
+    cap_in_support: Literal["always", "when-larger"] = "always"
+    # Round each sampled final length to a whole token, half to even, as LightLLM's round() does in
+    # every version; false keeps the interpolated value (llmsim's default before this knob).
+    round_sampled_length: bool = False
 
 
 class LengthHistory:
@@ -97,7 +107,8 @@ class _Round:
         # Draw order (kept stable for reproducibility): one row per list, running requests in
         # admission order; then, per candidate, one history draw per list.
         u = sched.stream.random((self.num_lists, n))
-        growth = _compiled.sampled_growth(run.generated_tokens, run.max_new_tokens, run.prompt_tokens, run.kv_tokens, hist, u)
+        growth = _compiled.sampled_growth(run.generated_tokens, run.max_new_tokens, run.prompt_tokens, run.kv_tokens, hist, u,
+                                          sched._cap_when_larger, sched._rounded)
         held = run.kv_tokens + sched._slack_tokens
         self.peaks = PeakAdmissionRound(held, growth, view.capacity_tokens * sched._limit_fraction)
 
@@ -145,6 +156,8 @@ class PastFutureScheduler:
         self._cap_config = ReservePeakConfig(headroom=config.headroom, per_request_slack_tokens=config.per_request_slack_tokens)
         self._empty_lists = config.max_lists if config.empty_batch_lists is None else config.empty_batch_lists
         self.records_aborted = config.record_aborted_lengths  # read by the engine's guard (guard.py)
+        self._cap_when_larger = config.cap_in_support == "when-larger"
+        self._rounded = config.round_sampled_length
 
     def num_lists(self, running: int) -> int:
         """Lists of draws in a round with `running` requests running (LightLLM's rule)."""
@@ -172,7 +185,7 @@ class PastFutureScheduler:
         index, pairs, is_sorted = _compiled.past_future_rounds_ahead(
             self.stream.state, self.history.sorted(), cols.ids, cols.prompt, cols.max_new, cols.generated, cols.kv,
             cols.clock_base, cols.clock, slack, num_lists, limit, steps_ahead, lo, max(lo, candidate.max_new_tokens),
-            candidate.prompt_tokens, candidate.kv_tokens, float(candidate.kv_tokens + slack))
+            candidate.prompt_tokens, candidate.kv_tokens, float(candidate.kv_tokens + slack), self._cap_when_larger, self._rounded)
         if index == len(steps_ahead):
             return index, None
         return index, _Round.resumed(self, num_lists, PeakAdmissionRound.resumed(pairs, n + 1, is_sorted, limit))
