@@ -301,26 +301,38 @@ def cmd_compare(args) -> int:
         rows = list(csv.DictReader(f))
     if not rows:
         raise SystemExit(f"{args.measured}: no rows")
-    results = compare_rows(rows, args.hardware.split(","), profile_search_dirs(Path.cwd()))
-    print("| model | phase | batch x tokens/context | graphed ms | eager ms | profile | predicted GPU ms | error vs graphed | predicted step ms | error vs eager |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    errors: dict[tuple[str, str], list[float]] = {}
+    profiles = args.hardware.split(",")
+    results = compare_rows(rows, profiles, profile_search_dirs(Path.cwd()))
+    by_row: dict[int, dict[str, tuple[float, float]]] = {}
     for row, profile, gpu, step in results:
-        measured = float(row["measured_s"])
+        by_row.setdefault(id(row), {})[profile] = (gpu / float(row["measured_s"]) - 1, step / float(row["eager_s"]) - 1)
+    print("Error of the predicted GPU time (step less overheads) against the graph-replayed pass; in brackets, of\n"
+          "the whole predicted step against the eager pass. Negative: llmsim too fast.\n")
+    print("| model | phase | batch x prompt/context | graphed ms | eager ms | " + " | ".join(profiles) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(profiles))
+    for row in rows:
         shape = f"1 x {row['tokens']}" if row["phase"] == "prefill" else f"{row['batch']} x {row['context']}"
-        eager = float(row["eager_s"])
-        e_gpu, e_step = gpu / measured - 1, step / eager - 1
-        errors.setdefault((profile, row["phase"]), []).append(e_gpu)
-        errors.setdefault((profile, "all"), []).append(e_gpu)
-        print(f"| {row['model']} | {row['phase']} | {shape} | {measured * 1e3:.3f} | {eager * 1e3:.3f} | {profile} | "
-              f"{gpu * 1e3:.3f} | {e_gpu:+.1%} | {step * 1e3:.3f} | {e_step:+.1%} |")
-    print("\n| profile | rows | median abs error (GPU time vs graphed) | median signed | worst |")
-    print("|---|---|---|---|---|")
-    for (profile, phase), errs in sorted(errors.items()):
-        worst = max(errs, key=abs)
-        print(f"| {profile} ({phase}) | {len(errs)} | {statistics.median(abs(e) for e in errs):.1%} | "
-              f"{statistics.median(errs):+.1%} | {worst:+.1%} |")
+        cells = " | ".join(f"{g:+.1%} ({e:+.1%})" for g, e in (by_row[id(row)][p] for p in profiles))
+        print(f"| {row['model']} | {row['phase']} | {shape} | {float(row['measured_s']) * 1e3:.2f} | "
+              f"{float(row['eager_s']) * 1e3:.2f} | {cells} |")
+    print("\n| profile | models | phase | rows | median abs error | median signed | worst | step vs eager: median abs |")
+    print("|---|---|---|---|---|---|---|---|")
+    groups: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    for row in rows:
+        kind = "MoE" if _is_moe(row["model"]) else "dense"
+        for p in profiles:
+            groups.setdefault((p, kind, row["phase"]), []).append(by_row[id(row)][p])
+    for (p, kind, phase), errs in sorted(groups.items()):
+        g = [e for e, _ in errs]
+        print(f"| {p} | {kind} | {phase} | {len(g)} | {statistics.median(abs(e) for e in g):.1%} | "
+              f"{statistics.median(g):+.1%} | {max(g, key=abs):+.1%} | {statistics.median(abs(e) for _, e in errs):.1%} |")
     return 0
+
+
+def _is_moe(model_name: str) -> bool:
+    from llmsim.costmodel import load_model
+
+    return load_model(model_name).is_moe
 
 
 def main(argv=None) -> int:
