@@ -43,13 +43,14 @@ def test_shipped_profile_is_measured_public_with_its_source_and_uses_the_table_m
     assert isinstance(cost_model_for(load_model("llama-2-7b"), profile, 1), TableCostModel)
 
 
-def test_import_rebuilds_the_shipped_profile_from_the_committed_csvs(tmp_path, capsys):
-    out = tmp_path / "a100.yaml"
-    argv = ["import-profile", "vidur", "--gpu", "a100", "--model", "llama-2-7b", "--tp", "1,2,4,8",
-            "--source", str(DATA), "--out", str(out), "--date", "2026-12-04", "--name", SHIPPED]
+@pytest.mark.parametrize("gpu, name", [("a100", SHIPPED), ("h100", "h100-80g-sxm-vidur")])
+def test_import_rebuilds_the_shipped_profile_from_the_committed_csvs(tmp_path, capsys, gpu, name):
+    out = tmp_path / f"{gpu}.yaml"
+    argv = ["import-profile", "vidur", "--gpu", gpu, "--model", "llama-2-7b", "--tp", "1,2,4,8",
+            "--source", str(DATA), "--out", str(out), "--date", "2026-12-04", "--name", name]
     assert main(argv) == 0
     assert "wrote" in capsys.readouterr().out
-    rebuilt, shipped = load_profile(out), load_profile(SHIPPED)
+    rebuilt, shipped = load_profile(out), load_profile(name)
     for section in ("hardware", "efficiency", "comm", "overheads", "gemm", "attention", "elementwise", "fit_report"):
         assert getattr(rebuilt, section) == getattr(shipped, section), section
     assert main(argv) == 2  # refuses to overwrite without --overwrite
@@ -116,6 +117,19 @@ def test_tp2_all_reduce_comes_from_the_measured_curve(shipped):
     near_s = [float(r["time_stats.all_reduce.median"]) * 1e-3 for r in rows if int(r["size"]) in (below, above)]
     per_call_s = cms[2].breakdown(_decode(64, 129))["communication"] / (2 * model.num_hidden_layers + 1)
     assert min(near_s) * 0.95 <= per_call_s <= max(near_s) * 1.05
+
+
+def test_without_attention_rows_the_table_model_prices_attention_analytically():
+    """Vidur's H100 attention file is not available: the H100 profile's GEMMs come from its tables,
+    its attention from the same analytic formula as the template it was imported onto."""
+    model, profile = load_model("llama-2-7b"), load_profile("h100-80g-sxm-vidur")
+    assert profile.attention is None and "prices it analytically" in profile.calibration.notes
+    table = cost_model_for(model, profile, 1)
+    analytic = cost_model_for(model, load_profile("h100-80g-sxm"), 1)
+    assert isinstance(table, TableCostModel) and table.attention_config is None
+    for shape in (BatchShape((2048,), (0,)), _decode(32, 1025), BatchShape((512,), (1024,), 8, 8 * 600, 600)):
+        assert table.breakdown(shape)["attention"] == pytest.approx(analytic.breakdown(shape)["attention"], rel=1e-12)
+        assert table.breakdown(shape)["gemm"] != pytest.approx(analytic.breakdown(shape)["gemm"], rel=0.01)
 
 
 # ----- bad input -----

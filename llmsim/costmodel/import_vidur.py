@@ -278,7 +278,8 @@ def import_vidur(sources: VidurSources, model: ModelArch, tps: Sequence[int], gp
                   + sources.describe(),
         "notes": f"imported by llmsim import-profile vidur: {'; '.join(p for p in parts if p)}; fitted by llmsim.costmodel.fit. "
                  f"Spec peaks, efficiency fallbacks, engine overheads and host link from the template '{base.hardware.name}'"
-                 + (f"; no {missing} table in the sources" if missing else "")
+                 + (f"; no {missing} table in the sources: the table cost model prices it analytically "
+                    "(the template's peaks x efficiency)" if missing else "")
                  + ". Vidur times CUDA kernels alone (float16), without launch gaps between them.",
         "torch_version": None, "cuda_version": None, "driver_version": None, "duration_s": None,
     })
