@@ -166,6 +166,22 @@ def test_missing_column_bad_number_and_unknown_tp_name_the_file_and_line(tmp_pat
     assert "num_tensor_parallel_workers=16" in capsys.readouterr().err
 
 
+def test_a_bad_attention_row_is_named_by_file_line_and_column(tmp_path, capsys):
+    lines = ATTENTION_CSV.read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[1].split(",")
+    cells[header.index("is_prefill")] = "maybe"
+    broken = tmp_path / "attention.csv"
+    broken.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    assert _import(tmp_path, MLP_CSV, broken) == 2
+    assert f"{broken} line 2: is_prefill is 'maybe'" in capsys.readouterr().err
+    cells[header.index("is_prefill")] = "False"
+    cells[header.index("time_stats.attn_output_reshape.median")] = "n/a"
+    broken.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    assert _import(tmp_path, MLP_CSV, broken) == 2
+    assert "line 2: column time_stats.attn_output_reshape.median is 'n/a'" in capsys.readouterr().err
+
+
 def test_sources_are_found_by_layout_or_file_name(tmp_path):
     found = find_sources([DATA], "a100", "meta-llama/Llama-2-7b-hf")
     assert (found.mlp, found.attention, found.all_reduce) == (MLP_CSV, ATTENTION_CSV, ALLREDUCE_CSV)

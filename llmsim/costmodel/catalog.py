@@ -215,5 +215,5 @@ def load_model(name_or_path: str | Path) -> ModelArch:
     name = str(name_or_path)
     path = MODELS_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise unknown_name("model", name, list_models())
+        raise unknown_name("model", name, list_models(), "a path to a YAML file or a Hugging Face config.json")
     return load_yaml_model(ModelArch, path, "model")

@@ -130,10 +130,10 @@ def _median_s(path: Path, line: int, row: dict[str, str], op: str) -> float:
     return ms * 1e-3
 
 
-def _optional_ms(row: dict[str, str], op: str) -> float:
-    """A reshape time that Vidur adds to attention: missing or empty counts as 0."""
-    text = row.get(f"time_stats.{op}.median") or ""
-    return float(text) * 1e-3 if text.strip() else 0.0
+def _optional_s(path: Path, line: int, row: dict[str, str], op: str) -> float:
+    """A reshape time that Vidur adds to attention, as seconds: a missing or empty cell counts as 0."""
+    column = f"time_stats.{op}.median"
+    return _number(path, line, row, column) * 1e-3 if (row.get(column) or "").strip() else 0.0
 
 
 def _check_model(model: ModelArch, path: Path, shapes: set[tuple[int, ...]], labels: Sequence[str]) -> None:
@@ -194,7 +194,7 @@ def mlp_points(path: Path, model: ModelArch, tp: int) -> tuple[list[GemmPoint], 
             n, k = shapes[op]
             gemm.append(GemmPoint(n=n, k=k, tokens=tokens, seconds=_median_s(path, line, row, op)))
         for op in _MEMORY_OPS:
-            if row.get(f"time_stats.{op}.median", "").strip():  # older Vidur files lack some kernels
+            if (row.get(f"time_stats.{op}.median") or "").strip():  # older Vidur files lack some kernels
                 memory.append(BandwidthPoint(num_bytes=float(tokens * op_bytes[op]), seconds=_median_s(path, line, row, op)))
     return gemm, memory
 
@@ -213,10 +213,10 @@ def attention_points(path: Path, model: ModelArch, tp: int) -> tuple[list[Prefil
     # measured head configuration (tables.closest_attention_config).
     for line, row in _rows_for_tp(path, rows, tp, required=False):
         batch, kv_len = _integer(path, line, row, "batch_size"), _integer(path, line, row, "kv_cache_size")
-        reshape_s = _optional_ms(row, "attn_input_reshape") + _optional_ms(row, "attn_output_reshape")
-        flag = row["is_prefill"].strip().lower()
+        reshape_s = _optional_s(path, line, row, "attn_input_reshape") + _optional_s(path, line, row, "attn_output_reshape")
+        flag = (row.get("is_prefill") or "").strip().lower()
         if flag not in ("true", "false"):
-            raise LlmsimError(f"{path} line {line}: is_prefill is {row['is_prefill']!r}, not True or False")
+            raise LlmsimError(f"{path} line {line}: is_prefill is {row.get('is_prefill')!r}, not True or False")
         if flag == "true":
             chunk = _integer(path, line, row, "prefill_chunk_size")
             seconds = _median_s(path, line, row, "attn_prefill") + reshape_s
