@@ -182,6 +182,17 @@ def test_a_bad_attention_row_is_named_by_file_line_and_column(tmp_path, capsys):
     assert "line 2: column time_stats.attn_output_reshape.median is 'n/a'" in capsys.readouterr().err
 
 
+def test_a_tp_degree_without_all_reduce_rows_is_refused(tmp_path, capsys):
+    lines = ALLREDUCE_CSV.read_text().splitlines()
+    header = lines[0].split(",")
+    workers = header.index("num_workers")
+    only_tp4 = tmp_path / "all_reduce.csv"
+    only_tp4.write_text("\n".join([lines[0], *(l for l in lines[1:] if l.split(",")[workers] == "4")]) + "\n")
+    assert _import(tmp_path, MLP_CSV, only_tp4, tp="1,2") == 2
+    err = capsys.readouterr().err
+    assert str(only_tp4) in err and "for TP 2; the file has 4" in err
+
+
 def test_sources_are_found_by_layout_or_file_name(tmp_path):
     found = find_sources([DATA], "a100", "meta-llama/Llama-2-7b-hf")
     assert (found.mlp, found.attention, found.all_reduce) == (MLP_CSV, ATTENTION_CSV, ALLREDUCE_CSV)

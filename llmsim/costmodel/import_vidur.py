@@ -231,11 +231,18 @@ def allreduce_points(path: Path, tps: Sequence[int]) -> list[AllReducePoint]:
     """Single-node all-reduces (devices_per_node == num_workers) at the TP degrees asked for."""
     rows = read_rows(path, ["num_workers", "devices_per_node", "size", "time_stats.all_reduce.median"])
     points = []
+    single_node: set[int] = set()  # TP degrees the file holds, for the error below
     for line, row in rows:
         workers = _integer(path, line, row, "num_workers")
+        if _integer(path, line, row, "devices_per_node") == workers:
+            single_node.add(workers)
         if workers in tps and workers > 1 and _integer(path, line, row, "devices_per_node") == workers:
             size_bytes = _integer(path, line, row, "size")  # Vidur records the message size in bytes
             points.append(AllReducePoint(tp=workers, num_bytes=float(size_bytes), seconds=_median_s(path, line, row, "all_reduce")))
+    absent = [tp for tp in tps if tp > 1 and not any(p.tp == tp for p in points)]
+    if absent:
+        raise LlmsimError(f"{path}: no single-node all-reduce rows (num_workers = devices_per_node) for TP "
+                          f"{', '.join(map(str, absent))}; the file has {', '.join(map(str, sorted(single_node))) or 'none'}")
     return points
 
 
@@ -283,4 +290,4 @@ def import_vidur(sources: VidurSources, model: ModelArch, tps: Sequence[int], gp
                  + ". Vidur times CUDA kernels alone (float16), without launch gaps between them.",
         "torch_version": None, "cuda_version": None, "driver_version": None, "duration_s": None,
     })
-    return profile.model_copy(update={"calibration": calibration})
+    return HardwareProfile.model_validate(profile.model_dump() | {"calibration": calibration.model_dump()})
