@@ -207,7 +207,8 @@ def load_model(name_or_path: str | Path) -> ModelArch:
     Face config.json (a `.json` path, or a folder holding config.json; llmsim.costmodel.hf_config)."""
     text = str(name_or_path)
     if text.endswith(".json") or (looks_like_path(name_or_path) and (Path(text) / "config.json").is_file()):
-        from llmsim.costmodel.hf_config import model_from_hf_config  # imports this module
+        # Imported here: hf_config imports this module.
+        from llmsim.costmodel.hf_config import model_from_hf_config
 
         return model_from_hf_config(Path(text))
     if looks_like_path(name_or_path):
