@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .step_time_command import add_parser as add_step_time
 
     add_step_time(sub)
+    from .import_profile_command import add_parser as add_import_profile
+
+    add_import_profile(sub)
     from .sweep_cli import add_parsers  # sweep, capacity, compare, plot
 
     add_parsers(sub)

@@ -93,6 +93,6 @@ def resolve_paths(data: dict, base_dir: Path) -> None:
             src["path"] = str(p if p.is_absolute() else (base_dir / p).resolve())
     for key in ("model", "hardware"):
         v = data.get(key)
-        if isinstance(v, str) and (v.endswith((".yaml", ".yml")) or "/" in v):
+        if isinstance(v, str) and (v.endswith((".yaml", ".yml", ".json")) or "/" in v):
             p = Path(v).expanduser()
             data[key] = str(p if p.is_absolute() else (base_dir / p).resolve())

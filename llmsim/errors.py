@@ -26,6 +26,6 @@ def did_you_mean(word: str, options) -> str:
     return f" (did you mean {match!r}?)" if match else ""
 
 
-def unknown_name(what: str, name: str, known: list[str]) -> LlmsimError:
+def unknown_name(what: str, name: str, known: list[str], escape: str = "a path to a YAML file") -> LlmsimError:
     """The error for a name that is not in a catalog: suggestion, the known names, the path escape."""
-    return LlmsimError(f"unknown {what} '{name}'{did_you_mean(name, known)}; known: {', '.join(known) or 'none'} (or give a path to a YAML file)")
+    return LlmsimError(f"unknown {what} '{name}'{did_you_mean(name, known)}; known: {', '.join(known) or 'none'} (or give {escape})")

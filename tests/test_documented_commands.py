@@ -324,7 +324,7 @@ def expected_outputs(argv, workdir: Path) -> list[Path]:
         return [Path(option(argv, "--out"))]
     if sub == "trace" and len(argv) > 3 and argv[1] == "convert":
         return [Path(argv[3])]
-    if sub == "calibrate-hardware" and option(argv, "--out"):
+    if sub in ("calibrate-hardware", "import-profile") and option(argv, "--out"):
         return [Path(option(argv, "--out"))]
     if sub == "plot":
         folder = workdir / argv[1]

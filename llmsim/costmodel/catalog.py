@@ -1,7 +1,7 @@
 """Model architectures: the fields of a Hugging Face `config.json`, and sizes derived from them.
 
-A `ModelArch` is loaded from a YAML file in `llmsim/costmodel/models/` (by catalog name) or from
-any YAML path. Field names follow Hugging Face so a config can be copied over. Derived sizes are in
+A `ModelArch` is loaded from a YAML file in `llmsim/costmodel/models/` (by catalog name), from
+any YAML path, or from a Hugging Face `config.json` itself (llmsim.costmodel.hf_config). Field names follow Hugging Face so a config can be copied over. Derived sizes are in
 parameters (counts) and bytes; per-GPU sizes take the tensor-parallel degree `tp`, sharding the
 way vLLM does (heads, intermediate and vocabulary split across GPUs; norms and, when tp exceeds
 the KV head count, KV heads replicated).
@@ -203,11 +203,18 @@ def list_models() -> list[str]:
 
 
 def load_model(name_or_path: str | Path) -> ModelArch:
-    """A catalog model by name (e.g. 'llama-2-7b') or a ModelArch YAML file by path."""
+    """A catalog model by name (e.g. 'llama-2-7b'), a ModelArch YAML file by path, or a Hugging
+    Face config.json (a `.json` path, or a folder holding config.json; llmsim.costmodel.hf_config)."""
+    text = str(name_or_path)
+    if text.endswith(".json") or (looks_like_path(name_or_path) and (Path(text) / "config.json").is_file()):
+        # Imported here: hf_config imports this module.
+        from llmsim.costmodel.hf_config import model_from_hf_config
+
+        return model_from_hf_config(Path(text))
     if looks_like_path(name_or_path):
         return load_yaml_model(ModelArch, Path(name_or_path), "model")
     name = str(name_or_path)
     path = MODELS_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise unknown_name("model", name, list_models())
+        raise unknown_name("model", name, list_models(), "a path to a YAML file or a Hugging Face config.json")
     return load_yaml_model(ModelArch, path, "model")

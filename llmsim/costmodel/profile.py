@@ -54,7 +54,8 @@ class HardwareSpec(_Section):
 class Calibration(_Section):
     """How the profile was made."""
 
-    fidelity: Literal["measured", "analytic", "coarse-cpu"]
+    # measured-public: tables imported from published measurements (llmsim import-profile), not this machine
+    fidelity: Literal["measured", "measured-public", "analytic", "coarse-cpu"]
     date: datetime.date
     source: str
     notes: str = ""

@@ -12,7 +12,9 @@ the profile's tables instead of a roofline:
   configuration that was not measured borrows the closest measured one (same head_dim first),
   which is sound because the fits are on FLOPs and bytes, not on head counts. Bytes are counted
   in the measured dtype (attention.dtype_bytes), as the fits were. Prefill chunks are one varlen
-  launch, decode sequences another.
+  launch, decode sequences another. A profile with GEMM tables but no attention fits (imported
+  from a source that publishes none, `llmsim import-profile`) prices attention with the analytic
+  model (spec peaks x efficiency); `attention_config` is then None.
 - Elementwise kernels: bytes moved over the measured bandwidth table, at least the kernel floor;
   efficiency x HBM peak when the profile has no elementwise table.
 - All-reduce (TP > 1): the measured table for that TP degree, else the comm scalars (ring formula).
@@ -74,14 +76,19 @@ def closest_attention_config(configs: tuple[AttentionConfig, ...], q_heads: int,
     return min(usable, key=distance)
 
 
+def has_gemm_tables(profile: HardwareProfile) -> bool:
+    """True when the profile holds measured GEMM tables, the least a TableCostModel needs."""
+    return profile.gemm is not None and bool(profile.gemm.shapes)
+
+
 class TableCostModel(ComposedCostModel):
     """CostModel from a model architecture, a measured (schema-2) profile, TP and PP degrees."""
 
     def __init__(self, model: ModelArch, profile: HardwareProfile, tensor_parallel: int = 1, pipeline_parallel: int = 1) -> None:
-        if not profile.has_tables:
+        if not has_gemm_tables(profile):
             raise LlmsimError(
-                f"hardware profile '{profile.hardware.name}' has no measured GEMM and attention tables "
-                "(schema 2, from llmsim calibrate-hardware); use cost_model_for() to fall back to the analytic model"
+                f"hardware profile '{profile.hardware.name}' has no measured GEMM tables "
+                "(schema 2, from llmsim calibrate-hardware or import-profile); use cost_model_for() to fall back to the analytic model"
             )
         model.check_tensor_parallel(tensor_parallel)
         layers = model.num_hidden_layers
@@ -144,8 +151,15 @@ class TableCostModel(ComposedCostModel):
         self._elem_bytes_per_s = hw.hbm_gb_per_s * 1e9 * eff.elementwise_bandwidth
 
     def _init_attention(self, profile: HardwareProfile, q_heads: int, kv_heads: int, head_dim: int) -> None:
-        """Attention fits for this per-GPU head configuration (the closest measured one)."""
+        """Attention fits for this per-GPU head configuration (the closest measured one), or the
+        analytic model's attention when the profile has no usable fit."""
         att = profile.attention
+        if att is None or not any(c.prefill is not None and c.decode is not None for c in att.configs):
+            self.attention_config, self.attention_config_exact = None, False
+            # Instance attributes shadow the two hooks, so the hot decode path pays no extra test.
+            self._prefill_attention_s = self._analytic._prefill_attention_s  # type: ignore[method-assign]
+            self._decode_attention_s = self._analytic._decode_attention_s  # type: ignore[method-assign]
+            return
         cfg = closest_attention_config(att.configs, q_heads, kv_heads, head_dim)  # type: ignore[union-attr]
         self.attention_config = (cfg.q_heads, cfg.kv_heads, cfg.head_dim)
         self.attention_config_exact = self.attention_config == (q_heads, kv_heads, head_dim)
@@ -250,9 +264,9 @@ class TableCostModel(ComposedCostModel):
 
 
 def cost_model_for(model: ModelArch, profile: HardwareProfile, tp: int = 1, pp: int = 1) -> CostModel:
-    """A TableCostModel when the profile has measured GEMM and attention tables, otherwise the
+    """A TableCostModel when the profile has measured GEMM tables, otherwise the
     AnalyticCostModel (spec peaks x efficiency factors), which has no pipeline-parallel model."""
-    if profile.has_tables:
+    if has_gemm_tables(profile):
         return TableCostModel(model, profile, tp, pp)
     if pp != 1:
         raise LlmsimError(
