@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .cli_args import positive_int
+from .costmodel.overheads import PRESETS
 from .errors import LlmsimError
 
 _LISTS = ("prefill_chunk_tokens", "prefill_prefix_tokens")
@@ -34,6 +35,7 @@ def add_parser(sub) -> None:
     shape.add_argument("--decode", type=positive_int, metavar="BATCH", help="a decode step of this many sequences (with --context)")
     shape.add_argument("--batch", type=Path, metavar="FILE", help="YAML/JSON with BatchShape fields (prefill_chunk_tokens, prefill_prefix_tokens, decode_seqs, decode_context_sum_tokens, decode_context_max_tokens)")
     stp.add_argument("--context", type=positive_int, metavar="TOKENS", help="context length of every decoding sequence")
+    stp.add_argument("--overheads", choices=sorted(PRESETS), help="engine-overhead preset instead of the profile's (docs/cost-model.md §1)")
     stp.add_argument("--json", action="store_true", help="print JSON for scripts")
     stp.set_defaults(handler=cmd_step_time)
 
@@ -106,6 +108,8 @@ def cmd_step_time(args, console: Console) -> int:
 
     model = load_model(args.model)
     profile = load_profile(args.hardware, profile_search_dirs(Path.cwd()))
+    if args.overheads is not None:  # replaces the profile's preset and its own numbers, as a scenario's would
+        profile = profile.model_copy(update={"overheads": type(profile.overheads)(preset=args.overheads)})
     cm = cost_model_for(model, profile, args.tp)
     shape = batch_shape(args)
     total = cm.step_time_s(shape)

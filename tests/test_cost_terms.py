@@ -100,6 +100,8 @@ def test_step_time_names_the_overhead_preset(capsys):
     assert json.loads(capsys.readouterr().out)["overhead_preset"] == "cuda-graph"
     assert main(["step-time", "--model", "llama-2-7b", "--hardware", "a100-80g-sxm", "--prefill", "16"]) == 0
     assert "overheads preset cuda-graph" in capsys.readouterr().out
+    assert main(["step-time", "--model", "llama-2-7b", "--hardware", "a100-80g-sxm", "--decode", "4", "--context", "64", "--overheads", "eager", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["overhead_preset"] == "eager"
 
 
 # ----- smooth roofline -----
