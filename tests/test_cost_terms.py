@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import typing
 
 import numpy as np
 import pytest
@@ -89,6 +90,10 @@ def test_an_unknown_preset_in_a_profile_names_the_field_and_the_file(tmp_path):
 
 
 def test_a_scenario_overrides_the_profiles_preset_and_numbers(h100, llama7b):
+    scenario_presets = typing.get_args(typing.get_args(AnalyticCostConfig.model_fields["overhead_preset"].annotation)[0])
+    assert set(scenario_presets) == set(PRESETS)  # the scenario schema lists the same presets
+    own_numbers = with_preset(h100, preset="cuda-graph", step_s=0.02)
+    assert analytic(AnalyticCostConfig(overhead_preset="eager"), llama7b, own_numbers, 1).overheads == PRESETS["eager"]
     cm = analytic(AnalyticCostConfig(overhead_preset="eager"), llama7b, h100, 1)
     assert cm.overheads == PRESETS["eager"]
     cm = analytic(AnalyticCostConfig(step_overhead_s=0.002, sampling_bytes_per_logit=0.0), llama7b, h100, 1)
