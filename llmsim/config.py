@@ -5,11 +5,9 @@ and validates it. Every problem becomes one `LlmsimError` line that names the fi
 the dotted key: an unknown or misspelt key (with a suggestion), a missing key, a bad value, a
 duplicated key. Relative paths inside a scenario are resolved against the scenario file's folder,
 so a scenario runs the same from any working directory; relative paths given in `--set` overrides
-are resolved against the working directory, where they were typed. This module holds the schema and the two
-entry points; reading the YAML and `--set` overrides live in llmsim.config_loading
-(`parse_override` and `apply_override` are importable from here too), the error text in
-llmsim.config_errors.
-
+are resolved against the working directory, where they were typed. This module holds the schema and
+the two entry points; YAML reading and `--set` overrides live in llmsim.config_loading (`parse_override`
+and `apply_override` importable from here too), the error text in llmsim.config_errors.
 Units are in the key names: `_s` seconds, `_tokens` tokens, `_gib` GiB, `_per_s` per second.
 """
 
@@ -84,8 +82,10 @@ class EngineConfig(Strict):
 # ------------------------------------------------------------------------------------ cost model
 class AnalyticCostConfig(Strict):
     kind: Literal["analytic"] = "analytic"
-    step_overhead_s: float | None = Field(None, ge=0.0)  # None: the hardware profile's value
+    overhead_preset: Literal["cuda-graph", "eager", "kernels-only"] | None = None  # None: the profile's (costmodel/overheads.py)
+    step_overhead_s: float | None = Field(None, ge=0.0)  # None: the preset's or the profile's value
     per_seq_overhead_s: float | None = Field(None, ge=0.0)
+    sampling_bytes_per_logit: float | None = Field(None, ge=0.0)
 
 
 class ConstantCostConfig(Strict):

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .cli_args import positive_int
+from .costmodel.overheads import PRESETS
 from .errors import LlmsimError
 
 _LISTS = ("prefill_chunk_tokens", "prefill_prefix_tokens")
@@ -34,6 +35,7 @@ def add_parser(sub) -> None:
     shape.add_argument("--decode", type=positive_int, metavar="BATCH", help="a decode step of this many sequences (with --context)")
     shape.add_argument("--batch", type=Path, metavar="FILE", help="YAML/JSON with BatchShape fields (prefill_chunk_tokens, prefill_prefix_tokens, decode_seqs, decode_context_sum_tokens, decode_context_max_tokens)")
     stp.add_argument("--context", type=positive_int, metavar="TOKENS", help="context length of every decoding sequence")
+    stp.add_argument("--overheads", choices=sorted(PRESETS), help="engine-overhead preset instead of the profile's (docs/cost-model.md §1)")
     stp.add_argument("--json", action="store_true", help="print JSON for scripts")
     stp.set_defaults(handler=cmd_step_time)
 
@@ -106,6 +108,8 @@ def cmd_step_time(args, console: Console) -> int:
 
     model = load_model(args.model)
     profile = load_profile(args.hardware, profile_search_dirs(Path.cwd()))
+    if args.overheads is not None:  # replaces the profile's preset and its own numbers, as a scenario's would
+        profile = profile.model_copy(update={"overheads": type(profile.overheads)(preset=args.overheads)})
     cm = cost_model_for(model, profile, args.tp)
     shape = batch_shape(args)
     total = cm.step_time_s(shape)
@@ -113,7 +117,8 @@ def cmd_step_time(args, console: Console) -> int:
     floors = cm.floors(shape)
     out = {
         "model": model.name, "hardware": profile.hardware.name, "fidelity": profile.calibration.fidelity,
-        "tensor_parallel": args.tp, "cost_model": type(cm).__name__, "shape": dataclasses.asdict(shape),
+        "tensor_parallel": args.tp, "cost_model": type(cm).__name__, "overhead_preset": cm.overheads.name,
+        "shape": dataclasses.asdict(shape),
         "step_ms": total * 1e3, "breakdown_ms": {k: v * 1e3 for k, v in parts.items()},
         "bandwidth_floor_ms": floors["bandwidth_floor_s"] * 1e3, "flop_floor_ms": floors["flop_floor_s"] * 1e3,
         "bandwidth_efficiency": floors["bandwidth_floor_s"] / total if total else None,
@@ -122,7 +127,8 @@ def cmd_step_time(args, console: Console) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
-    console.print(f"[bold]{model.name}[/bold] on {profile.hardware.name} (TP {args.tp}, profile {profile.calibration.fidelity}, {type(cm).__name__})")
+    console.print(f"[bold]{model.name}[/bold] on {profile.hardware.name} (TP {args.tp}, profile {profile.calibration.fidelity}, "
+                  f"{type(cm).__name__}, overheads {cm.overheads.name})")
     table = Table(header_style="bold", box=None)
     table.add_column("component")
     table.add_column("ms", justify="right")
@@ -130,6 +136,9 @@ def cmd_step_time(args, console: Console) -> int:
         table.add_row(k, f"{v * 1e3:.3f}")
     table.add_row("[bold]step[/bold]", f"[bold]{total * 1e3:.3f}[/bold]")
     console.print(table)
+    o = cm.overheads
+    console.print(f"overheads preset {o.name}: {o.step_s * 1e3:g} ms per step, {o.per_seq_s * 1e6:g} us per sequence, "
+                  f"sampling {o.sampling_bytes_per_logit:g} bytes per logit")
     console.print(f"floors: bandwidth {out['bandwidth_floor_ms']:.3f} ms ({out['bandwidth_efficiency']:.0%} of it achieved), "
                   f"FLOP {out['flop_floor_ms']:.3f} ms (MFU {out['model_flops_utilisation']:.0%})")
     return 0

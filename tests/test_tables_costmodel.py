@@ -349,8 +349,13 @@ def test_tensor_parallel_cuts_gemm_to_at_least_1_over_k_and_adds_measured_commun
     table = next(t for t in measured.comm.allreduce_tables if t.tp == 4)
     assert per_allreduce == pytest.approx(TimeCurve(table.num_bytes, table.seconds)(tokens * hidden * 2), rel=1e-12)
     assert per_allreduce == pytest.approx(AR_LAT_S + 1.5 * tokens * hidden * 2 / AR_BUS, rel=0.05)  # log-log interpolation
-    comm = measured.comm
+    # TP 8 has no table: the profile's per-TP fit for 8 (comm.allreduce_by_tp), else the scalars.
+    fit8 = next(f for f in measured.comm.allreduce_by_tp if f.tp == 8)
     per_allreduce = TableCostModel(model, measured, 8).breakdown(decode(tokens, 100))["communication"] / (2 * 80 + 1)
+    assert per_allreduce == pytest.approx(fit8.latency_us * 1e-6 + 1.75 * tokens * hidden * 2 / (fit8.bus_gb_per_s * 1e9), rel=1e-12)
+    scalars = measured.model_copy(update={"comm": measured.comm.model_copy(update={"allreduce_by_tp": None})})
+    comm = scalars.comm
+    per_allreduce = TableCostModel(model, scalars, 8).breakdown(decode(tokens, 100))["communication"] / (2 * 80 + 1)
     expected = comm.allreduce_latency_us * 1e-6 + 1.75 * tokens * hidden * 2 / (comm.allreduce_bus_gb_per_s * 1e9)
     assert per_allreduce == pytest.approx(expected, rel=1e-12)
 

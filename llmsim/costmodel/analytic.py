@@ -8,8 +8,11 @@ Implements docs/cost-model.md §1. One iteration on one GPU of a tensor-parallel
     + embedding, final norm, one more all-reduce (vocab-parallel embedding) + LM head on n rows
 
 where T is the number of new tokens and n the number of sequences. Each GEMM takes
-max(flops / achieved FLOP/s, bytes / achieved bandwidth, kernel floor); attention and elementwise
-kernels are rooflines too. All results are seconds; rates are stored in FLOP/s and bytes/s.
+launch + smooth_max(flops / achieved FLOP/s, bytes / achieved bandwidth) (roofline.py), at least
+the kernel floor; fused-MoE expert GEMMs run at `moe_gemm_efficiency` of those rates; attention is
+the same smooth roofline and elementwise kernels take launch + bytes / bandwidth. The engine
+overheads (overheads.py) add per step, per sequence and per sampled logit. All results are
+seconds; rates are stored in FLOP/s and bytes/s.
 
 Speed matters (one call per simulated step): everything that depends only on T or only on n is
 cached in dicts keyed by that integer, and attention is closed-form, so a decode-only call is a
@@ -22,6 +25,8 @@ from llmsim.costmodel.base import BatchShape
 from llmsim.costmodel.catalog import ModelArch
 from llmsim.costmodel.composed import ComposedCostModel
 from llmsim.costmodel.profile import HardwareProfile
+from llmsim.costmodel.roofline import (DEFAULT_GEMM_LAUNCH_US, DEFAULT_KERNEL_LAUNCH_US, DEFAULT_MOE_GEMM_EFFICIENCY,
+                                       DEFAULT_ROOFLINE_P, allreduce_params, smooth_max)
 
 
 class AnalyticCostModel(ComposedCostModel):
@@ -37,11 +42,9 @@ class AnalyticCostModel(ComposedCostModel):
         self._init_rates(profile)
         self._init_shapes(model, tp)
 
-        # All-reduces per step and their cost (ring all-reduce over the TP group).
+        # All-reduces per step and their cost (ring all-reduce over the TP group, per-TP fit).
         self._num_allreduces = 2 * self._layers + 1 if tp > 1 else 0  # + vocab-parallel embedding
-        ring_factor = 2.0 * (tp - 1) / tp
-        self._allreduce_latency_s = profile.comm.allreduce_latency_us * 1e-6
-        self._allreduce_s_per_byte = ring_factor / (profile.comm.allreduce_bus_gb_per_s * 1e9)
+        self._allreduce_latency_s, self._allreduce_s_per_byte = allreduce_params(profile.comm, tp)
 
         self._init_caches()
 
@@ -60,6 +63,11 @@ class AnalyticCostModel(ComposedCostModel):
         self._elem_bytes_per_s = hbm_bytes_per_s * eff.elementwise_bandwidth
         self._floor_s = eff.kernel_floor_us * 1e-6
         self._host_link_bytes_per_s = hw.host_link_gb_per_s * 1e9
+        # Optional fields: None takes the cited defaults of roofline.py.
+        self._p = DEFAULT_ROOFLINE_P if eff.roofline_p is None else eff.roofline_p
+        self._launch_s = (DEFAULT_KERNEL_LAUNCH_US if eff.kernel_launch_us is None else eff.kernel_launch_us) * 1e-6
+        self._gemm_launch_s = (DEFAULT_GEMM_LAUNCH_US if eff.gemm_launch_us is None else eff.gemm_launch_us) * 1e-6
+        self._moe_eff = DEFAULT_MOE_GEMM_EFFICIENCY if eff.moe_gemm_efficiency is None else eff.moe_gemm_efficiency
 
     def _init_shapes(self, model: ModelArch, tp: int) -> None:
         """Per-GPU shapes after sharding over `tp` GPUs: the GEMMs, the bytes per token of the
@@ -103,11 +111,20 @@ class AnalyticCostModel(ComposedCostModel):
 
     # ----- kernel rooflines -----
 
+    def _kernel_s(self, launch_s: float, compute_s: float, memory_s: float) -> float:
+        """launch + smooth roofline of the two times, at least the kernel floor."""
+        t = launch_s + smooth_max(compute_s, memory_s, self._p)
+        return t if t > self._floor_s else self._floor_s
+
+    def _elem_s(self, num_bytes: float) -> float:
+        """One memory-bound elementwise kernel moving `num_bytes`."""
+        return self._kernel_s(self._launch_s, 0.0, num_bytes / self._elem_bytes_per_s)
+
     def _gemm_s(self, m: float, n: int, k: int) -> float:
-        """One GEMM of (m x k) @ (k x n): compute roofline, weight-streaming roofline, floor."""
+        """One GEMM of (m x k) @ (k x n): launch + smooth compute / weight-streaming roofline."""
         flops = 2.0 * m * n * k
         moved_bytes = (m * k + k * n + m * n) * self._dtype_bytes
-        return max(flops / self._gemm_flops_per_s, moved_bytes / self._gemm_bytes_per_s, self._floor_s)
+        return self._kernel_s(self._gemm_launch_s, flops / self._gemm_flops_per_s, moved_bytes / self._gemm_bytes_per_s)
 
     def _moe_gemm_s(self, tokens: int, n: int, k: int) -> float:
         """One fused-MoE GEMM launch: T x top_k rows over the experts they hit.
@@ -120,7 +137,8 @@ class AnalyticCostModel(ComposedCostModel):
         rows = float(tokens * top_k)
         flops = 2.0 * rows * n * k
         moved_bytes = (rows * k + active * k * n + rows * n) * self._dtype_bytes
-        return max(flops / self._gemm_flops_per_s, moved_bytes / self._gemm_bytes_per_s, self._floor_s)
+        eff = self._moe_eff  # fused-MoE kernels reach a fraction of a dense GEMM's rates
+        return self._kernel_s(self._gemm_launch_s, flops / (self._gemm_flops_per_s * eff), moved_bytes / (self._gemm_bytes_per_s * eff))
 
     def _expected_active_experts(self, tokens: int) -> float:
         if self._router_gemm is None:
@@ -132,15 +150,14 @@ class AnalyticCostModel(ComposedCostModel):
         parts = self._per_token_cache.get(tokens)
         if parts is not None:
             return parts
-        floor, elem_rate = self._floor_s, self._elem_bytes_per_s
         layer_gemm_s = sum(self._gemm_s(tokens, n, k) for n, k in self._attn_gemms)
         if self._router_gemm is None:
             layer_gemm_s += sum(self._gemm_s(tokens, n, k) for n, k in self._mlp_gemms)
         else:
             layer_gemm_s += self._gemm_s(tokens, *self._router_gemm)
             layer_gemm_s += sum(self._moe_gemm_s(tokens, n, k) for n, k in self._mlp_gemms)
-        layer_elem_s = sum(max(tokens * b / elem_rate, floor) for b in self._elem_bytes_per_token)
-        head_elem_s = sum(max(tokens * b / elem_rate, floor) for b in self._head_elem_bytes_per_token)
+        layer_elem_s = sum(self._elem_s(tokens * b) for b in self._elem_bytes_per_token)
+        head_elem_s = sum(self._elem_s(tokens * b) for b in self._head_elem_bytes_per_token)
         allreduce_s = self._allreduce_latency_s + tokens * self._hidden * self._dtype_bytes * self._allreduce_s_per_byte
         parts = (
             self._layers * layer_gemm_s,
@@ -168,7 +185,7 @@ class AnalyticCostModel(ComposedCostModel):
             chunk_tokens * self._q_bytes_per_token
             + (prefix_tokens + chunk_tokens) * self._kv_bytes_per_token_layer
         )
-        return max(flops / self._attn_flops_per_s, moved_bytes / self._attn_bytes_per_s, self._floor_s)
+        return self._kernel_s(self._launch_s, flops / self._attn_flops_per_s, moved_bytes / self._attn_bytes_per_s)
 
     def _decode_attention_s(self, seqs: int, context_sum_tokens: int) -> float:
         """One layer's decode attention: streams every sequence's cached K and V once.
@@ -178,7 +195,7 @@ class AnalyticCostModel(ComposedCostModel):
         """
         moved_bytes = context_sum_tokens * self._kv_bytes_per_token_layer + seqs * self._q_bytes_per_token
         flops = context_sum_tokens * self._attn_flops_per_pair
-        return max(moved_bytes / self._attn_bytes_per_s, flops / self._attn_flops_per_s, self._floor_s)
+        return self._kernel_s(self._launch_s, flops / self._attn_flops_per_s, moved_bytes / self._attn_bytes_per_s)
 
     # ----- CostModel interface -----
 

@@ -1,12 +1,13 @@
 """The composition of one iteration's time, shared by every cost model (docs/cost-model.md §1).
 
     t_step = per-token parts (GEMMs, elementwise, communication; depend on new tokens T only)
-           + per-sequence parts (LM head, engine overheads; depend on sequences n only)
+           + per-sequence parts (LM head; engine overheads: per step, per sequence, and sampling
+             n x vocab x bytes per logit as one elementwise kernel; depend on sequences n only)
            + layers x (prefill attention + decode attention)
 
 `ComposedCostModel` caches the per-token and per-sequence parts by their integer key and composes
 them; a subclass says how long the kernels take: `_per_token_parts(T)`, `_lm_head_s(n)`,
-`_prefill_attention_s(chunks, prefixes)` and `_decode_attention_s(n, context_sum)`. A decode-only
+`_elem_s(bytes)`, `_prefill_attention_s(chunks, prefixes)` and `_decode_attention_s(n, context_sum)`. A decode-only
 step is priced by `decode_step_fn(n)`, which `step_time_s` calls too, and which fast-forward's
 run pricer (decode_run.py) loops over: one formula, so a fast-forwarded run costs exactly what its
 steps cost one by one. All times are seconds.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from llmsim.costmodel.base import BatchShape
 from llmsim.costmodel.decode_run import DecodeStepFn
+from llmsim.costmodel.overheads import EngineOverheads
 
 COMPONENTS = ("gemm", "attention", "elementwise", "communication", "overheads")
 
@@ -24,8 +26,11 @@ class ComposedCostModel:
     """Base of AnalyticCostModel and TableCostModel: caching and composition, no kernel timings."""
 
     _layers: int
+    overheads: EngineOverheads
 
     def _init_caches(self) -> None:
+        self.overheads = self.profile.overheads.resolved()  # the preset and the profile's overrides
+        self._vocab = self.model.vocab_size  # sampling reads the full (gathered) logits on one GPU
         self._per_token_cache: dict[int, tuple[float, float, float]] = {}
         self._per_seq_cache: dict[int, tuple[float, float]] = {}
         self._decode_fixed_cache: dict[int, float] = {}
@@ -40,6 +45,10 @@ class ComposedCostModel:
     def _lm_head_s(self, seqs: int) -> float:
         raise NotImplementedError
 
+    def _elem_s(self, num_bytes: float) -> float:
+        """One memory-bound elementwise kernel moving `num_bytes`."""
+        raise NotImplementedError
+
     def _prefill_attention_s(self, chunks: tuple[int, ...], prefixes: tuple[int, ...]) -> float:
         raise NotImplementedError
 
@@ -48,11 +57,14 @@ class ComposedCostModel:
 
     # ----- composition -----
     def _per_seq_parts(self, seqs: int) -> tuple[float, float]:
-        """(LM-head GEMM, engine overheads) seconds for `seqs` sequences."""
+        """(LM-head GEMM, engine overheads) seconds for `seqs` sequences; the overheads include
+        sampling, `seqs` x vocab x bytes per logit moved as one elementwise kernel."""
         parts = self._per_seq_cache.get(seqs)
         if parts is None:
-            o = self.profile.overheads
-            parts = self._per_seq_cache[seqs] = (self._lm_head_s(seqs), o.step_s + o.per_seq_s * seqs)
+            o = self.overheads
+            sampling_bytes = seqs * self._vocab * o.sampling_bytes_per_logit
+            sampling_s = self._elem_s(sampling_bytes) if sampling_bytes > 0 else 0.0
+            parts = self._per_seq_cache[seqs] = (self._lm_head_s(seqs), o.step_s + o.per_seq_s * seqs + sampling_s)
         return parts
 
     def _fixed_s(self, tokens: int, seqs: int) -> float:

@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmsim.costmodel._yamlio import load_yaml_model, looks_like_path
+from llmsim.costmodel.overheads import PRESETS, EngineOverheads, resolve
 from llmsim.errors import unknown_name
 
 # A repository checkout keeps profiles at the top level; an installed wheel carries a copy.
@@ -79,6 +80,11 @@ class Efficiency(_Section):
     attention_decode_bandwidth: float = _Fraction  # of hbm_gb_per_s, paged decode attention
     elementwise_bandwidth: float = _Fraction  # of hbm_gb_per_s, norms / rotary / activation
     kernel_floor_us: float = Field(ge=0)  # no kernel is faster than this
+    # Optional (None: the defaults of llmsim.costmodel.analytic, which cite their sources).
+    kernel_launch_us: float | None = Field(default=None, ge=0)  # added to every non-GEMM kernel
+    gemm_launch_us: float | None = Field(default=None, ge=0)  # added to every GEMM
+    roofline_p: float | None = Field(default=None, ge=1)  # p-norm blend of compute and memory time; inf = max()
+    moe_gemm_efficiency: float | None = Field(default=None, gt=0.0, le=1.0)  # fused-MoE rate / dense GEMM rate
 
 
 class FitQuality(_Section):
@@ -120,6 +126,14 @@ class AllReduceTable(_Section):
         return self
 
 
+class AllReduceFit(_Section):
+    """All-reduce at one TP degree: seconds = latency_us x 1e-6 + 2 (tp - 1) / tp x bytes / (bus_gb_per_s x 1e9)."""
+
+    tp: int = Field(ge=2)
+    latency_us: float = Field(ge=0)
+    bus_gb_per_s: float = Field(gt=0)
+
+
 class Comm(_Section):
     """Tensor-parallel all-reduce: time = latency + 2 (tp - 1) / tp x bytes / bus bandwidth.
 
@@ -132,13 +146,34 @@ class Comm(_Section):
     measured: bool = False  # False: documented defaults, not measured on this machine
     notes: str = ""
     allreduce_tables: tuple[AllReduceTable, ...] | None = None
+    # Optional latency and bus bandwidth per TP degree (fits to measured curves); else the scalars above.
+    allreduce_by_tp: tuple[AllReduceFit, ...] | None = None
+
+    @model_validator(mode="after")
+    def _check_by_tp(self) -> Comm:
+        degrees = [f.tp for f in self.allreduce_by_tp or ()]
+        if len(set(degrees)) != len(degrees):
+            raise ValueError(f"allreduce_by_tp: each TP degree at most once, got {degrees}")
+        return self
 
 
 class Overheads(_Section):
-    """Engine time outside GPU kernels: scheduling, launch gaps, sampling, detokenisation."""
+    """Engine time outside kernels (costmodel/overheads.py): a preset (default cuda-graph), numbers override it."""
 
-    step_s: float = Field(ge=0)
-    per_seq_s: float = Field(ge=0)
+    preset: str | None = None  # cuda-graph, eager, kernels-only
+    step_s: float | None = Field(default=None, ge=0)
+    per_seq_s: float | None = Field(default=None, ge=0)
+    sampling_bytes_per_logit: float | None = Field(default=None, ge=0)  # fp32 logits moved per vocab entry
+
+    @model_validator(mode="after")
+    def _check_preset(self) -> Overheads:
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"preset '{self.preset}' is not one of {', '.join(sorted(PRESETS))}")
+        return self
+
+    def resolved(self) -> EngineOverheads:
+        """The preset's numbers with the ones given here replacing them."""
+        return resolve(self.preset, self.step_s, self.per_seq_s, self.sampling_bytes_per_logit)
 
 
 # ----- schema 2: measured tables -----
@@ -311,7 +346,7 @@ class HardwareProfile(_Section):
     calibration: Calibration
     efficiency: Efficiency
     comm: Comm
-    overheads: Overheads
+    overheads: Overheads = Field(default_factory=Overheads)  # no section: the default preset
     gemm: GemmSection | None = None
     attention: AttentionSection | None = None
     elementwise: ElementwiseSection | None = None

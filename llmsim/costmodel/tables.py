@@ -17,14 +17,16 @@ the profile's tables instead of a roofline:
   model (spec peaks x efficiency); `attention_config` is then None.
 - Elementwise kernels: bytes moved over the measured bandwidth table, at least the kernel floor;
   efficiency x HBM peak when the profile has no elementwise table.
-- All-reduce (TP > 1): the measured table for that TP degree, else the comm scalars (ring formula).
+- All-reduce (TP > 1): the measured table for that TP degree, else the ring formula with the
+  profile's per-TP fit (`comm.allreduce_by_tp`) or its comm scalars (roofline.allreduce_params).
 - Pipeline parallel (PP > 1): layers are split into stages and one step carries one micro-batch
   through every stage in turn, so its time is the sum over stages (= all layers) plus PP - 1
   activation sends of tokens x hidden x dtype bytes over the interconnect (one direction, half
   the bidirectional total), each with the all-reduce latency as its launch cost. Overlap of
   several micro-batches is not modelled.
 - Swap: bytes over the slower measured host-link direction (hardware.host_link_gb_per_s without
-  a host_link table). Engine overheads from `overheads`.
+  a host_link table). Engine overheads from `overheads` (a preset, composed.py), sampling priced
+  as an elementwise kernel.
 
 Everything is turned into numpy arrays / curves at construction; parts that depend only on the
 token count or the sequence count are cached per integer, so a decode-only call is two dict
@@ -44,6 +46,7 @@ from llmsim.costmodel.base import BatchShape, CostModel
 from llmsim.costmodel.catalog import ModelArch
 from llmsim.costmodel.composed import ComposedCostModel
 from llmsim.costmodel.profile import AttentionConfig, GemmSurface, HardwareProfile
+from llmsim.costmodel.roofline import allreduce_params
 from llmsim.errors import LlmsimError
 
 
@@ -182,8 +185,7 @@ class TableCostModel(ComposedCostModel):
         self._num_allreduces = 2 * self._layers + 1 if tp > 1 else 0
         tables = {t.tp: t for t in profile.comm.allreduce_tables or ()}
         self._allreduce_curve = TimeCurve(tables[tp].num_bytes, tables[tp].seconds) if tp in tables else None
-        self._allreduce_latency_s = profile.comm.allreduce_latency_us * 1e-6
-        self._allreduce_s_per_byte = 2.0 * (tp - 1) / tp / (profile.comm.allreduce_bus_gb_per_s * 1e9)
+        self._allreduce_latency_s, self._allreduce_s_per_byte = allreduce_params(profile.comm, tp)
         self._send_s_per_byte = 1.0 / (hw.interconnect_gb_per_s / 2.0 * 1e9)
         hl = profile.host_link
         self._host_bytes_per_s = (min(hl.h2d_gb_per_s, hl.d2h_gb_per_s) if hl else hw.host_link_gb_per_s) * 1e9
