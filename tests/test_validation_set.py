@@ -30,18 +30,18 @@ from llmsim.validation.reference import COLUMNS
 # these numbers AND the tables in docs/validation.md (paste the new output), saying why in the
 # commit: the band is a tripwire for unnoticed drift, not a target.
 MEASURED_MEDIAN_ABS_ERROR = {
-    "all": 0.1228,
-    "dense": 0.1114,
-    "engine:eager": 0.2244,
-    "engine:graph": 0.1137,
-    "gpu:a100-80g-sxm": 0.0885,
-    "gpu:h100-80g-sxm": 0.2861,
-    "moe": 0.2357,
-    "phase:decode": 0.2184,
-    "phase:prefill": 0.0885,
-    "phase:request": 0.1114,
-    "tp=1": 0.1183,
-    "tp>1": 0.1230,
+    "all": 0.0748,
+    "dense": 0.0602,
+    "engine:eager": 0.2056,
+    "engine:graph": 0.0637,
+    "gpu:a100-80g-sxm": 0.0760,
+    "gpu:h100-80g-sxm": 0.0692,
+    "moe": 0.1423,
+    "phase:decode": 0.1185,
+    "phase:prefill": 0.0772,
+    "phase:request": 0.0537,
+    "tp=1": 0.0692,
+    "tp>1": 0.0760,
 }
 BAND = 0.03  # +- 3 points of |error|
 
@@ -141,3 +141,13 @@ def _write(tmp_path, *rows: dict[str, str]):
     lines = ["# a comment line, skipped", ",".join(COLUMNS)] + [",".join(r[c] for c in COLUMNS) for r in rows]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def test_each_row_is_priced_with_its_engines_overhead_preset():
+    from llmsim.validation.compare import overhead_preset
+
+    presets = {p.id: overhead_preset(p) for p in load_reference_points()}
+    assert presets["gptfast-l2-7b-tp1"] == "kernels-only"  # a bare generation loop, no scheduler
+    assert presets["sglang-h100-l3-8b-flashinfer-eager"] == "eager"
+    assert presets["sglang-h100-l3-8b-flashinfer-graph"] == "cuda-graph"
+    assert set(presets.values()) == {"kernels-only", "eager", "cuda-graph"}

@@ -1,8 +1,10 @@
 """Price each reference point with llmsim's cost model and compare with the published time.
 
-`compare(points)` builds the cost model the way `llmsim step-time` does (`cost_model_for(model,
-profile, tp)` from the catalog model and the named hardware profile, with the profile's own engine
-overheads) and prices the row's phase:
+`compare(points)` builds the cost model the way `llmsim step-time --overheads PRESET` does
+(`cost_model_for(model, profile, tp)` from the catalog model and the named hardware profile), with
+the engine-overhead preset of the row's engine (`overhead_preset`: gpt-fast, a bare generation
+loop replaying CUDA graphs with no scheduler, `kernels-only`; rows tagged eager `eager`; other
+serving engines `cuda-graph`, the profiles' default), and prices the row's phase:
 
 - prefill: one step of `batch` fresh prompts of `prompt_tokens` each;
 - decode: one step of `batch` sequences at `context_tokens` (each new token attends to
@@ -48,6 +50,13 @@ def regime_tags(point: ReferencePoint, is_moe: bool) -> tuple[str, ...]:
             "tp=1" if point.tp == 1 else "tp>1", f"gpu:{point.gpu}")
 
 
+def overhead_preset(point: ReferencePoint) -> str:
+    """The engine-overhead preset (llmsim.costmodel.overheads) a row's engine runs with."""
+    if point.engine.startswith("gpt-fast"):
+        return "kernels-only"
+    return "eager" if point.engine_kind == "eager" else "cuda-graph"
+
+
 def _prefill_shape(batch: int, prompt_tokens: int) -> BatchShape:
     return BatchShape((prompt_tokens,) * batch, (0,) * batch)
 
@@ -71,18 +80,21 @@ def price_point(cm: CostModel, point: ReferencePoint) -> float:
 def compare(points: list[ReferencePoint], profile_dirs: tuple[Path, ...] = ()) -> list[Comparison]:
     """Each point priced by the cost model of its (model, GPU profile, TP), in input order."""
     models: dict[str, object] = {}
-    profiles: dict[str, object] = {}
-    cost_models: dict[tuple[str, str, int], CostModel] = {}
+    profiles: dict[tuple[str, str], object] = {}
+    cost_models: dict[tuple[str, str, int, str], CostModel] = {}
     out = []
     for p in points:
         if p.model not in models:
             models[p.model] = load_model(p.model)
         model = models[p.model]
-        if p.gpu not in profiles:
-            profiles[p.gpu] = load_profile(p.gpu, profile_dirs)
-        key = (p.model, p.gpu, p.tp)
+        preset = overhead_preset(p)
+        if (p.gpu, preset) not in profiles:
+            profile = load_profile(p.gpu, profile_dirs)
+            # the preset replaces the profile's own overhead numbers, as step-time --overheads does
+            profiles[p.gpu, preset] = profile.model_copy(update={"overheads": type(profile.overheads)(preset=preset)})
+        key = (p.model, p.gpu, p.tp, preset)
         if key not in cost_models:
-            cost_models[key] = cost_model_for(model, profiles[p.gpu], p.tp)  # type: ignore[arg-type]
+            cost_models[key] = cost_model_for(model, profiles[p.gpu, preset], p.tp)  # type: ignore[arg-type]
         out.append(Comparison(p, price_point(cost_models[key], p), regime_tags(p, model.is_moe)))  # type: ignore[attr-defined]
     return out
 
