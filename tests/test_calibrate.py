@@ -192,3 +192,32 @@ def test_quick_cpu_calibration_of_llama2_7b():
     assert len(raw.elementwise) == 2 * len(plan.elementwise_bytes)
     # Its duration (about 30 s on 2 idle cores) is not asserted: a timed unit test fails on a busy
     # machine; the README quotes the figure instead.
+
+
+def test_gpu_only_engine_kernels_are_skipped_on_cpu_and_still_counted():
+    """The one switch is BenchEnv.cuda: on CPU the varlen kernels (packed prefill, paged and
+    mixed-length decode), the clock warm-up and NVML readings do nothing, and the points they
+    would have measured still advance the progress bar."""
+    plan = tiny_plan()
+    plan.gemm_shapes, plan.prefill_tokens, plan.chunk_points, plan.elementwise_bytes = [], [32], [], []
+    plan.decode_batches, plan.decode_contexts = [1], [64]
+    plan.packed_prefill, plan.mixed_decode = [(2, 16)], ([4], 64)
+    calls: list[tuple[int, int, str]] = []
+    raw = run_microbenchmarks(plan, device="cpu", progress=lambda d, t, label: calls.append((d, t, label)))
+    assert [p.batch for p in raw.prefill_attention] == [1, 1]  # the packed (batch 2) point was skipped
+    assert raw.decode_mixed == [] and raw.gpu_state == []
+    assert any("packed prefill" in label and "skipped" in label for _, _, label in calls)
+    assert any("mixed decode" in label and "skipped" in label for _, _, label in calls)
+    total = calls[-1][1]
+    assert [d for d, _, _ in calls] == list(range(1, total + 1)) == list(range(1, 2 * (1 + 1 + 1 + 1) + 1))
+
+
+def test_norm_and_activation_points_move_the_bytes_they_say():
+    torch = require_torch()
+    from llmsim.costmodel import bench_engine
+    from llmsim.costmodel.bench_kernels import BenchEnv, Timer
+
+    env = BenchEnv(torch, torch.device("cpu"), torch.float32, Timer(torch, cuda=False, samples=1, warmup=1), 0, 1 << 30)
+    norm, act = bench_engine.bench_norm_activation(env, [3 * 4096 * 4 * 8])  # 8 rows of a 4096-wide hidden state
+    assert norm.num_bytes == (2 * 8 * 4096 + 4096) * 4 and act.num_bytes == 3 * 8 * 4096 * 4
+    assert bench_engine.varlen(env) is None and bench_engine.gpu_state(env) == "" and bench_engine.prefer_fa3(env) == ""
