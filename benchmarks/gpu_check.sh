@@ -18,7 +18,7 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_dev
 print('varlen block_table:', 'block_table' in inspect.signature(v.varlen_attn).parameters)
 print('flash impls:', getattr(a, 'list_flash_attention_impls', lambda: 'n/a')())"; } 2>&1 | tee "$OUT/gpu.txt"
 start=$(date +%s)
-timeout "${FORWARD_S:-150}" python3 benchmarks/forward_pass_check.py measure --models "$FORWARD_MODELS" --out "$OUT/forward.csv" 2>&1 | tee "$OUT/forward.log"
+[ -n "${SKIP_FORWARD:-}" ] || timeout "${FORWARD_S:-150}" python3 benchmarks/forward_pass_check.py measure --models "$FORWARD_MODELS" --out "$OUT/forward.csv" 2>&1 | tee "$OUT/forward.log"
 echo "forward pass check: $(( $(date +%s) - start )) s" | tee -a "$OUT/gpu.txt"
 start=$(date +%s)
 timeout "${CALIBRATE_S:-240}" python3 -m llmsim calibrate-hardware --models "$MODELS" --tp 1 --out "$OUT/nvidia-h200.yaml" ${QUICK:+--quick} 2>&1 | tee "$OUT/calibrate.log"

@@ -148,6 +148,9 @@ def run_calibration(args, console: Console) -> int:
     console.print(fit_report_text(profile))
     if raw.decode_mixed:
         console.print(_mixed_decode_text(raw, profile))
+    if raw.moe_gemm and profile.efficiency.moe_gemm_efficiency is not None:
+        console.print(f"fused MoE: grouped GEMMs run at {profile.efficiency.moe_gemm_efficiency:.0%} of the dense GEMM tables' "
+                      f"rate (median of {len(raw.moe_gemm)} points): efficiency.moe_gemm_efficiency")
     checks = sanity_checks(profile, models, plan.tps)
     console.print(checks_text(checks))
     failed = [c for c in checks if not c.passed and not c.skipped]

@@ -221,3 +221,44 @@ def test_norm_and_activation_points_move_the_bytes_they_say():
     norm, act = bench_engine.bench_norm_activation(env, [3 * 4096 * 4 * 8])  # 8 rows of a 4096-wide hidden state
     assert norm.num_bytes == (2 * 8 * 4096 + 4096) * 4 and act.num_bytes == 3 * 8 * 4096 * 4
     assert bench_engine.varlen(env) is None and bench_engine.gpu_state(env) == "" and bench_engine.prefer_fa3(env) == ""
+
+
+def test_fused_moe_is_timed_as_grouped_gemms_and_sets_the_profiles_moe_efficiency():
+    import datetime
+    from pathlib import Path
+
+    from llmsim.costmodel import load_profile
+    from llmsim.costmodel.fit import fit_profile
+    from llmsim.costmodel.fit_moe import dense_price_s
+
+    model = load_model(Path(__file__).parent / "data" / "tiny-moe-model.yaml")  # 4 experts, top 2, 64 x 128
+    plan = plan_for([model], [1], quick=True, device="cpu")
+    assert plan.moe_shapes == [(4, 2, 64, 128)] and plan.moe_tokens == [1, 16]
+    raw = run_microbenchmarks(plan, device="cpu")
+    assert [(p.tokens, p.experts_hit) for p in raw.moe_gemm][0] == (1, 2)  # one token reaches its top 2
+    assert all(p.seconds > 0 and 1 <= p.experts_hit <= 4 for p in raw.moe_gemm)
+    profile = fit_profile(raw, load_profile("h100-80g-sxm"), [model], [1], datetime.date(2026, 12, 4), "tiny-cpu")
+    ratios = sorted(dense_price_s(profile.gemm, p.experts_hit, p.tokens * p.top_k, p.hidden, p.intermediate) / p.seconds
+                    for p in raw.moe_gemm)
+    assert profile.efficiency.moe_gemm_efficiency == pytest.approx(min(1.0, max(0.05, sum(ratios) / 2)))  # median of 2
+
+
+def test_table_model_divides_expert_gemms_by_the_moe_efficiency():
+    from llmsim.costmodel import BatchShape, load_profile
+    from llmsim.costmodel.tables import cost_model_for
+
+    mixtral, profile = load_model("mixtral-8x7b"), load_profile("nvidia-h200")
+    shape = BatchShape(decode_seqs=8, decode_context_sum_tokens=8 * 1025, decode_context_max_tokens=1025)
+
+    def parts(eff):
+        eff_section = profile.efficiency.model_copy(update={"moe_gemm_efficiency": eff})
+        return cost_model_for(mixtral, profile.model_copy(update={"efficiency": eff_section}), 1).breakdown(shape)
+
+    dense, half, quarter = parts(1.0), parts(0.5), parts(0.25)
+    # Only the expert GEMMs scale with 1 / efficiency: GEMM time is attention-projection/router/LM
+    # head time A plus expert time X / eff, so the three points lie on one line in 1 / eff.
+    x = half["gemm"] - dense["gemm"]
+    assert x > 0 and quarter["gemm"] - half["gemm"] == pytest.approx(2 * x)
+    a = dense["gemm"] - x
+    assert 0 < a < x  # at batch 8 Mixtral's step is mostly expert weights
+    assert half["attention"] == dense["attention"] and half["elementwise"] == dense["elementwise"]

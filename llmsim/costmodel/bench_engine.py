@@ -10,6 +10,9 @@ imports no torch). Times are seconds per launch, sizes bytes, lengths tokens.
 - Packed multi-prompt prefill: several prompts in one varlen launch (`cu_seq_q`), as engines
   batch prefills.
 - RMSNorm (`F.rms_norm`) and SiLU-and-mul: the elementwise work of a layer.
+- Fused MoE: the expert MLP of a MoE layer as two grouped GEMMs (`torch._grouped_mm`, what
+  torch's MoE kernels and fused-MoE engines run) over tokens routed top-k at random; compared in
+  the fit with the dense GEMM tables of the same shapes (llmsim.costmodel.fit_moe).
 - Clock warm-up before compute-bound sections, and the GPU's SM clock, power and temperature read
   through NVML (nvidia-ml-py) around each section, recorded with the timer description.
 
@@ -26,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from llmsim.costmodel.measurements import BandwidthPoint, MixedDecodePoint
+from llmsim.costmodel.measurements import BandwidthPoint, MixedDecodePoint, MoeGemmPoint
 
 BLOCK_TOKENS = 16  # vLLM's default KV block size
 
@@ -203,3 +206,49 @@ def prefer_fa3(env: Any) -> str:
         return f"flash implementation: {attention.current_flash_attention_impl() or 'FA2 (built in)'}"
     except Exception:  # noqa: BLE001 - torch without the registry (< 2.10) or FA3 refused: built-in FA2
         return "flash implementation: FA2 (built in)"
+
+
+def bench_moe_gemm(env: Any, shapes: list[tuple[int, int, int, int]], token_counts: list[int]) -> list[MoeGemmPoint]:
+    """(experts, top_k, hidden, intermediate) MoE MLPs at each token count: gate-up and down as
+    grouped GEMMs over rows sorted by expert (weights stacked (E, out, in), rotated for L2). Points
+    are skipped, and counted, where torch has no grouped GEMM."""
+    torch, points = env.torch, []
+    grouped = getattr(torch, "_grouped_mm", None)
+    for experts, top_k, hidden, inter in shapes:
+        weight_bytes = 3 * experts * hidden * inter * env.element_bytes
+        copies = env.rotation_copies(weight_bytes)
+        weights = [(env.randn(experts, 2 * inter, hidden), env.randn(experts, hidden, inter)) for _ in range(copies)] \
+            if grouped is not None and weight_bytes * copies <= env.memory_budget_bytes else None
+        for tokens in token_counts:
+            tag = f"fused MoE E={experts} k={top_k} {hidden}x{inter} tokens={tokens}"
+            built = _moe_launch(env, grouped, weights, experts, top_k, hidden, tokens) if weights else None
+            if built is None:
+                env.tick(tag + " (skipped: no grouped GEMM or over budget)")
+                continue
+            launch, hit = built
+            points.append(MoeGemmPoint(experts, top_k, hidden, inter, tokens, hit, env.timer.seconds(launch)))
+            env.tick(tag)
+        del weights
+    return points
+
+
+def _moe_launch(env: Any, grouped: Callable[..., Any], weights: list, experts: int, top_k: int, hidden: int,
+                tokens: int) -> tuple[Callable[[int], Any], int] | None:
+    """launch(i) of one routing's two grouped GEMMs, and the experts it hits; None if refused."""
+    torch = env.torch
+    chosen = torch.rand(tokens, experts, device=env.device).topk(top_k, dim=1).indices.reshape(-1)
+    counts = torch.bincount(chosen, minlength=experts)
+    offs = counts.cumsum(0).to(torch.int32)
+    rows, act = env.randn(tokens * top_k, hidden), env.randn(tokens * top_k, weights[0][1].shape[2])
+
+    def launch(i: int) -> None:  # SiLU-and-mul between the two is timed with the elementwise kernels
+        gate_up, down = weights[i % len(weights)]
+        grouped(rows, gate_up.transpose(-2, -1), offs=offs)
+        grouped(act, down.transpose(-2, -1), offs=offs)
+
+    try:
+        launch(0)
+        env.timer.sync()
+    except Exception:  # noqa: BLE001 - a dtype or device this torch's grouped GEMM lacks
+        return None
+    return launch, int((counts > 0).sum())

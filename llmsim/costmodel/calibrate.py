@@ -73,6 +73,8 @@ class BenchPlan:
     tps: list[int]  # tensor-parallel degrees (all-reduce group sizes)
     allreduce_bytes: list[int] = field(default_factory=list)  # message sizes per GPU
     packed_prefill: list[tuple[int, int]] = field(default_factory=list)  # (prompts, tokens each), varlen, CUDA
+    moe_shapes: list[tuple[int, int, int, int]] = field(default_factory=list)  # (experts, top_k, hidden, inter per GPU)
+    moe_tokens: list[int] = field(default_factory=list)
     mixed_decode: tuple[list[int], int] = ([], 0)  # (batches, mean context) of mixed-length paged decode, CUDA
 
 
@@ -112,6 +114,7 @@ _ELEMENTWISE_BYTES = {
 _COPY_BYTES = {"cuda": [16 * KiB, 64 * KiB, 256 * KiB, 1 * MiB, 16 * MiB, 256 * MiB, 1 * GiB], "cuda-quick": [64 * KiB, 1 * MiB, 64 * MiB]}
 _PACKED_PREFILL = {"cuda": [(4, 256), (4, 1024), (16, 256)], "cuda-quick": [(4, 512)]}
 _MIXED_DECODE = {"cuda": ([8, 64], 2048), "cuda-quick": ([16], 2048)}
+_MOE_TOKENS = {"cuda": [1, 4, 16, 64, 256, 1024, 4096], "cuda-quick": [1, 64, 1024], "cpu": [1, 16], "cpu-quick": [1, 16]}
 _ALLREDUCE_BYTES = {"cuda": [4 * KiB * 4**i for i in range(9)], "cuda-quick": [64 * KiB, 4 * MiB, 64 * MiB]}
 
 
@@ -161,6 +164,9 @@ def plan_for(models: list[ModelArch], tps: list[int], quick: bool, device: str) 
         tps=sorted({tp for _, tp in pairs}),
         allreduce_bytes=list(_ALLREDUCE_BYTES.get(kind, [])),
         packed_prefill=list(_PACKED_PREFILL.get(kind, [])),
+        moe_shapes=_unique((m.num_experts, m.experts_per_token, m.hidden_size, -(-m.intermediate_size // tp))
+                           for m, tp in pairs if m.is_moe),
+        moe_tokens=list(_MOE_TOKENS[kind]),
         mixed_decode=_MIXED_DECODE.get(kind, ([], 0)),
     )
 
@@ -268,6 +274,7 @@ def _measure_kernels(env: Any, plan: BenchPlan, raw: RawMeasurements) -> list[st
             )
             raw.decode_mixed = bench_engine.bench_decode_mixed(env, plan.prefill_heads, *plan.mixed_decode)
             state("attention, end")
+            raw.moe_gemm = bench_engine.bench_moe_gemm(env, plan.moe_shapes, plan.moe_tokens)
             raw.elementwise = bench_engine.bench_norm_activation(env, plan.elementwise_bytes)
             raw.host_to_device, raw.device_to_host = bench_kernels.bench_host_copies(env, plan.copy_bytes)
             state("end")
@@ -305,7 +312,7 @@ def _count_points(plan: BenchPlan, cuda: bool, do_allreduce: bool, torch: Any) -
     total += heads * (len(plan.prefill_tokens) + len(plan.chunk_points))
     total += heads * len(plan.decode_batches) * len(plan.decode_contexts)
     total += 2 * len(plan.elementwise_bytes) + (2 * len(plan.copy_bytes) if cuda else 0)
-    total += heads * (len(plan.packed_prefill) + len(plan.mixed_decode[0]))
+    total += heads * (len(plan.packed_prefill) + len(plan.mixed_decode[0])) + len(plan.moe_shapes) * len(plan.moe_tokens)
     if do_allreduce:
         tps = [tp for tp in plan.tps if 2 <= tp <= torch.cuda.device_count()]
         total += len(tps) * len(plan.allreduce_bytes)

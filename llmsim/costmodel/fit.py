@@ -29,6 +29,7 @@ from llmsim.costmodel import _attention as feat
 from llmsim.costmodel._numeric import TimeCurve, error_summary, group_median, isotonic_non_decreasing, relative_nnls
 from llmsim.costmodel.catalog import ModelArch
 from llmsim.costmodel.checks import CheckResult, fit_report_text, sanity_checks
+from llmsim.costmodel.fit_moe import fit_moe_efficiency
 from llmsim.costmodel.measurements import RawMeasurements
 from llmsim.costmodel.profile import (
     AllReduceTable,
@@ -321,6 +322,8 @@ def fit_profile(
         "validation": None,
         "fit_report": None,
     }
+    if (moe := fit_moe_efficiency(raw, GemmSection.model_validate(data["gemm"]) if data["gemm"] else None)) is not None:
+        data["efficiency"] = data["efficiency"] | {"moe_gemm_efficiency": moe[0]}  # fit_moe.py
     profile = HardwareProfile.model_validate(data)
     profile = profile.model_copy(update={"fit_report": _report(profile)})
     return HardwareProfile.model_validate(profile.model_dump() | {"validation": _validation(profile, models, tps)})

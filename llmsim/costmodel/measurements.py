@@ -56,6 +56,20 @@ class MixedDecodePoint:
 
 
 @dataclass(frozen=True)
+class MoeGemmPoint:
+    """The two grouped GEMMs of a fused-MoE MLP (gate-up, then down) over `tokens` tokens routed
+    top-k among `experts` experts: what one MoE layer's expert work takes (router and sort aside)."""
+
+    experts: int
+    top_k: int
+    hidden: int  # k of gate-up, n of down
+    intermediate: int  # per expert and GPU
+    tokens: int
+    experts_hit: int  # experts that received at least one row in this routing
+    seconds: float
+
+
+@dataclass(frozen=True)
 class BandwidthPoint:
     num_bytes: float  # bytes read + written by the kernel (elementwise) or copied (host link)
     seconds: float
@@ -89,3 +103,4 @@ class RawMeasurements:
     allreduce: list[AllReducePoint] = field(default_factory=list)  # empty unless several GPUs
     decode_mixed: list[MixedDecodePoint] = field(default_factory=list)  # CUDA with varlen only
     gpu_state: list[str] = field(default_factory=list)  # "<section>: SM MHz, W, C" read through NVML
+    moe_gemm: list[MoeGemmPoint] = field(default_factory=list)  # grouped GEMMs (torch._grouped_mm), MoE models

@@ -7,7 +7,8 @@ the profile's tables instead of a roofline:
   log-log (`_numeric.TimeCurve`: flat below the smallest measured token count, growing in
   proportion to tokens above the largest, i.e. constant achieved TFLOP/s). A shape without a
   table reads the generic TFLOP/s surface (`surface_curve`). MoE experts: the expected number
-  of experts hit, each on its share of the T x top-k rows (fractional rows interpolate).
+  of experts hit, each on its share of the T x top-k rows (fractional rows interpolate), divided
+  by `efficiency.moe_gemm_efficiency` (grouped GEMMs against dense ones; calibration measures it).
 - Attention: the per-head-configuration fits (PrefillAttentionFit, DecodeAttentionFit); a
   configuration that was not measured borrows the closest measured one (same head_dim first),
   which is sound because the fits are on FLOPs and bytes, not on head counts. Bytes are counted
@@ -46,7 +47,7 @@ from llmsim.costmodel.base import BatchShape, CostModel
 from llmsim.costmodel.catalog import ModelArch
 from llmsim.costmodel.composed import ComposedCostModel
 from llmsim.costmodel.profile import AttentionConfig, GemmSurface, HardwareProfile
-from llmsim.costmodel.roofline import allreduce_params
+from llmsim.costmodel.roofline import DEFAULT_MOE_GEMM_EFFICIENCY, allreduce_params
 from llmsim.errors import LlmsimError
 
 
@@ -110,6 +111,10 @@ class TableCostModel(ComposedCostModel):
         inter = -(-model.intermediate_size // tp)
         self._hidden = hidden
         self._experts, self._top_k = model.num_experts, model.experts_per_token
+        # grouped (fused-MoE) GEMMs against dense GEMMs of the same shapes: measured by calibration
+        # (fit_moe.py) or the analytic default
+        eff = profile.efficiency.moe_gemm_efficiency
+        self._moe_efficiency = DEFAULT_MOE_GEMM_EFFICIENCY if eff is None else eff
         self._init_gemms(model, profile, tp, q_dim, kv_dim, inter)
         self._init_elementwise(profile, q_dim, kv_dim, inter)
         self._init_attention(profile, q_heads, kv_heads, head_dim)
@@ -204,7 +209,7 @@ class TableCostModel(ComposedCostModel):
 
     def _moe_s(self, c: TimeCurve, tokens: int) -> float:
         active = self._experts * (1.0 - (1.0 - self._top_k / self._experts) ** tokens)
-        return active * c(tokens * self._top_k / active)
+        return active * c(tokens * self._top_k / active) / self._moe_efficiency
 
     def _allreduce_s(self, num_bytes: float) -> float:
         if self._allreduce_curve is not None:
