@@ -28,7 +28,7 @@ def _template_name(device_name: str, device: str, search_dirs: list[Path]) -> st
     unmeasured term wrong without a word. CPU runs use the H100 SXM template, whose peaks the
     checks skip on CPU."""
     from .costmodel import load_profile
-    from .costmodel.profile import list_profiles
+    from .costmodel.profile_files import list_profiles
 
     if device != "cuda":
         return "h100-80g-sxm"
@@ -49,6 +49,22 @@ def _template_name(device_name: str, device: str, search_dirs: list[Path]) -> st
 
 def _normalised(device_name: str) -> str:
     return " ".join(device_name.lower().split())
+
+
+def _print_fit(console: Console, raw, profile, models, tps) -> list:
+    """Print the fit report, the checks of measurements not fitted (mixed-length decode, fused
+    MoE) and the sanity checks; return the sanity checks that failed."""
+    from .costmodel.checks import checks_text, fit_report_text, sanity_checks
+
+    console.print(fit_report_text(profile))
+    if raw.decode_mixed:
+        console.print(_mixed_decode_text(raw, profile))
+    if raw.moe_gemm and profile.efficiency.moe_gemm_efficiency is not None:
+        console.print(f"fused MoE: grouped GEMMs run at {profile.efficiency.moe_gemm_efficiency:.0%} of the dense GEMM tables' "
+                      f"rate (median of {len(raw.moe_gemm)} points): efficiency.moe_gemm_efficiency")
+    checks = sanity_checks(profile, models, tps)
+    console.print(checks_text(checks))
+    return [c for c in checks if not c.passed and not c.skipped]
 
 
 def _mixed_decode_text(raw, profile) -> str:
@@ -102,7 +118,6 @@ def run_calibration(args, console: Console) -> int:
     from .cluster.build import profile_search_dirs
     from .costmodel import load_model, load_profile
     from .costmodel.calibrate import plan_for, require_torch, run_microbenchmarks
-    from .costmodel.checks import checks_text, fit_report_text, sanity_checks
     from .costmodel.fit import fit_profile
 
     torch = require_torch()
@@ -145,15 +160,7 @@ def run_calibration(args, console: Console) -> int:
 
     console.print(f"[bold]calibrated[/bold] {raw.device_name} ({raw.device}, {raw.dtype}) in {raw.duration_s:.1f} s; "
                   f"fidelity {profile.calibration.fidelity}; spec peaks and overheads from the '{template}' profile")
-    console.print(fit_report_text(profile))
-    if raw.decode_mixed:
-        console.print(_mixed_decode_text(raw, profile))
-    if raw.moe_gemm and profile.efficiency.moe_gemm_efficiency is not None:
-        console.print(f"fused MoE: grouped GEMMs run at {profile.efficiency.moe_gemm_efficiency:.0%} of the dense GEMM tables' "
-                      f"rate (median of {len(raw.moe_gemm)} points): efficiency.moe_gemm_efficiency")
-    checks = sanity_checks(profile, models, plan.tps)
-    console.print(checks_text(checks))
-    failed = [c for c in checks if not c.passed and not c.skipped]
+    failed = _print_fit(console, raw, profile, models, plan.tps)
     out.parent.mkdir(parents=True, exist_ok=True)
     header = (
         f"# Hardware profile measured by `llmsim calibrate-hardware` on {datetime.date.today()}.\n"

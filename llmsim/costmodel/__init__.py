@@ -11,7 +11,8 @@ from llmsim.costmodel.base import BatchShape, CostModel
 from llmsim.costmodel.capacity import derive_kv_capacity_tokens, kv_bytes_per_token_per_gpu
 from llmsim.costmodel.catalog import ModelArch, list_models, load_model
 from llmsim.costmodel.constant import ConstantCostModel
-from llmsim.costmodel.profile import HardwareProfile, list_profiles, load_profile
+from llmsim.costmodel.profile import HardwareProfile
+from llmsim.costmodel.profile_files import list_profiles, load_profile
 
 __all__ = [
     "AnalyticCostModel",

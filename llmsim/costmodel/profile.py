@@ -24,9 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from llmsim.costmodel._yamlio import load_yaml_model, looks_like_path
 from llmsim.costmodel.overheads import PRESETS, EngineOverheads, resolve
-from llmsim.errors import unknown_name
 
 # A repository checkout keeps profiles at the top level; an installed wheel carries a copy.
 REPO_PROFILES_DIR = Path(__file__).resolve().parents[2] / "hardware_profiles"
@@ -370,32 +368,3 @@ class HardwareProfile(_Section):
         return self.gemm is not None and bool(self.gemm.shapes) and self.attention is not None and any(
             c.prefill is not None and c.decode is not None for c in self.attention.configs
         )
-
-
-def _profile_dirs(search_dirs: Sequence[Path]) -> list[Path]:
-    return [Path(d) for d in search_dirs] + [REPO_PROFILES_DIR, PACKAGED_PROFILES_DIR]
-
-
-def list_profiles(search_dirs: Sequence[Path] = ()) -> list[str]:
-    """Profile names found in `search_dirs`, the repository and the packaged copy, sorted."""
-    names: set[str] = set()
-    for directory in _profile_dirs(search_dirs):
-        if directory.is_dir():
-            names.update(p.stem for p in directory.glob("*.yaml"))
-    return sorted(names)
-
-
-def load_profile(name_or_path: str | Path, search_dirs: Sequence[Path] = ()) -> HardwareProfile:
-    """A profile by path to a YAML file, or by name looked up as `<dir>/<name>.yaml`.
-
-    Names are searched in `search_dirs` in order, then the repository's `hardware_profiles/`,
-    then the copy packaged in the wheel (`llmsim/_data/hardware_profiles`).
-    """
-    if looks_like_path(name_or_path):
-        return load_yaml_model(HardwareProfile, Path(name_or_path), "hardware profile")
-    name = str(name_or_path)
-    for directory in _profile_dirs(search_dirs):
-        path = directory / f"{name}.yaml"
-        if path.is_file():
-            return load_yaml_model(HardwareProfile, path, "hardware profile")
-    raise unknown_name("hardware profile", name, list_profiles(search_dirs))
