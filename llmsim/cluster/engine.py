@@ -4,12 +4,13 @@ Plain Python, no SimPy: the replica process (llmsim.cluster.replica) calls `plan
 waits the step's duration, then calls `finish_step(step, end_s)`. docs/architecture.md shows one
 request's path through these calls and the event order around them.
 
-- `plan_step`: the SLA guard drops stale requests (guard.py); an admission round runs when due
-  (admission.py); then either the prefill of the requests just admitted (`separate` mode), or,
-  after evicting until the decode tokens fit (eviction.py), one decode token for every decoding
-  request plus, in `mixed` mode (chunked prefill), prefill chunks oldest admission first within
-  `max_batched_tokens`. With fast-forward on, a run of decode steps that no decision can
-  interrupt is planned as one step (fastforward.py).
+- `plan_step` = `begin(decide(now_s))`: `decide` (decide.py) says, writing nothing, which requests
+  the SLA guard drops (guard.py), what an admission round due admits (admission.py) and which
+  requests are evicted (eviction.py); `begin` (begin.py) writes that and builds either the
+  prefill of the requests just admitted (`separate` mode), or, after the evictions, one decode
+  token for every decoding request plus, in `mixed` mode (chunked prefill), prefill chunks oldest
+  admission first within `max_batched_tokens`. With fast-forward on, a run of decode steps that
+  no decision can interrupt is planned as one step (fastforward.py).
 - `finish_step`: the guard aborts stalled requests; tokens are emitted; requests that reach their
   true output length finish and free their blocks; statistics are recorded.
 
@@ -30,18 +31,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..costmodel.base import BatchShape, CostModel
+from ..costmodel.base import CostModel
 from ..kvcache import BlockAllocator, SwapSpace, blocks_for
 from ..request import FINISHED, RUNNING, SWAPPED, WAITING, RequestTable
 from ..schedulers.base import Scheduler
 from .admission import Admission
+from .begin import Begin, Step
+from .decide import Decide, stream_state
 from .decode_batch import DecodeBatch
 from .eviction import Eviction
-from .fastforward import DecodeRun, apply_run, continue_prefill_with_run, finish_prefill_of_run, plan_run
+from .fastforward import DecodeRun, apply_run, finish_prefill_of_run
 from .guard import Guard
 
 VICTIM_ORDERS = ("newest", "largest-remaining-cap", "longest-context")
-_NO_IDS = np.empty(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -71,20 +73,6 @@ class EngineParams:
     reset_round_counter_on_eviction: bool = False
 
 
-@dataclass(slots=True)
-class Step:
-    """One planned iteration."""
-
-    start_s: float
-    duration_s: float
-    decode_ids: np.ndarray  # requests that emit a decode token (empty for a run: its `decoders` are the batch)
-    prefill_ids: list[int]
-    prefill_chunk_tokens: list[int]
-    used_blocks: int
-    swap_s: float = 0.0
-    run: DecodeRun | None = None  # set when this is a fast-forwarded run of decode steps
-
-
 @dataclass
 class ReplicaStats:
     kv_block_s: float = 0.0  # integral of used blocks over time
@@ -99,9 +87,9 @@ class ReplicaStats:
     step_log: list[tuple] = field(default_factory=list)
 
 
-class ReplicaEngine(Admission, Eviction, Guard):
-    """The state and step logic of one model replica (admission, eviction and the SLA guard are
-    mixins in their own modules)."""
+class ReplicaEngine(Decide, Begin, Admission, Eviction, Guard):
+    """The state and step logic of one model replica (deciding and starting a step, admission,
+    eviction and the SLA guard are mixins in their own modules)."""
 
     def __init__(self, index: int, table: RequestTable, scheduler: Scheduler, cost_model: CostModel, params: EngineParams) -> None:
         if params.mode not in ("separate", "mixed"):
@@ -114,6 +102,7 @@ class ReplicaEngine(Admission, Eviction, Guard):
         # the policy's optional parts (base.Scheduler), looked up once: a round runs about once a request
         self._rounds_at_once = getattr(scheduler, "first_admitting_round", None)
         self._refusal_stable = getattr(scheduler, "refusal_stable", False)
+        self._stream_state = stream_state(scheduler)  # its random draws' counter (decide.py)
         self.cost_model = cost_model
         self.params = params
         self.kv = BlockAllocator(params.total_blocks, params.block_size)
@@ -224,70 +213,9 @@ class ReplicaEngine(Admission, Eviction, Guard):
 
     # ---------------------------------------------------------------- planning
     def plan_step(self, now_s: float) -> Step | None:
-        """Decide the next iteration at `now_s`; None if there is nothing to run."""
-        swap_s = 0.0
-        admitted: list[int] = []
-        round_due = not self.running or self.steps_since_round >= self.scheduler.decode_steps_between_rounds
-        if self.params.guard_max_queue_s is not None and self.waiting and (round_due or not self.params.guard_queue_at_rounds_only):
-            self._drop_stale(now_s)
-        if self.waiting and round_due:
-            admitted, swap_s = self._admission_round(now_s)
-            self.steps_since_round = 0
-        if not self.running:
-            return None
-        t = self.table
-        if self.params.mode == "separate":
-            prefill_ids = [r for r in admitted if t.prefill_left_tokens[r] > 0]
-            if prefill_ids:
-                chunks = [int(t.prefill_left_tokens[r]) for r in prefill_ids]
-                shape = BatchShape(tuple(chunks), (0,) * len(chunks))
-                step = self._step(now_s, shape, _NO_IDS, prefill_ids, chunks, swap_s)
-                p = self.params
-                if p.fast_forward and swap_s == 0.0 and p.guard_max_queue_s is None and p.guard_max_tbt_s is None:
-                    continue_prefill_with_run(self, step)
-                return step
-        swap_s += self._make_room_for_decode()
-        if self.params.fast_forward and swap_s == 0.0 and self.batch.size == len(self.running):
-            run = plan_run(self, now_s)
-            if run is not None:
-                self._start_run(run)
-                return Step(now_s, run.ends_s[-1] - now_s, _NO_IDS, [], [], self.kv.used_blocks, 0.0, run)
-        decode_ids = self._decoding_ids()
-        batch = self.batch
-        self.kv.allocate(batch.blocks_next_step())
-        prefill_ids, chunks = self._prefill_chunks(batch.size) if self.params.mode == "mixed" else ([], [])
-        shape = BatchShape(
-            tuple(chunks),
-            tuple(int(t.kv_tokens[r] - t.prefill_left_tokens[r]) for r in prefill_ids),
-            batch.size,
-            # each decode token attends to its own KV as well
-            batch.kv_sum_tokens() + batch.size,
-            batch.kv_max_tokens() + 1 if batch.size else 0,
-        )
-        return self._step(now_s, shape, decode_ids, prefill_ids, chunks, swap_s)
-
-    def _start_run(self, run: DecodeRun) -> None:
-        self.active_run = run
-        self.load_changed()  # a load-aware router now reads the run's range of loads
-
-    def _step(self, now_s, shape, decode_ids, prefill_ids, chunks, swap_s) -> Step:
-        duration = self.cost_model.step_time_s(shape) + swap_s
-        return Step(now_s, duration, decode_ids, prefill_ids, chunks, self.kv.used_blocks, swap_s)
-
-    def _prefill_chunks(self, num_decode: int) -> tuple[list[int], list[int]]:
-        """Mixed mode: prefill chunks after the decode tokens, oldest admission first."""
-        budget = self.params.max_batched_tokens - num_decode
-        ids, chunks = [], []
-        left = self.table.prefill_left_tokens
-        for rid in self.running:
-            if budget <= 0:
-                break
-            if left[rid] > 0:
-                c = int(min(left[rid], budget))
-                ids.append(rid)
-                chunks.append(c)
-                budget -= c
-        return ids, chunks
+        """Decide the next iteration at `now_s` (writing nothing) and start it; None if there is
+        nothing to run."""
+        return self.begin(self.decide(now_s))
 
     def _ids(self) -> np.ndarray:
         if self._running_ids is None:
