@@ -11,7 +11,8 @@ planning always had, and builds the `Step`:
    (with fast-forward, possibly followed by a decode run in the same timeout:
    `continue_prefill_with_run`);
 4. otherwise the evictions (`Eviction._evict`), then a fast-forwarded run (`plan_run`) or one decode
-   step whose new blocks are allocated now, with mixed mode's prefill chunks.
+   step, with mixed mode's prefill chunks; the decode tokens' new blocks are allocated when the
+   step is applied (`finish_step`), as a run's are (`apply_run`).
 
 `finish_step` (engine.py) applies the step at its end. docs/architecture.md lists what of this
 could move to the step's end and what may not.
@@ -40,9 +41,10 @@ class Step:
     decode_ids: np.ndarray  # requests that emit a decode token (empty for a run: its `decoders` are the batch)
     prefill_ids: list[int]
     prefill_chunk_tokens: list[int]
-    used_blocks: int
+    used_blocks: int  # during the step (its decode tokens' new blocks included)
     swap_s: float = 0.0
     run: DecodeRun | None = None  # set when this is a fast-forwarded run of decode steps
+    new_blocks: int = 0  # blocks its decode tokens start, allocated when it is applied (as a run's)
 
 
 class Begin:
@@ -95,10 +97,10 @@ class Begin:
         self.steps_since_round = 0
 
     def _decode_step(self, now_s: float, swap_s: float) -> Step:
-        """One decode step of the batch (its new blocks allocated now), with mixed mode's chunks."""
+        """One decode step of the batch, with mixed mode's chunks; its new blocks are allocated when
+    it is applied (`finish_step`)."""
         t, batch = self.table, self.batch
         decode_ids = self._decoding_ids()
-        self.kv.allocate(batch.blocks_next_step())
         prefill_ids, chunks = self._prefill_chunks(batch.size) if self.params.mode == "mixed" else ([], [])
         shape = BatchShape(
             tuple(chunks),
@@ -108,7 +110,10 @@ class Begin:
             batch.kv_sum_tokens() + batch.size,
             batch.kv_max_tokens() + 1 if batch.size else 0,
         )
-        return self._step(now_s, shape, decode_ids, prefill_ids, chunks, swap_s)
+        step = self._step(now_s, shape, decode_ids, prefill_ids, chunks, swap_s)
+        step.new_blocks = batch.blocks_next_step()  # they fit: decide evicted until they did
+        step.used_blocks += step.new_blocks
+        return step
 
     def _start_run(self, run: DecodeRun) -> None:
         self.active_run = run
