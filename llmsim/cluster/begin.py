@@ -80,7 +80,7 @@ class Begin:
         if p.fast_forward and swap_s == 0.0 and self.batch.size == len(self.running):
             run = plan_run(self, now_s)
             if run is not None:
-                self._start_run(run)
+                self.start_run(run)
                 return Step(now_s, run.ends_s[-1] - now_s, _NO_IDS, [], [], self.kv.used_blocks, 0.0, run)
         return self._decode_step(now_s, swap_s)
 
@@ -115,7 +115,8 @@ class Begin:
         step.used_blocks += step.new_blocks
         return step
 
-    def _start_run(self, run: DecodeRun) -> None:
+    def start_run(self, run: DecodeRun) -> None:
+        """Make `run` the active run (read by `enqueue`, `cut_run` and routers until it is applied)."""
         self.active_run = run
         self.load_changed()  # a load-aware router now reads the run's range of loads
 

@@ -10,9 +10,11 @@ request's path through these calls and the event order around them.
   prefill of the requests just admitted (`separate` mode), or, after the evictions, one decode
   token for every decoding request plus, in `mixed` mode (chunked prefill), prefill chunks oldest
   admission first within `max_batched_tokens`. With fast-forward on, a run of decode steps that
-  no decision can interrupt is planned as one step (fastforward.py).
-- `finish_step`: the guard aborts stalled requests; tokens are emitted; requests that reach their
-  true output length finish and free their blocks; statistics are recorded.
+  no decision can interrupt is planned as one step (fastforward.py, from the engine's answers in
+  horizon.py, applied through `apply_decode_steps`).
+- `finish_step`: a decode step's new blocks are allocated; the guard aborts stalled requests;
+  tokens are emitted; requests that reach their true output length finish and free their
+  blocks; statistics are recorded.
 
 Decoding requests advance together: their progress columns in the request table are written
 lazily by a `DecodeBatch` (decode_batch.py); `sync()` writes them before anything reads them.
@@ -28,6 +30,8 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
+from functools import reduce
+from operator import add, mul
 
 import numpy as np
 
@@ -42,6 +46,7 @@ from .decode_batch import DecodeBatch
 from .eviction import Eviction
 from .fastforward import DecodeRun, apply_run, finish_prefill_of_run
 from .guard import Guard
+from .horizon import Horizon
 
 VICTIM_ORDERS = ("newest", "largest-remaining-cap", "longest-context")
 
@@ -86,10 +91,26 @@ class ReplicaStats:
     aborted: int = 0
     step_log: list[tuple] = field(default_factory=list)
 
+    def add_step(self, duration_s: float, used_blocks: int) -> None:
+        """One step of `duration_s` with `used_blocks` blocks in use."""
+        self.kv_block_s += used_blocks * duration_s
+        self.peak_used_blocks = max(self.peak_used_blocks, used_blocks)
+        self.steps += 1
+        self.busy_s += duration_s
 
-class ReplicaEngine(Decide, Begin, Admission, Eviction, Guard):
-    """The state and step logic of one model replica (deciding and starting a step, admission,
-    eviction and the SLA guard are mixins in their own modules)."""
+    def add_steps(self, durations_s: list[float], used_before: int, cum_new_blocks: list[int]) -> None:
+        """Consecutive steps, step j using `used_before + cum_new_blocks[j]` blocks: the sums of
+        `add_step` one step at a time, in step order (float addition in the same order gives the
+        same bits): reduce(add, xs, total) is the left fold ((total + x0) + x1) + ..., looped in C."""
+        self.kv_block_s = reduce(add, map(mul, map(used_before.__add__, cum_new_blocks), durations_s), self.kv_block_s)
+        self.busy_s = reduce(add, durations_s, self.busy_s)
+        self.peak_used_blocks = max(self.peak_used_blocks, used_before + cum_new_blocks[-1])
+        self.steps += len(durations_s)
+
+
+class ReplicaEngine(Decide, Begin, Horizon, Admission, Eviction, Guard):
+    """The state and step logic of one model replica (deciding and starting a step, the answers
+    to fast-forward, admission, eviction and the SLA guard are mixins in their own modules)."""
 
     def __init__(self, index: int, table: RequestTable, scheduler: Scheduler, cost_model: CostModel, params: EngineParams) -> None:
         if params.mode not in ("separate", "mixed"):
@@ -246,7 +267,7 @@ class ReplicaEngine(Decide, Begin, Admission, Eviction, Guard):
         finished = []
         if len(step.decode_ids):
             self.batch.advance(end_s)  # every decoding request emitted a token
-            finished = self._in_running_order(self.batch.finished_now())
+            finished = self.in_running_order(self.batch.finished_now())
         done_prefill = []
         for rid, chunk in zip(step.prefill_ids, step.prefill_chunk_tokens):
             t.prefill_left_tokens[rid] -= chunk
@@ -254,28 +275,46 @@ class ReplicaEngine(Decide, Begin, Admission, Eviction, Guard):
             if t.prefill_left_tokens[rid] == 0:
                 done_prefill.append(rid)
         self._add_outstanding(-sum(step.prefill_chunk_tokens))
-        st = self.stats
-        st.kv_block_s += step.used_blocks * step.duration_s
-        st.peak_used_blocks = max(st.peak_used_blocks, step.used_blocks)
-        st.steps += 1
-        st.busy_s += step.duration_s
+        self.stats.add_step(step.duration_s, step.used_blocks)
         if len(step.decode_ids) or self.params.mode == "mixed":
             self.steps_since_round += 1
         if self.params.record_steps:
-            st.step_log.append((step.start_s, step.duration_s, len(step.decode_ids), sum(step.prefill_chunk_tokens),
-                                len(self.running), len(self.waiting), step.used_blocks, self.stats.evictions))
+            self.log_step(step.start_s, step.duration_s, len(step.decode_ids), sum(step.prefill_chunk_tokens),
+                          len(self.waiting), step.used_blocks)
         self._add_outstanding(-len(step.decode_ids) - len(done_prefill))
         for rid in done_prefill:
-            if self._emit_first_token_after_prefill(rid, end_s):
+            if self.emit_first_token(rid, end_s):
                 finished.append(rid)
         if finished:
             self._finish(finished, end_s)
         return finished
 
-    def _in_running_order(self, ids: list[int]) -> list[int]:
+    def apply_decode_steps(self, ends_s: list[float], durations_s: list[float], cum_new_blocks: list[int],
+                           used_before: int, round_counter: int) -> list[int]:
+        """Every decoding request emits a token at each of these consecutive steps (fast-forward's
+        runs), step j allocating up to `cum_new_blocks[j]` new blocks in all; `round_counter` is
+        the round counter after them (`round_counter_after`). Returns the requests that finished
+        at the last step, in admission order (the caller finishes them)."""
+        self.kv.allocate(cum_new_blocks[-1])
+        self.batch.advance(ends_s)
+        self._add_outstanding(-self.batch.size * len(ends_s))
+        self.stats.add_steps(durations_s, used_before, cum_new_blocks)
+        self.steps_since_round = round_counter
+        return self.in_running_order(self.batch.finished_now())
+
+    def tokens_processed(self, tokens: int) -> None:
+        """Prefill or output tokens processed outside `finish_step` (a run's leading prefill)."""
+        self._add_outstanding(-tokens)
+
+    def log_step(self, start_s: float, duration_s: float, decoders: int, prefill_tokens: int, waiting: int, used_blocks: int) -> None:
+        """A row of the per-step series (`record_steps`); running requests and evictions as now."""
+        self.stats.step_log.append((start_s, duration_s, decoders, prefill_tokens, len(self.running), waiting,
+                                    used_blocks, self.stats.evictions))
+
+    def in_running_order(self, ids: list[int]) -> list[int]:
         return sorted(ids, key=self.running.index) if len(ids) > 1 else ids
 
-    def _emit_first_token_after_prefill(self, rid: int, end_s: float) -> bool:
+    def emit_first_token(self, rid: int, end_s: float) -> bool:
         """A prefill (or re-prefill after an eviction) ended: the request emits a token and joins
         the decoding batch, or finishes (returns True; the caller finishes it)."""
         t = self.table
@@ -299,7 +338,7 @@ class ReplicaEngine(Decide, Begin, Admission, Eviction, Guard):
         members = [r for r in finished if r in self.batch]
         if members:
             self.batch.remove(members)
-        for rid in self._in_running_order(finished):
+        for rid in self.in_running_order(finished):
             self.kv.free(blocks_for(int(t.kv_tokens[rid]), bs))
             t.status[rid] = FINISHED
             t.finish_s[rid] = end_s
