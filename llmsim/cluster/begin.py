@@ -62,7 +62,7 @@ class Begin:
             return None
         t, p = self.table, self.params
         swap_s = d.swap_in_s
-        if p.mode == "separate":
+        if p.mode == "separate" and d.admitted:
             prefill_ids = [c.request_id for c, swapped in zip(d.admitted, d.swapped_in) if not swapped]
             if prefill_ids:
                 chunks = [int(t.prefill_left_tokens[r]) for r in prefill_ids]
@@ -75,8 +75,7 @@ class Begin:
             self._evict(rid)
             if p.reset_round_counter_on_eviction:
                 self.steps_since_round = 0
-        swap_s += d.swap_out_s
-        assert self.batch.blocks_next_step() <= self.kv.free_blocks, "internal: decide chose too few victims"
+        swap_s += d.swap_out_s  # (the step's new blocks fit now: finish_step's allocation checks it)
         if p.fast_forward and swap_s == 0.0 and self.batch.size == len(self.running):
             run = plan_run(self, now_s)
             if run is not None:

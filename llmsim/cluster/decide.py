@@ -24,18 +24,16 @@ A mixin of ReplicaEngine. Units: seconds, tokens, blocks.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-
 from ..request import SWAPPED
 
 _NONE: tuple = ()  # shared empty default (a Decision is made at every step boundary)
 
 
-@dataclass(slots=True)
 class Decision:
-    """What `begin` applies at `now_s`, in this order: drops, the round's admissions, evictions."""
+    """What `begin` applies at `now_s`, in this order: drops, the round's admissions, evictions.
+    (A plain class whose defaults are class attributes: one is made at every step boundary, and
+    setting only what a boundary decides costs less than a dataclass's full __init__.)"""
 
-    now_s: float
     dropped: list[int] | tuple = _NONE  # guard drops, queue order
     round_ran: bool = False  # an admission round ran (it resets the round counter and the flags below)
     admitted: list | tuple = _NONE  # Candidates admitted, queue order
@@ -48,22 +46,42 @@ class Decision:
     victims: list[int] | tuple = _NONE  # evicted, in eviction order
     swap_out_s: float = 0.0  # swap-out seconds of the victims, summed in eviction order
 
+    FIELDS = ("now_s", "dropped", "round_ran", "admitted", "swapped_in", "swap_in_s", "head_refusal_stable",
+              "policy_refused_head", "took_round_ahead", "stream_after", "victims", "swap_out_s")
+
+    def __init__(self, now_s: float) -> None:
+        self.now_s = now_s
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Decision) and self._values() == other._values()
+
+    __hash__ = None  # mutable while it is being decided
+
+    def __repr__(self) -> str:
+        return "Decision(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.FIELDS) + ")"
+
 
 class Decide:
     """ReplicaEngine's pure decision half (see the module docstring)."""
 
     def decide(self, now_s: float) -> Decision:
         """What happens at the boundary `now_s`, before the step is built; writes nothing."""
-        p = self.params
+        p, waiting = self.params, self.waiting
         d = Decision(now_s)
         round_due = not self.running or self.steps_since_round >= self.scheduler.decode_steps_between_rounds
-        if p.guard_max_queue_s is not None and self.waiting and (round_due or not p.guard_queue_at_rounds_only):
-            d.dropped = self._stale(now_s)
-        if round_due and len(self.waiting) > len(d.dropped):
-            self._decide_round(d)
-        running = len(self.running) + len(d.admitted)
+        if waiting:
+            if p.guard_max_queue_s is not None and (round_due or not p.guard_queue_at_rounds_only):
+                d.dropped = self._stale(now_s)
+            if round_due and len(waiting) > len(d.dropped):
+                self._decide_round(d)
+        if not d.admitted:
+            if self.running and self.batch.blocks_next_step() > self.kv.free_blocks:
+                self._decide_victims(d)
         # a separate-mode step that prefills what the round admitted does not decode: no eviction
-        if running and (self.params.mode == "mixed" or all(d.swapped_in)):
+        elif p.mode == "mixed" or all(d.swapped_in):
             self._decide_victims(d)
         return d
 
@@ -79,7 +97,7 @@ class Decide:
         reserved = self.batch.blocks_next_step()
         limit = self.scheduler.max_admissions_per_round
         free, running = self.kv.free_blocks, len(self.running)
-        dropped = set(d.dropped)
+        dropped = set(d.dropped) if d.dropped else None
         admitted, swapped_in = [], []
         stream = self._stream_state
         counter = None if stream is None else int(stream[0])

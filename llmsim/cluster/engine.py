@@ -260,7 +260,8 @@ class ReplicaEngine(Decide, Begin, Horizon, Admission, Eviction, Guard):
             if done:
                 self._finish(done, run.ends_s[-1])
             return finished + done
-        self.kv.allocate(step.new_blocks)  # the decode tokens' new blocks (they fit: begin checked)
+        if step.new_blocks:
+            self.kv.allocate(step.new_blocks)  # the decode tokens' new blocks (raises if decide evicted too few)
         if self.params.guard_max_tbt_s is not None:
             self.sync()
             self._abort_stalled(step, end_s)
