@@ -209,3 +209,20 @@ def test_closed_loop_sends_that_tie_with_step_ends_give_the_same_results_in_both
     assert (step.requests.attempt > 0).any() == resend_failed
     assert step.requests.equals(fast.requests)
     assert step.steps.equals(fast.steps)
+
+
+def test_fast_forward_uses_only_the_engines_public_methods():
+    """fastforward.py is a strategy over the engine's public API (docs/architecture.md): no
+    underscore attribute of the engine is read or written there."""
+    import ast
+    from pathlib import Path
+
+    import llmsim.cluster.fastforward as ff
+
+    tree = ast.parse(Path(ff.__file__).read_text())
+    private = [(node.lineno, node.attr) for node in ast.walk(tree)
+               if isinstance(node, ast.Attribute) and node.attr.startswith("_")
+               and isinstance(node.value, ast.Name) and node.value.id == "engine"]
+    assert private == []
+    assert any(isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "engine"
+               for node in ast.walk(tree))  # the walk sees the engine's attributes at all

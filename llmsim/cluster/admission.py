@@ -2,18 +2,20 @@
 
 A round runs when requests wait and either nothing runs or the policy's
 `decode_steps_between_rounds` decode steps have passed since the last round
-(`ReplicaEngine.plan_step`). The waiting queue is walked in order (evicted requests first); each
+(`ReplicaEngine.decide`). The waiting queue is walked in order (evicted requests first); each
 head must first pass the engine's limits (`max_num_seqs`, the round's token budget, free blocks
 beside those the running batch's next decode step needs: vLLM v1 schedules running requests
 before waiting ones), and then the policy's round (llmsim.schedulers); the walk stops at the
 first refusal. An empty replica always admits its head request, otherwise a request the policy
 finds too large would never run. The policy's round is started only when a head first passes the
-engine's limits, so a refused round draws nothing.
+engine's limits, so a refused round draws nothing. The walk is decided without writing anything
+(`Decide._decide_round`, decide.py) and written by `_admit` when the decision is applied (begin.py).
 
 Fast-forward (llmsim.cluster.fastforward) may start, ahead of time, the rounds due inside a run
 (`head_ahead`, `hold_rounds_ahead`); the round that admits is kept for its boundary.
 
-A mixin of ReplicaEngine: its methods read and write the engine's state. Units: tokens, blocks,
+A mixin of ReplicaEngine: `_admit` writes the engine's state; the rest only reads it (except
+`hold_rounds_ahead`, which keeps a round in `round_ahead`). Units: tokens, blocks,
 seconds.
 """
 
@@ -33,66 +35,14 @@ _NOW = np.zeros(1, dtype=np.int64)  # a round now, zero steps ahead (Scheduler.f
 class Admission:
     """ReplicaEngine's admission rounds (see the module docstring)."""
 
-    def _admission_round(self, now_s: float) -> tuple[list[int], float]:
-        t, p = self.table, self.params
-        rnd = None  # created when a candidate first passes the engine limits (no draws otherwise)
-        if p.mode == "separate":
-            budget = p.max_batched_tokens
-        else:
-            budget = p.max_batched_tokens - self.batch.size - int(t.prefill_left_tokens[self._ids()].sum())
-        # Blocks the running batch takes at its next decode step stay out of admission, as vLLM v1
-        # schedules running requests before waiting ones; otherwise a request could be admitted
-        # into blocks this very step needs and be evicted before computing anything.
-        reserved = self.batch.blocks_next_step()
-        limit = self.scheduler.max_admissions_per_round
-        admitted: list[int] = []
-        swap_s = 0.0
-        self.head_refusal_stable = self.policy_refused_head = False
-        while self.waiting:
-            if limit is not None and len(admitted) >= limit:
-                break
-            # From here on a break means the head was refused by a check that cannot change before
-            # a finish or an eviction (max_num_seqs, free blocks, a stable policy's refusal), unless
-            # reset below: fast-forward relies on it.
-            self.head_refusal_stable = True
-            if len(self.running) >= p.max_num_seqs:
-                break
-            cand = self._candidate(self.waiting[0])
-            swapped = t.status[cand.request_id] == SWAPPED
-            prefill = 0 if swapped else cand.kv_tokens
-            # a swapped-in request decodes in this step: its own next token may need a block too
-            own = int(swapped and cand.kv_tokens % p.block_size == 0)
-            refusal = self._engine_refusal(cand, prefill, own, budget, reserved, self.kv.free_blocks)
-            if refusal is not None:
-                self.head_refusal_stable = refusal == "blocks"
-                break
-            forced = not self.running  # an empty replica always runs its head request
-            if rnd is None:
-                rnd, accepted = self._start_policy_round(cand, now_s)
-            else:
-                accepted = rnd.admit(cand)
-            if not accepted and not forced:
-                if not self._refusal_stable:
-                    self.head_refusal_stable = False
-                    self.policy_refused_head = True
-                break
-            self.head_refusal_stable = False
-            self.waiting.popleft()
-            swap_s += self._admit(cand, swapped, now_s)
-            admitted.append(cand.request_id)
-            budget -= prefill if prefill else int(p.mode == "mixed")  # a swap-in adds a decode token
-            reserved += own
-            if not accepted:
-                break  # forced: the round did not count this request, so it cannot judge the next one
-        return admitted, swap_s
-
-    def _start_policy_round(self, cand: Candidate, now_s: float):
-        """The policy's round for this planning and its answer to the first candidate that passed
-        the engine's limits: the round fast-forward held for this boundary, or a new one (started
-        and asked in one call where the policy offers it)."""
+    def _start_policy_round(self, cand: Candidate, d):
+        """The policy's round for the decision `d` (decide.py) and its answer to the first
+        candidate that passed the engine's limits: the round fast-forward held for this boundary,
+        or a new one (started and asked in one call where the policy offers it)."""
         if self.round_ahead is not None:
-            return self._take_round_ahead(cand), True
-        view = self._view(now_s)
+            d.took_round_ahead = True
+            return self._held_round(cand), True
+        view = self._view(d.now_s)
         found = None if self._rounds_at_once is None else self._rounds_at_once(view, _NOW, cand)
         if found is None:
             rnd = self.scheduler.start_round(view)
@@ -138,8 +88,8 @@ class Admission:
         fewer blocks free than now: the run's lists), in order, each offered
         the head `cand` first (it has passed the engine limits there). Returns (i, stable): the
         first round that admits it (len(steps) if none) and whether a refusal is the policy's
-        stable one. An admitting round is kept, with its draws, for `_admission_round` at that
-        boundary (`round_ahead`).
+        stable one. An admitting round is kept, with its draws, for the round decided at that
+        boundary (`round_ahead`, decide.py).
 
         Exact for a policy whose rounds depend only on their view and its own state
         (`Scheduler.rounds_ahead`): the rounds are started in step-by-step mode's order, only
@@ -163,15 +113,16 @@ class Admission:
             self.round_ahead = (self.batch.clock + steps[i], cand.request_id, rnd)
         return i, False
 
-    def _take_round_ahead(self, cand: Candidate):
+    def _held_round(self, cand: Candidate):
+        """The round held ahead for this boundary (it admits `cand`); `begin` clears it."""
         clock, rid, rnd = self.round_ahead
         if clock != self.batch.clock or rid != cand.request_id:
             raise AssertionError(f"internal: a round held ahead for request {rid} at decode step {clock} "
                                  f"was not used there (request {cand.request_id} at step {self.batch.clock})")
-        self.round_ahead = None
         return rnd
 
-    def _admit(self, cand: Candidate, swapped: bool, now_s: float) -> float:
+    def _admit(self, cand: Candidate, swapped: bool, now_s: float) -> None:
+        """Write an admission decided by `decide` (its swap-in time is the decision's)."""
         t, rid = self.table, cand.request_id
         self.kv.allocate(cand.blocks)
         t.status[rid] = RUNNING
@@ -182,10 +133,9 @@ class Admission:
         if swapped:
             self.swap.take(cand.blocks)
             self.batch.join(rid)  # its prefill was done before the swap-out: it decodes next
-            return self.cost_model.swap_time_s(cand.blocks * self.swap.block_bytes)
+            return
         t.kv_tokens[rid] = cand.kv_tokens
         t.prefill_left_tokens[rid] = cand.kv_tokens
-        return 0.0
 
     def _candidate(self, rid: int) -> Candidate:
         t = self.table
@@ -197,6 +147,16 @@ class Admission:
             kv = prompt + g  # recompute: prefill prompt + generated tokens
         return Candidate(rid, float(t.arrival_s[rid]), prompt, int(t.max_new_tokens[rid]), g, kv, blocks_for(kv, self.params.block_size))
 
+    def progress_now(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(generated tokens, KV tokens) of running requests `ids` now, without writing the table:
+        decode-batch members' through the batch's clock, the others' from the table."""
+        t, batch = self.table, self.batch
+        generated, kv = t.generated_tokens[ids], t.kv_tokens[ids]  # copies (fancy indexing)
+        members = np.fromiter((int(r) in batch for r in ids), dtype=bool, count=len(ids))
+        if members.any():
+            generated[members], kv[members] = batch.current_progress(ids[members])
+        return generated, kv
+
     def _view(self, now_s: float, steps_ahead: int = 0, free_blocks: int | None = None) -> ReplicaView:
         """The replica as a policy sees it now, or `steps_ahead` decode steps of the whole running
         batch from now (fast-forward, with every running request decoding)."""
@@ -207,8 +167,7 @@ class Admission:
                 if self.batch.size == len(ids):  # all decoding: read the clock, write nothing
                     generated, kv = self.batch.current_progress(ids)
                     return (generated + steps_ahead, kv + steps_ahead) if steps_ahead else (generated, kv)
-                self.sync()
-                return t.generated_tokens[ids], t.kv_tokens[ids]
+                return self.progress_now(ids)
 
             return RunningBatch(ids, t.prompt_tokens[ids], t.max_new_tokens[ids], progress=progress)
 

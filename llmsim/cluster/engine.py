@@ -4,14 +4,17 @@ Plain Python, no SimPy: the replica process (llmsim.cluster.replica) calls `plan
 waits the step's duration, then calls `finish_step(step, end_s)`. docs/architecture.md shows one
 request's path through these calls and the event order around them.
 
-- `plan_step`: the SLA guard drops stale requests (guard.py); an admission round runs when due
-  (admission.py); then either the prefill of the requests just admitted (`separate` mode), or,
-  after evicting until the decode tokens fit (eviction.py), one decode token for every decoding
-  request plus, in `mixed` mode (chunked prefill), prefill chunks oldest admission first within
-  `max_batched_tokens`. With fast-forward on, a run of decode steps that no decision can
-  interrupt is planned as one step (fastforward.py).
-- `finish_step`: the guard aborts stalled requests; tokens are emitted; requests that reach their
-  true output length finish and free their blocks; statistics are recorded.
+- `plan_step` = `begin(decide(now_s))`: `decide` (decide.py) says, writing nothing, which requests
+  the SLA guard drops (guard.py), what an admission round due admits (admission.py) and which
+  requests are evicted (eviction.py); `begin` (begin.py) writes that and builds either the
+  prefill of the requests just admitted (`separate` mode), or, after the evictions, one decode
+  token for every decoding request plus, in `mixed` mode (chunked prefill), prefill chunks oldest
+  admission first within `max_batched_tokens`. With fast-forward on, a run of decode steps that
+  no decision can interrupt is planned as one step (fastforward.py, from the engine's answers in
+  horizon.py, applied through `apply_decode_steps`).
+- `finish_step`: a decode step's new blocks are allocated; the guard aborts stalled requests;
+  tokens are emitted; requests that reach their true output length finish and free their
+  blocks; statistics are recorded.
 
 Decoding requests advance together: their progress columns in the request table are written
 lazily by a `DecodeBatch` (decode_batch.py); `sync()` writes them before anything reads them.
@@ -27,21 +30,25 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
+from functools import reduce
+from operator import add, mul
 
 import numpy as np
 
-from ..costmodel.base import BatchShape, CostModel
+from ..costmodel.base import CostModel
 from ..kvcache import BlockAllocator, SwapSpace, blocks_for
 from ..request import FINISHED, RUNNING, SWAPPED, WAITING, RequestTable
 from ..schedulers.base import Scheduler
 from .admission import Admission
+from .begin import Begin, Step
+from .decide import Decide, stream_state
 from .decode_batch import DecodeBatch
 from .eviction import Eviction
-from .fastforward import DecodeRun, apply_run, continue_prefill_with_run, finish_prefill_of_run, plan_run
+from .fastforward import DecodeRun, apply_run, finish_prefill_of_run
 from .guard import Guard
+from .horizon import Horizon
 
 VICTIM_ORDERS = ("newest", "largest-remaining-cap", "longest-context")
-_NO_IDS = np.empty(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -71,20 +78,6 @@ class EngineParams:
     reset_round_counter_on_eviction: bool = False
 
 
-@dataclass(slots=True)
-class Step:
-    """One planned iteration."""
-
-    start_s: float
-    duration_s: float
-    decode_ids: np.ndarray  # requests that emit a decode token (empty for a run: its `decoders` are the batch)
-    prefill_ids: list[int]
-    prefill_chunk_tokens: list[int]
-    used_blocks: int
-    swap_s: float = 0.0
-    run: DecodeRun | None = None  # set when this is a fast-forwarded run of decode steps
-
-
 @dataclass
 class ReplicaStats:
     kv_block_s: float = 0.0  # integral of used blocks over time
@@ -98,10 +91,26 @@ class ReplicaStats:
     aborted: int = 0
     step_log: list[tuple] = field(default_factory=list)
 
+    def add_step(self, duration_s: float, used_blocks: int) -> None:
+        """One step of `duration_s` with `used_blocks` blocks in use."""
+        self.kv_block_s += used_blocks * duration_s
+        self.peak_used_blocks = max(self.peak_used_blocks, used_blocks)
+        self.steps += 1
+        self.busy_s += duration_s
 
-class ReplicaEngine(Admission, Eviction, Guard):
-    """The state and step logic of one model replica (admission, eviction and the SLA guard are
-    mixins in their own modules)."""
+    def add_steps(self, durations_s: list[float], used_before: int, cum_new_blocks: list[int]) -> None:
+        """Consecutive steps, step j using `used_before + cum_new_blocks[j]` blocks: the sums of
+        `add_step` one step at a time, in step order (float addition in the same order gives the
+        same bits): reduce(add, xs, total) is the left fold ((total + x0) + x1) + ..., looped in C."""
+        self.kv_block_s = reduce(add, map(mul, map(used_before.__add__, cum_new_blocks), durations_s), self.kv_block_s)
+        self.busy_s = reduce(add, durations_s, self.busy_s)
+        self.peak_used_blocks = max(self.peak_used_blocks, used_before + cum_new_blocks[-1])
+        self.steps += len(durations_s)
+
+
+class ReplicaEngine(Decide, Begin, Horizon, Admission, Eviction, Guard):
+    """The state and step logic of one model replica (deciding and starting a step, the answers
+    to fast-forward, admission, eviction and the SLA guard are mixins in their own modules)."""
 
     def __init__(self, index: int, table: RequestTable, scheduler: Scheduler, cost_model: CostModel, params: EngineParams) -> None:
         if params.mode not in ("separate", "mixed"):
@@ -114,6 +123,7 @@ class ReplicaEngine(Admission, Eviction, Guard):
         # the policy's optional parts (base.Scheduler), looked up once: a round runs about once a request
         self._rounds_at_once = getattr(scheduler, "first_admitting_round", None)
         self._refusal_stable = getattr(scheduler, "refusal_stable", False)
+        self._stream_state = stream_state(scheduler)  # its random draws' counter (decide.py)
         self.cost_model = cost_model
         self.params = params
         self.kv = BlockAllocator(params.total_blocks, params.block_size)
@@ -224,70 +234,9 @@ class ReplicaEngine(Admission, Eviction, Guard):
 
     # ---------------------------------------------------------------- planning
     def plan_step(self, now_s: float) -> Step | None:
-        """Decide the next iteration at `now_s`; None if there is nothing to run."""
-        swap_s = 0.0
-        admitted: list[int] = []
-        round_due = not self.running or self.steps_since_round >= self.scheduler.decode_steps_between_rounds
-        if self.params.guard_max_queue_s is not None and self.waiting and (round_due or not self.params.guard_queue_at_rounds_only):
-            self._drop_stale(now_s)
-        if self.waiting and round_due:
-            admitted, swap_s = self._admission_round(now_s)
-            self.steps_since_round = 0
-        if not self.running:
-            return None
-        t = self.table
-        if self.params.mode == "separate":
-            prefill_ids = [r for r in admitted if t.prefill_left_tokens[r] > 0]
-            if prefill_ids:
-                chunks = [int(t.prefill_left_tokens[r]) for r in prefill_ids]
-                shape = BatchShape(tuple(chunks), (0,) * len(chunks))
-                step = self._step(now_s, shape, _NO_IDS, prefill_ids, chunks, swap_s)
-                p = self.params
-                if p.fast_forward and swap_s == 0.0 and p.guard_max_queue_s is None and p.guard_max_tbt_s is None:
-                    continue_prefill_with_run(self, step)
-                return step
-        swap_s += self._make_room_for_decode()
-        if self.params.fast_forward and swap_s == 0.0 and self.batch.size == len(self.running):
-            run = plan_run(self, now_s)
-            if run is not None:
-                self._start_run(run)
-                return Step(now_s, run.ends_s[-1] - now_s, _NO_IDS, [], [], self.kv.used_blocks, 0.0, run)
-        decode_ids = self._decoding_ids()
-        batch = self.batch
-        self.kv.allocate(batch.blocks_next_step())
-        prefill_ids, chunks = self._prefill_chunks(batch.size) if self.params.mode == "mixed" else ([], [])
-        shape = BatchShape(
-            tuple(chunks),
-            tuple(int(t.kv_tokens[r] - t.prefill_left_tokens[r]) for r in prefill_ids),
-            batch.size,
-            # each decode token attends to its own KV as well
-            batch.kv_sum_tokens() + batch.size,
-            batch.kv_max_tokens() + 1 if batch.size else 0,
-        )
-        return self._step(now_s, shape, decode_ids, prefill_ids, chunks, swap_s)
-
-    def _start_run(self, run: DecodeRun) -> None:
-        self.active_run = run
-        self.load_changed()  # a load-aware router now reads the run's range of loads
-
-    def _step(self, now_s, shape, decode_ids, prefill_ids, chunks, swap_s) -> Step:
-        duration = self.cost_model.step_time_s(shape) + swap_s
-        return Step(now_s, duration, decode_ids, prefill_ids, chunks, self.kv.used_blocks, swap_s)
-
-    def _prefill_chunks(self, num_decode: int) -> tuple[list[int], list[int]]:
-        """Mixed mode: prefill chunks after the decode tokens, oldest admission first."""
-        budget = self.params.max_batched_tokens - num_decode
-        ids, chunks = [], []
-        left = self.table.prefill_left_tokens
-        for rid in self.running:
-            if budget <= 0:
-                break
-            if left[rid] > 0:
-                c = int(min(left[rid], budget))
-                ids.append(rid)
-                chunks.append(c)
-                budget -= c
-        return ids, chunks
+        """Decide the next iteration at `now_s` (writing nothing) and start it; None if there is
+        nothing to run."""
+        return self.begin(self.decide(now_s))
 
     def _ids(self) -> np.ndarray:
         if self._running_ids is None:
@@ -311,13 +260,15 @@ class ReplicaEngine(Admission, Eviction, Guard):
             if done:
                 self._finish(done, run.ends_s[-1])
             return finished + done
+        if step.new_blocks:
+            self.kv.allocate(step.new_blocks)  # the decode tokens' new blocks (raises if decide evicted too few)
         if self.params.guard_max_tbt_s is not None:
             self.sync()
             self._abort_stalled(step, end_s)
         finished = []
         if len(step.decode_ids):
             self.batch.advance(end_s)  # every decoding request emitted a token
-            finished = self._in_running_order(self.batch.finished_now())
+            finished = self.in_running_order(self.batch.finished_now())
         done_prefill = []
         for rid, chunk in zip(step.prefill_ids, step.prefill_chunk_tokens):
             t.prefill_left_tokens[rid] -= chunk
@@ -325,28 +276,46 @@ class ReplicaEngine(Admission, Eviction, Guard):
             if t.prefill_left_tokens[rid] == 0:
                 done_prefill.append(rid)
         self._add_outstanding(-sum(step.prefill_chunk_tokens))
-        st = self.stats
-        st.kv_block_s += step.used_blocks * step.duration_s
-        st.peak_used_blocks = max(st.peak_used_blocks, step.used_blocks)
-        st.steps += 1
-        st.busy_s += step.duration_s
+        self.stats.add_step(step.duration_s, step.used_blocks)
         if len(step.decode_ids) or self.params.mode == "mixed":
             self.steps_since_round += 1
         if self.params.record_steps:
-            st.step_log.append((step.start_s, step.duration_s, len(step.decode_ids), sum(step.prefill_chunk_tokens),
-                                len(self.running), len(self.waiting), step.used_blocks, self.stats.evictions))
+            self.log_step(step.start_s, step.duration_s, len(step.decode_ids), sum(step.prefill_chunk_tokens),
+                          len(self.waiting), step.used_blocks)
         self._add_outstanding(-len(step.decode_ids) - len(done_prefill))
         for rid in done_prefill:
-            if self._emit_first_token_after_prefill(rid, end_s):
+            if self.emit_first_token(rid, end_s):
                 finished.append(rid)
         if finished:
             self._finish(finished, end_s)
         return finished
 
-    def _in_running_order(self, ids: list[int]) -> list[int]:
+    def apply_decode_steps(self, ends_s: list[float], durations_s: list[float], cum_new_blocks: list[int],
+                           used_before: int, round_counter: int) -> list[int]:
+        """Every decoding request emits a token at each of these consecutive steps (fast-forward's
+        runs), step j allocating up to `cum_new_blocks[j]` new blocks in all; `round_counter` is
+        the round counter after them (`round_counter_after`). Returns the requests that finished
+        at the last step, in admission order (the caller finishes them)."""
+        self.kv.allocate(cum_new_blocks[-1])
+        self.batch.advance(ends_s)
+        self._add_outstanding(-self.batch.size * len(ends_s))
+        self.stats.add_steps(durations_s, used_before, cum_new_blocks)
+        self.steps_since_round = round_counter
+        return self.in_running_order(self.batch.finished_now())
+
+    def tokens_processed(self, tokens: int) -> None:
+        """Prefill or output tokens processed outside `finish_step` (a run's leading prefill)."""
+        self._add_outstanding(-tokens)
+
+    def log_step(self, start_s: float, duration_s: float, decoders: int, prefill_tokens: int, waiting: int, used_blocks: int) -> None:
+        """A row of the per-step series (`record_steps`); running requests and evictions as now."""
+        self.stats.step_log.append((start_s, duration_s, decoders, prefill_tokens, len(self.running), waiting,
+                                    used_blocks, self.stats.evictions))
+
+    def in_running_order(self, ids: list[int]) -> list[int]:
         return sorted(ids, key=self.running.index) if len(ids) > 1 else ids
 
-    def _emit_first_token_after_prefill(self, rid: int, end_s: float) -> bool:
+    def emit_first_token(self, rid: int, end_s: float) -> bool:
         """A prefill (or re-prefill after an eviction) ended: the request emits a token and joins
         the decoding batch, or finishes (returns True; the caller finishes it)."""
         t = self.table
@@ -370,7 +339,7 @@ class ReplicaEngine(Admission, Eviction, Guard):
         members = [r for r in finished if r in self.batch]
         if members:
             self.batch.remove(members)
-        for rid in self._in_running_order(finished):
+        for rid in self.in_running_order(finished):
             self.kv.free(blocks_for(int(t.kv_tokens[rid]), bs))
             t.status[rid] = FINISHED
             t.finish_s[rid] = end_s

@@ -7,7 +7,8 @@ re-admission; `swap` copies their blocks to bounded host memory (priced by the c
 `swap_time_s`) and copies them back on re-admission, falling back to recompute when the swap space
 is full. An evicted request goes to the head of the waiting queue.
 
-A mixin of ReplicaEngine: its methods read and write the engine's state. Units: tokens, blocks,
+Victims are chosen without writing anything (`_choose_victims`, for `ReplicaEngine.decide`) and
+evicted when the decision is applied (`_evict`, begin.py). A mixin of ReplicaEngine. Units: tokens, blocks,
 seconds.
 """
 
@@ -28,25 +29,46 @@ class Eviction:
             return ids
         return ids[self.table.prefill_left_tokens[ids] == 0]
 
-    def _make_room_for_decode(self) -> float:
-        """Evict until the coming decode tokens fit in the free blocks; returns swap-out seconds."""
-        swap_s = 0.0
-        while self.batch.blocks_next_step() > self.kv.free_blocks:
-            self.sync()
-            swap_s += self._evict(self._pick_victim())
-            if self.params.reset_round_counter_on_eviction:
-                self.steps_since_round = 0
-        return swap_s
+    def _choose_victims(self, admitted: list, swapped_in: list[bool], need: int, free: int) -> tuple[list[int], float]:
+        """The requests to evict, in order, until the next decode step's `need` new blocks fit in
+        `free` blocks (both counted after the round's `admitted` Candidates, which join the running
+        requests), and the swap-out seconds: the choices `_evict` would make one at a time,
+        made on local counts without writing anything (decide.py)."""
+        t, p = self.table, self.params
+        bs = p.block_size
+        ids = np.asarray(list(self.running) + [c.request_id for c in admitted], dtype=np.int64)
+        members = np.fromiter((int(r) in self.batch for r in ids), dtype=bool, count=len(ids))
+        generated, kv = self.progress_now(ids)
+        prefill_left = t.prefill_left_tokens[ids]
+        base = len(self.running)
+        for i, (cand, swapped) in enumerate(zip(admitted, swapped_in), base):
+            kv[i] = cand.kv_tokens
+            members[i] = swapped  # a swap-in joins the batch; a recompute prefills first
+            prefill_left[i] = 0 if swapped else cand.kv_tokens
+        swap_used = self.swap.used_blocks - sum(c.blocks for c, s in zip(admitted, swapped_in) if s)
+        victims, swap_s = [], 0.0
+        while need > free:
+            i = self._victim_index(ids, generated, kv)
+            blocks = blocks_for(int(kv[i]), bs)
+            free += blocks
+            need -= int(members[i] and kv[i] % bs == 0)  # it no longer starts a block next step
+            victims.append(int(ids[i]))
+            if p.preemption == "swap" and prefill_left[i] == 0 and swap_used + blocks <= self.swap.capacity_blocks:
+                swap_used += blocks
+                swap_s += self.cost_model.swap_time_s(blocks * self.swap.block_bytes)
+            ids, generated, kv, members, prefill_left = (np.delete(a, i) for a in (ids, generated, kv, members, prefill_left))
+        return victims, swap_s
 
-    def _pick_victim(self) -> int:
-        if self.params.victim == "newest" or len(self.running) == 1:
-            return self.running[-1]
-        t, ids = self.table, self._ids()
-        key = t.max_new_tokens[ids] - t.generated_tokens[ids] if self.params.victim == "largest-remaining-cap" else t.kv_tokens[ids]
+    def _victim_index(self, ids: np.ndarray, generated: np.ndarray, kv: np.ndarray) -> int:
+        """The position in `ids` (admission order) of the next victim, by `EngineParams.victim`."""
+        if self.params.victim == "newest" or len(ids) == 1:
+            return len(ids) - 1
+        key = self.table.max_new_tokens[ids] - generated if self.params.victim == "largest-remaining-cap" else kv
         # argmax on the reversed order picks the newest among ties
-        return int(ids[len(ids) - 1 - int(np.argmax(key[::-1]))])
+        return len(ids) - 1 - int(np.argmax(key[::-1]))
 
-    def _evict(self, rid: int) -> float:
+    def _evict(self, rid: int) -> None:
+        """Write an eviction decided by `_choose_victims` (swap or recompute, as it chose)."""
         t = self.table
         self.head_refusal_stable = False  # a new head, and memory freed
         if rid in self.batch:
@@ -63,10 +85,9 @@ class Eviction:
             t.status[rid] = SWAPPED
             t.swaps[rid] += 1
             self.stats.swap_outs += 1
-            return self.cost_model.swap_time_s(blocks * self.swap.block_bytes)
+            return
         # recompute: the prefill work done so far is lost and must be redone
         self._add_outstanding(int(t.prompt_tokens[rid] + t.generated_tokens[rid] - t.prefill_left_tokens[rid]))
         t.status[rid] = WAITING
         t.kv_tokens[rid] = 0
         t.prefill_left_tokens[rid] = 0
-        return 0.0

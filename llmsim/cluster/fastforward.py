@@ -31,6 +31,13 @@ per-request columns. Per-step times come from the cost model's one decode-run he
 every sum is accumulated in step order, so per-request
 timestamps, max time between tokens, the summary and the per-step series are bit-identical to
 step-by-step mode (tests/test_fastforward.py).
+
+A strategy over the engine's public methods only: it asks how many decode steps may pass before a
+decision could change (`decode_steps_before_decision`, horizon.py), prices them
+(llmsim.costmodel.decode_run), counts their blocks from the batch's aggregates, lets the engine
+hold the rounds due inside the run (`hold_rounds_in_run`), and applies the run through the
+engine's bookkeeping (`apply_decode_steps`, `round_counter_after`, `ReplicaStats.add_step`,
+`log_step`, `emit_first_token`, `start_run`, `tokens_processed`).
 """
 
 from __future__ import annotations
@@ -38,9 +45,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from functools import reduce
 from itertools import accumulate
-from operator import add, mul
 
 import numpy as np
 
@@ -102,56 +107,36 @@ class DecodeRun:
 
 def plan_run(engine, now_s: float, after_prefill: bool = False) -> DecodeRun | None:
     """A run of at least 2 decode steps of the whole (decoding) batch starting now, or None to
-    take a single step. Reads only the batch's aggregates (llmsim.cluster.decode_batch), and holds
-    the admission rounds due inside the run where the policy allows it (`_hold_rounds`).
-    `after_prefill`: `now_s` is the end of a prefill step planned with the run, not a boundary
-    that plan_step has handled."""
-    p, batch = engine.params, engine.batch
-    n = batch.size
-    if n == 0:
+    take a single step. Asks the engine how far it may go (`decode_steps_before_decision`), prices
+    the steps (llmsim.costmodel.decode_run) and counts their blocks from the batch's aggregates
+    (llmsim.cluster.decode_batch), and lets the engine hold the admission rounds due inside it
+    (`hold_rounds_in_run`). `after_prefill`: `now_s` is the end of a prefill step planned with
+    the run, not a boundary that `decide` has handled."""
+    bound = engine.decode_steps_before_decision(after_prefill)
+    if bound is None:
         return None
-    k = min(batch.steps_to_next_finish(), MAX_RUN_STEPS)
-    sched = engine.scheduler
-    r = sched.decode_steps_between_rounds
-    horizon_s = math.inf
-    hold_rounds = False
-    if engine.waiting:
-        if p.guard_max_queue_s is not None or p.guard_max_tbt_s is not None:
-            return None
-        if not engine.head_refusal_stable:
-            # The head's last refusal may not hold at the next round (none judged this head yet,
-            # or the policy may decide differently next time). If the policy refused it, hold the
-            # rounds due inside the run now, in order, and end the run at the first that admits
-            # (where the policy allows it); otherwise stop where the next round is due (the
-            # counter, incremented per decode step, reaches r). Either is exact; holding pays
-            # only where rounds keep refusing. A round due at a leading prefill's end (r = 0) is
-            # held there, not here.
-            hold_rounds = engine.round_ahead is not None or (
-                engine.policy_refused_head and getattr(sched, "rounds_ahead", False) and not (after_prefill and r == 0))
-            if not hold_rounds:
-                k = min(k, max(r - engine.steps_since_round, 1))
-    elif engine.next_arrival_s is not None:
-        # The next arrival would cut the run at the first boundary at or after it: plan no further
-        # (saves pricing steps that would be thrown away, and the cut itself).
-        horizon_s = engine.next_arrival_s()
-    else:
+    k, hold_rounds, horizon_s = bound
+    k = min(k, MAX_RUN_STEPS)
+    if horizon_s is None:
         # An arrival may cut the run anywhere (load-aware routing): price no more than a short
         # run. A longer one mostly ended cut, its pricing mostly in vain; one that is
         # not cut goes on in the next run (ending a run at any boundary is exact, as a cut is).
-        k = min(k, SHORT_RUN_STEPS)
+        k, horizon_s = min(k, SHORT_RUN_STEPS), math.inf
+    # else a known next arrival would cut the run at the first boundary at or after it: plan no
+    # further (saves pricing steps that would be thrown away, and the cut itself)
     if k < 2:
         return None
-    if p.guard_max_tbt_s is None and (k <= SHORT_RUN_STEPS or horizon_s != math.inf):
+    n = engine.batch.size
+    if engine.params.guard_max_tbt_s is None and (k <= SHORT_RUN_STEPS or horizon_s != math.inf):
         ends, durations, cum = _plan_step_by_step(engine, now_s, n, k, horizon_s)
     else:
         ends, durations, cum = _plan_long(engine, now_s, n, k)
     if hold_rounds:
-        _hold_rounds(engine, ends, durations, cum, max(r - engine.steps_since_round, 1), max(r, 1))
+        engine.hold_rounds_in_run(ends, durations, cum)
     if len(ends) < 2:
         return None
-    # every round due inside the run refuses the head (stably, or as held by _hold_rounds)
-    refused = bool(engine.waiting) and (engine.head_refusal_stable or hold_rounds)
-    return DecodeRun(ends, durations, cum, engine.kv.used_blocks, len(engine.waiting), [], refused, n)
+    return DecodeRun(ends, durations, cum, engine.kv.used_blocks, len(engine.waiting), [],
+                     engine.rounds_refuse_in_run(hold_rounds), n)
 
 
 def continue_prefill_with_run(engine, step) -> None:
@@ -169,7 +154,7 @@ def continue_prefill_with_run(engine, step) -> None:
     for rid, chunk in zip(step.prefill_ids, step.prefill_chunk_tokens):
         t.prefill_left_tokens[rid] -= chunk
         t.prefill_computed_tokens[rid] += chunk
-        finishes |= engine._emit_first_token_after_prefill(rid, end_s)
+        finishes |= engine.emit_first_token(rid, end_s)
     run = None
     if not finishes and engine.batch.blocks_next_step() <= engine.kv.free_blocks:
         run = plan_run(engine, end_s, after_prefill=True)
@@ -180,72 +165,22 @@ def continue_prefill_with_run(engine, step) -> None:
     run.prefill_tokens = sum(step.prefill_chunk_tokens) + len(step.prefill_ids)
     step.run = run
     step.duration_s = run.end_s - step.start_s
-    engine._start_run(run)
+    engine.start_run(run)
 
 
 
 def finish_prefill_of_run(engine, step) -> list[int]:
-    """The statistics of a run's leading prefill step, as `finish_step` records a prefill
+    """The bookkeeping of a run's leading prefill step, as `finish_step` does it for a prefill
     step; returns the requests that finished at it (their token was emitted at planning)."""
-    run, st = step.run, engine.stats
-    prefill_s = run.prefill_duration_s
-    st.kv_block_s += step.used_blocks * prefill_s
-    st.peak_used_blocks = max(st.peak_used_blocks, step.used_blocks)
-    st.steps += 1
-    st.busy_s += prefill_s
+    run = step.run
+    engine.stats.add_step(run.prefill_duration_s, step.used_blocks)
     if engine.params.record_steps:
         arrived = sum(1 for a in run.arrivals_s if a <= run.prefill_end_s)
-        st.step_log.append((step.start_s, prefill_s, 0, sum(step.prefill_chunk_tokens), len(engine.running),
-                            run.waiting_before + arrived, step.used_blocks, st.evictions))
-    engine._add_outstanding(-run.prefill_tokens)
+        engine.log_step(step.start_s, run.prefill_duration_s, 0, sum(step.prefill_chunk_tokens),
+                        run.waiting_before + arrived, step.used_blocks)
+    engine.tokens_processed(run.prefill_tokens)
     t = engine.table
     return [r for r in step.prefill_ids if t.generated_tokens[r] >= t.output_tokens[r]]
-
-
-
-def _hold_rounds(engine, ends, durations, cum, first: int, every: int) -> None:
-    """Hold the admission rounds due at the run's inner boundaries (after steps first, first +
-    every, ...; the boundary at its end is plan_step's), in order, as step-by-step mode would hold
-    them there; cut the run (the lists, in place) at the first that admits the head, whose round
-    the engine keeps for that boundary. A stable refusal (free blocks, max_num_seqs, a stable
-    policy) holds for the rest of the run, so the rounds after it refuse without being started,
-    as they would then.
-
-    Exact because a run with requests waiting is never cut short (only an arrival at an empty
-    queue cuts a run), so every round held here is one that step-by-step mode holds, and because
-    the policy's rounds depend only on their view and on the policy's state
-    (`Scheduler.rounds_ahead`)."""
-    if engine.round_ahead is not None:
-        # held when a run after a prefill step was planned and cut to one step (no run): the
-        # first boundary due, one step from now
-        j = engine.round_ahead[0] - engine.batch.clock
-        assert j == first == 1, (j, first)
-        del ends[j:], durations[j:], cum[j:]
-        return
-    head = engine.head_ahead()
-    if head == "stable":
-        engine.head_refusal_stable = True
-    if isinstance(head, str):
-        return  # no round at any boundary of the run admits the head
-    cand, own = head
-    free = engine.kv.free_blocks
-    steps, stable = [], False
-    for j in range(first, len(ends), every):
-        # at boundary j, cum[j-1] blocks are allocated and step j+1 needs cum[j] - cum[j-1] more:
-        # the engine's check cand.blocks + reserved + own <= free blocks then reads
-        if cand.blocks + own + cum[j] > free:
-            stable = True  # and at every later boundary (free blocks only shrink)
-            break
-        steps.append(j)
-    if steps:
-        i, stable_refusal = engine.hold_rounds_ahead(steps, ends, cum, cand)
-        if i < len(steps) and not stable_refusal:
-            j = steps[i]
-            del ends[j:], durations[j:], cum[j:]
-            return
-        stable |= stable_refusal
-    if stable:
-        engine.head_refusal_stable = True
 
 
 SHORT_RUN_STEPS = 32  # up to this many steps, blocks are counted in Python (cheaper than numpy on a few)
@@ -305,51 +240,20 @@ def _plan_long(engine, start_s, n, k, horizon_s=math.inf, skip=0):
 
 
 def apply_run(engine, step, run: DecodeRun) -> list[int]:
-    """Apply a (possibly truncated) run; returns the ids that finished at its last step, in
-    admission order (their progress is written; the others' stays lazy in the batch)."""
-    st = engine.stats
+    """Apply a (possibly truncated) run through the engine's bookkeeping for decode steps
+    (`apply_decode_steps`); returns the ids that finished at its last step, in admission order
+    (their progress is written; the others' stays lazy in the batch)."""
     k = run.num_steps
-    n = engine.batch.size
     if k == 0:
         return []
-    engine.kv.allocate(run.cum_new_blocks[-1])
-    engine.batch.advance(run.ends_s)
-    engine._add_outstanding(-n * k)
-    # summed step by step, in step order, as step-by-step mode does (float addition in the same
-    # order gives the same bits): reduce(add, xs, total) is the left fold ((total + x0) + x1) + ...,
-    # looped in C
-    before = run.used_blocks_before
-    st.kv_block_s = reduce(add, map(mul, map(before.__add__, run.cum_new_blocks), run.durations_s), st.kv_block_s)
-    st.busy_s = reduce(add, run.durations_s, st.busy_s)
-    st.peak_used_blocks = max(st.peak_used_blocks, before + run.cum_new_blocks[-1])
-    st.steps += k
-    engine.steps_since_round = _round_counter_after(engine, run, k)
+    counter = engine.round_counter_after(k, run.waiting_before, run.head_refused)
+    finished = engine.apply_decode_steps(run.ends_s, run.durations_s, run.cum_new_blocks, run.used_blocks_before, counter)
     if engine.params.record_steps:
         first_start_s = step.start_s if run.prefill_end_s is None else run.prefill_end_s
         starts = [first_start_s] + run.ends_s[:-1]
         arrivals = sorted(run.arrivals_s)
         for j in range(k):
             arrived = bisect_right(arrivals, run.ends_s[j])
-            st.step_log.append((starts[j], run.durations_s[j], n, 0, len(engine.running),
-                                run.waiting_before + arrived, before + run.cum_new_blocks[j], st.evictions))
-    return engine._in_running_order(engine.batch.finished_now())
-
-
-def _round_counter_after(engine, run: DecodeRun, k: int) -> int:
-    """The `steps_since_round` value step-by-step mode would have after these k decode steps.
-
-    If no round could run during the run (nothing waiting, or a policy whose run stops at its next
-    round), the counter grows by k. With requests waiting under a stable policy, step-by-step mode
-    runs a (refused) round at every boundary where the counter has reached r, resetting it to 0
-    before the step adds 1; the counter then cycles through 1..r.
-    """
-    c0 = engine.steps_since_round  # after the run's first boundary was handled by plan_step
-    if run.waiting_before == 0 or not run.head_refused:
-        return c0 + k
-    r = engine.scheduler.decode_steps_between_rounds
-    c, m = c0 + 1, k - 1  # value after the first step; transitions left
-    if r <= 1:
-        return 1
-    if c <= r:
-        return (c - 1 + m) % r + 1
-    return c if m == 0 else (m - 1) % r + 1
+            engine.log_step(starts[j], run.durations_s[j], run.decoders, 0, run.waiting_before + arrived,
+                            run.used_blocks_before + run.cum_new_blocks[j])
+    return finished

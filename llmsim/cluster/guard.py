@@ -11,7 +11,8 @@
 
 Dropped and aborted requests end (`ReplicaEngine.ended`), as finished ones do.
 
-A mixin of ReplicaEngine: its methods read and write the engine's state. Units: seconds, blocks.
+Drops are decided by `_stale` (for `ReplicaEngine.decide`, writing nothing) and applied by `_drop`.
+A mixin of ReplicaEngine. Units: seconds, blocks.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from ..request import ABORTED, DROPPED, RUNNING, SWAPPED
 class Guard:
     """ReplicaEngine's SLA guard (see the module docstring)."""
 
-    def _drop_stale(self, now_s: float) -> None:
-        """Drop never-admitted requests that waited longer than guard_max_queue_s. Fresh requests
-        sit in the queue in arrival order (evicted ones, already admitted once, go to the head),
-        so the scan stops at the first fresh request still inside the limit."""
+    def _stale(self, now_s: float) -> list[int]:
+        """Never-admitted requests that waited longer than guard_max_queue_s (writes nothing).
+        Fresh requests sit in the queue in arrival order (evicted ones, already admitted once, go
+        to the head), so the scan stops at the first fresh request still inside the limit."""
         t, limit = self.table, self.params.guard_max_queue_s
         stale = []
         for rid in self.waiting:
@@ -39,11 +40,14 @@ class Guard:
             if now_s - t.arrival_s[rid] <= limit:
                 break
             stale.append(rid)
-        if stale:
-            for rid in stale:
-                self._end_unfinished(rid, DROPPED, now_s)
-            self.stats.dropped += len(stale)
-            self.ended += stale
+        return stale
+
+    def _drop(self, stale: list[int], now_s: float) -> None:
+        """Drop the requests `_stale` found (the decision's drops)."""
+        for rid in stale:
+            self._end_unfinished(rid, DROPPED, now_s)
+        self.stats.dropped += len(stale)
+        self.ended += stale
 
     def _abort_stalled(self, step, end_s: float) -> None:
         """Abort requests whose gap since their last token exceeds guard_max_tbt_s at this step's
