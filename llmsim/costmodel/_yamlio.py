@@ -12,7 +12,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from llmsim.errors import LlmsimError
+from llmsim.errors import LlmsimError, read_text
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -28,14 +28,7 @@ def looks_like_path(name_or_path: str | Path) -> bool:
 def load_yaml_model(cls: type[M], path: Path, what: str) -> M:
     """Validate the YAML mapping in `path` as `cls`; `what` names the kind of file in errors."""
     path = Path(path)
-    if not path.is_file():
-        raise LlmsimError(f"{what} file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise LlmsimError(f"{what} file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
-    except OSError as exc:
-        raise LlmsimError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
+    text = read_text(path, what)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

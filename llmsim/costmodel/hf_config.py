@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from llmsim.costmodel._yamlio import format_validation_error
 from llmsim.costmodel.catalog import ModelArch
-from llmsim.errors import LlmsimError
+from llmsim.errors import LlmsimError, read_text
 
 _WHAT = "Hugging Face config"
 _REQUIRED = ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size", "max_position_embeddings")
@@ -38,12 +38,7 @@ _QKV_BIAS_TYPES = ("qwen2", "qwen2_moe")  # Qwen2's q/k/v projections always car
 def _read(path: Path) -> dict:
     if path.is_dir():
         path = path / "config.json"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LlmsimError(f"{_WHAT} file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LlmsimError(f"cannot read {_WHAT} file {path}: {exc}") from None
+    text = read_text(path, _WHAT)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

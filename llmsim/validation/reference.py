@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmsim.errors import LlmsimError
+from llmsim.errors import LlmsimError, read_text
 
 DEFAULT_CSV = Path(__file__).resolve().parent / "reference_points.csv"
 
@@ -66,12 +66,7 @@ class ReferencePoint:
 
 
 def _numbered_rows(path: Path) -> list[tuple[int, list[str]]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise LlmsimError(f"{path}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise LlmsimError(f"{path}: not UTF-8 text (offset {e.start})") from None
+    text = read_text(path, "reference points")
     rows = []
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip() and not line.lstrip().startswith("#"):
