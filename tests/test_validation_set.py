@@ -103,6 +103,7 @@ def test_published_units_convert_to_seconds(tmp_path):
     ({"source_url": "see paper"}, "source_url"),
     ({"context_tokens": "", "phase": "decode"}, "context_tokens"),
     ({"output_tokens": "", "phase": "request"}, "output_tokens"),
+    ({"overheads": "fast"}, "overheads"),  # not a preset of llmsim/costmodel/overheads.py
 ])
 def test_malformed_row_names_line_and_field(tmp_path, change, field):
     path = _write(tmp_path, _row(id="good"), _row(id="bad", **change))
@@ -119,7 +120,7 @@ def test_duplicate_ids_and_bad_headers_are_refused(tmp_path):
         load_reference_points(bad_header)
     short = tmp_path / "short.csv"
     short.write_text(",".join(COLUMNS) + "\na,b\n", encoding="utf-8")
-    with pytest.raises(LlmsimError, match=r"short.csv:2: 2 fields for 17 columns"):
+    with pytest.raises(LlmsimError, match=rf"short.csv:2: 2 fields for {len(COLUMNS)} columns"):
         load_reference_points(short)
 
 
@@ -131,7 +132,7 @@ def _row(**change: str) -> dict[str, str]:
     row = {"id": "p", "source_url": "https://example.org/x", "source_detail": "table 1", "date": "2024-01",
            "engine": "test", "engine_kind": "graph", "model": "llama-2-7b", "gpu": "a100-80g-sxm", "tp": "1",
            "phase": "prefill", "batch": "1", "prompt_tokens": "128", "context_tokens": "", "output_tokens": "",
-           "measured": "10", "measured_unit": "ms", "unit_note": ""}
+           "measured": "10", "measured_unit": "ms", "unit_note": "", "overheads": "cuda-graph"}
     row.update(change)
     return row
 
@@ -144,9 +145,7 @@ def _write(tmp_path, *rows: dict[str, str]):
 
 
 def test_each_row_is_priced_with_its_engines_overhead_preset():
-    from llmsim.validation.compare import overhead_preset
-
-    presets = {p.id: overhead_preset(p) for p in load_reference_points()}
+    presets = {p.id: p.overheads for p in load_reference_points()}
     assert presets["gptfast-l2-7b-tp1"] == "kernels-only"  # a bare generation loop, no scheduler
     assert presets["sglang-h100-l3-8b-flashinfer-eager"] == "eager"
     assert presets["sglang-h100-l3-8b-flashinfer-graph"] == "cuda-graph"

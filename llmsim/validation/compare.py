@@ -2,9 +2,9 @@
 
 `compare(points)` builds the cost model the way `llmsim step-time --overheads PRESET` does
 (`cost_model_for(model, profile, tp)` from the catalog model and the named hardware profile), with
-the engine-overhead preset of the row's engine (`overhead_preset`: gpt-fast, a bare generation
-loop replaying CUDA graphs with no scheduler, `kernels-only`; rows tagged eager `eager`; other
-serving engines `cuda-graph`, the profiles' default), and prices the row's phase:
+the engine-overhead preset of the row's engine (the CSV's `overheads` column: gpt-fast, a bare
+generation loop replaying CUDA graphs with no scheduler, `kernels-only`; rows launched eagerly
+`eager`; serving engines `cuda-graph`, the profiles' default), and prices the row's phase:
 
 - prefill: one step of `batch` fresh prompts of `prompt_tokens` each;
 - decode: one step of `batch` sequences at `context_tokens` (each new token attends to
@@ -50,13 +50,6 @@ def regime_tags(point: ReferencePoint, is_moe: bool) -> tuple[str, ...]:
             "tp=1" if point.tp == 1 else "tp>1", f"gpu:{point.gpu}")
 
 
-def overhead_preset(point: ReferencePoint) -> str:
-    """The engine-overhead preset (llmsim.costmodel.overheads) a row's engine runs with."""
-    if point.engine.startswith("gpt-fast"):
-        return "kernels-only"
-    return "eager" if point.engine_kind == "eager" else "cuda-graph"
-
-
 def _prefill_shape(batch: int, prompt_tokens: int) -> BatchShape:
     return BatchShape((prompt_tokens,) * batch, (0,) * batch)
 
@@ -87,7 +80,7 @@ def compare(points: list[ReferencePoint], profile_dirs: tuple[Path, ...] = ()) -
         if p.model not in models:
             models[p.model] = load_model(p.model)
         model = models[p.model]
-        preset = overhead_preset(p)
+        preset = p.overheads
         if (p.gpu, preset) not in profiles:
             profile = load_profile(p.gpu, profile_dirs)
             # the preset replaces the profile's own overhead numbers, as step-time --overheads does

@@ -15,12 +15,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmsim.costmodel.overheads import PRESETS
 from llmsim.errors import LlmsimError, read_text
 
 DEFAULT_CSV = Path(__file__).resolve().parent / "reference_points.csv"
 
 COLUMNS = ("id", "source_url", "source_detail", "date", "engine", "engine_kind", "model", "gpu", "tp", "phase",
-           "batch", "prompt_tokens", "context_tokens", "output_tokens", "measured", "measured_unit", "unit_note")
+           "batch", "prompt_tokens", "context_tokens", "output_tokens", "measured", "measured_unit", "unit_note", "overheads")
 PHASES = ("prefill", "decode", "request")
 ENGINE_KINDS = ("graph", "eager")
 UNITS = ("s", "ms", "tokens_per_s")
@@ -52,6 +53,7 @@ class ReferencePoint:
     measured: float
     measured_unit: str
     unit_note: str
+    overheads: str  # engine-overhead preset the row is priced with (llmsim.costmodel.overheads)
     line: int  # line in the CSV file, for messages
 
     @property
@@ -135,7 +137,8 @@ def _point(row: _Row) -> ReferencePoint:
         gpu=row.text("gpu"), tp=row.count("tp", True), phase=phase, batch=row.count("batch", True),  # type: ignore[arg-type]
         prompt_tokens=row.count("prompt_tokens", required=phase != "decode"),
         context_tokens=row.count("context_tokens", required=phase == "decode"), output_tokens=output,
-        measured=row.positive("measured"), measured_unit=unit, unit_note=row.values["unit_note"].strip(), line=row.line)
+        measured=row.positive("measured"), measured_unit=unit, unit_note=row.values["unit_note"].strip(),
+        overheads=row.choice("overheads", tuple(PRESETS)), line=row.line)
 
 
 def _check_names(path: Path, points: list[ReferencePoint], profile_dirs) -> None:
