@@ -10,7 +10,7 @@ Two halves, so the GPU half needs nothing but torch and llmsim's model catalog:
 The model is built from its catalog config in plain torch (no weights downloaded: random bf16
 weights; the time of a forward pass does not depend on their values). Each layer runs what a serving
 engine runs, unfused where torch has no fused kernel: RMSNorm (`F.rms_norm`), the fused QKV GEMM,
-rotary embedding, attention through SDPA (flash backend, GQA native), KV-cache write, the output
+rotary embedding, attention through SDPA (flash, memory-efficient or cuDNN backend, SDPA's pick, not recorded; GQA native), KV-cache write, the output
 projection, RMSNorm, the fused gate-up GEMM, SiLU-and-mul, the down GEMM; then the final norm,
 the LM head on each sequence's last token and a greedy sample (argmax).
 
