@@ -19,6 +19,7 @@ The *load* is the scenario's load knob, found from its arrival process:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,19 +214,44 @@ def run_sweep(scenario_path, schedulers: Sequence[str], loads: Sequence[float], 
     return _frame(_run_points(points, executor, progress))
 
 
+def parse_vary(texts: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """`["cluster.router=a,b", "engine.prefix_caching=false,true"]` -> [(key, values), ...]."""
+    out: list[tuple[str, list[str]]] = []
+    for text in texts:
+        key, sep, values = str(text).partition("=")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not key.strip() or not vals:
+            raise LlmsimError(f"--vary {text!r}: expected dotted.key=VALUE1,VALUE2 (e.g. cluster.router=round-robin,prefix-affinity)")
+        if any(key.strip() == k for k, _ in out):
+            raise LlmsimError(f"--vary {key.strip()}: given twice; list all its values in one --vary")
+        out.append((key.strip(), vals))
+    return out
+
+
 def compare_schedulers(scenario_path, schedulers: Sequence[str] | None = None, overrides: Sequence[str] = (),
-                       executor: "str | Executor" = "local", progress: Progress | None = None) -> pd.DataFrame:
-    """One row per scheduler (default: aggressive, conservative, past-future, oracle), each at the
-    scenario's own load and seed: the same request stream for all of them."""
+                       executor: "str | Executor" = "local", progress: Progress | None = None,
+                       vary: Sequence[tuple[str, Sequence[str]]] = ()) -> pd.DataFrame:
+    """One row per scheduler (default: aggressive, conservative, past-future, oracle) x variant, each
+    at the scenario's own load and seed: the same request stream for all of them. `vary` lists
+    (dotted key, values): every combination of them is a variant, applied as `--set` overrides
+    after `overrides`, and named in the `variant` column (`router=a, prefix_caching=true`)."""
     schedulers = list(schedulers or COMPARE_SCHEDULERS)
     from .schedulers import SCHEDULERS
 
     for s in schedulers:
         if s not in SCHEDULERS:
             raise LlmsimError(f"unknown scheduler {s!r}; known: {', '.join(SCHEDULERS)}")
-    prep = prepare(scenario_path, overrides)
-    points = [prep.point(s, None, prep.seed) for s in schedulers]
+    keys = [k for k, _ in vary]
+    points, names, prep = [], [], None
+    for combo in itertools.product(*(values for _, values in vary)):
+        # every variant is read and checked here, before any run is dispatched
+        prep = prepare(scenario_path, [*overrides, *(f"{k}={v}" for k, v in zip(keys, combo))])
+        name = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(keys, combo))
+        points += [prep.point(s, None, prep.seed) for s in schedulers]
+        names += [name] * len(schedulers)
     df = _frame(_run_points(points, executor, progress))
+    if vary:
+        df.insert(2, "variant", names)
     if prep.own_load is not None:
         df["load_knob"], df["load"] = prep.load_knob, prep.own_load
     return df

@@ -69,6 +69,9 @@ def add_parsers(sub) -> None:
     cmp_ = sub.add_parser("compare", help="every scheduler on the same request stream at the scenario's own load, side by side")
     _common(cmp_)
     cmp_.add_argument("--schedulers", metavar="A,B", help="comma-separated kinds (default: aggressive,conservative,past-future,oracle)")
+    cmp_.add_argument("--vary", action="append", default=[], metavar="dotted.key=V1,V2",
+                      help="also compare these values of a scenario key (repeatable: every combination), "
+                           "e.g. --vary cluster.router=least-outstanding-tokens,prefix-affinity")
     cmp_.add_argument("--out", type=Path, metavar="FILE", help="also write the table as CSV; its parent folder must exist, "
                       "and an existing file is refused unless --overwrite (checked before anything runs)")
     cmp_.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
@@ -248,21 +251,24 @@ COMPARE_ROWS = (
 
 def cmd_compare(args, console: Console) -> int:
     from .outputs import check_file
-    from .sweep import compare_schedulers
+    from .sweep import compare_schedulers, parse_vary
 
     if args.out is not None:  # before any run: never the scenario, an existing file only with --overwrite
         check_file(args.out, args.overwrite, inputs=[Path(args.scenario)])
     schedulers = _schedulers(args.schedulers)
+    vary = parse_vary(args.vary)
     with _progress(console, "compare", "runs") as bar:
-        task = bar.add_task("", total=len(schedulers) if schedulers else 4)
-        df = compare_schedulers(args.scenario, schedulers, args.overrides, args.executor,
+        task = bar.add_task("", total=(len(schedulers) if schedulers else 4) * math.prod(len(v) for _, v in vary))
+        df = compare_schedulers(args.scenario, schedulers, args.overrides, args.executor, vary=vary,
                                 progress=lambda done, _t, row: bar.update(task, completed=done, description=row["scheduler"]))
     first = df.iloc[0]
     load = "" if "load_knob" not in df or not first["load_knob"] else f", {first['load_knob'].rsplit('.', 1)[1]} = {_load(first['load'], first['load_knob'])}"
     table = Table(header_style="bold", box=None, pad_edge=False, title=f"{first['scenario']}: {int(first['num_requests']):,} requests{load}, seed {first['seed']}")
     table.add_column("metric", no_wrap=True)
-    for s in df["scheduler"]:
-        table.add_column("oracle*" if s == "oracle" else s, justify="right", no_wrap=True)
+    variants = df["variant"] if "variant" in df else [""] * len(df)
+    for s, v in zip(df["scheduler"], variants):
+        label = "oracle*" if s == "oracle" else s
+        table.add_column(label + ("\n" + v.replace(", ", "\n") if v else ""), justify="right", no_wrap=True)
     for col, label, fmt in COMPARE_ROWS:
         if col in df.columns:
             table.add_row(label, *(fmt(v) for v in df[col]))

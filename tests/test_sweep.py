@@ -27,7 +27,7 @@ from llmsim.errors import LlmsimError
 from llmsim.executors import DaskExecutor, LocalExecutor, make_executor
 from llmsim.plots import plot_run, plot_sweep
 from llmsim.report import write_results
-from llmsim.sweep import CLIENTS_KNOB, RATE_KNOB, compare_schedulers, mean_ci95, parse_loads, run_sweep, t_quantile_975, write_sweep
+from llmsim.sweep import CLIENTS_KNOB, RATE_KNOB, compare_schedulers, mean_ci95, parse_loads, parse_vary, run_sweep, t_quantile_975, write_sweep
 from llmsim.sweep_cli import add_parsers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,6 +195,28 @@ def test_compare_schedulers_side_by_side():
     assert df.set_index("scheduler")["oracle_exact_lengths"].to_dict() == {
         "aggressive": False, "conservative": False, "past-future": False, "oracle": True}
     assert df.set_index("scheduler").loc["conservative", "evictions"] == 0
+
+
+def test_compare_varies_scenario_keys_over_every_combination():
+    df = compare_schedulers(SHAREGPT, ["aggressive"], ["workload.num_requests=40", "workload.arrivals.rate_per_s=8"],
+                            executor="local:1", vary=parse_vary(["cluster.replicas=1,2", "engine.max_num_seqs=4,256"]))
+    assert df["variant"].tolist() == ["replicas=1, max_num_seqs=4", "replicas=1, max_num_seqs=256",
+                                      "replicas=2, max_num_seqs=4", "replicas=2, max_num_seqs=256"]
+    # each variant really ran with its values: one replica with 4 sequences queues most
+    by = df.set_index("variant")["queue_delay_s_mean"]
+    assert by["replicas=1, max_num_seqs=4"] > by["replicas=1, max_num_seqs=256"]
+    assert by["replicas=1, max_num_seqs=4"] > by["replicas=2, max_num_seqs=4"]
+
+
+@pytest.mark.parametrize("text", ["cluster.router", "=a,b", "cluster.router=", "cluster.router=,"])
+def test_vary_rejects_malformed_text(text):
+    with pytest.raises(LlmsimError, match="--vary"):
+        parse_vary([text])
+
+
+def test_vary_rejects_a_key_given_twice():
+    with pytest.raises(LlmsimError, match="given twice"):
+        parse_vary(["cluster.replicas=1", "cluster.replicas=2"])
 
 
 # ----------------------------------------------------------------------------- figures, CLI
