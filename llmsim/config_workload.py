@@ -218,7 +218,7 @@ class WorkloadConfig(Strict):
     trace: TraceSource | None = None  # replay a trace in order ...
     lengths: Lengths | None = None  # ... or draw lengths from a distribution
     arrivals: Arrivals
-    num_requests: int | None = Field(None, ge=1)
+    num_requests: int | None = Field(None, ge=1)  # with sessions: the most turns sent (requests are turns)
     duration_s: float | None = Field(None, gt=0.0)  # arrivals (or, closed loop, sends) stop here
     # A constant cap on generated tokens (outputs longer than it stop at it), or "exact": each
     # request's cap is its true output length (the paper's benchmark, sent with ignore_eos).
@@ -266,8 +266,6 @@ class WorkloadConfig(Strict):
                              "they cannot replay workload.trace (remove one of the two)")
         if self.lengths is None:
             raise ValueError("sessions need workload.lengths: the new input (input_tokens) and answer (output_tokens) of each turn")
-        if self.num_requests is not None:
-            raise ValueError("with sessions the requests are the sessions' turns: set workload.sessions.count, not num_requests")
         kind = self.arrivals.kind
         if kind == "trace":
             raise ValueError("sessions start by poisson, gamma, all-at-once or closed-loop arrivals, not 'trace'")

@@ -127,7 +127,7 @@ def test_turn_k_plus_1_is_sent_think_time_after_turn_k_ends_open_loop():
     starts = r.requests[r.requests.turn == 0].set_index("session")["arrival_s"]
     assert np.array_equal(starts.to_numpy(), wl.sessions.start_s[starts.index.to_numpy()])
     c = r.summary["sessions"]
-    assert c["started"] == c["completed"] + c["failed"] + c["cut_by_max_model_len"] + c["cut_by_duration"]
+    assert c["started"] == c["completed"] + c["failed"] + c["cut_by_max_model_len"] + c["cut_by_run_end"]
     assert len(r.requests) == int(wl.sessions.turns.sum()) and c["completed"] + c["cut_by_max_model_len"] == 30
 
 
@@ -167,8 +167,15 @@ def test_duration_stops_sends_and_counts_cut_sessions():
     r = simulate(scenario_from_dict(sc))
     c = r.summary["sessions"]
     assert (r.requests.arrival_s < 20.0).all() and c["not_started"] > 0
-    assert c["started"] == c["completed"] + c["failed"] + c["cut_by_max_model_len"] + c["cut_by_duration"]
+    assert c["started"] == c["completed"] + c["failed"] + c["cut_by_max_model_len"] + c["cut_by_run_end"]
     assert c["sessions"] == c["started"] + c["not_started"] + c["first_turn_too_long"]
+
+
+def test_num_requests_caps_the_turns_sent():
+    r = simulate(scenario_from_dict(scenario(num_requests=25)))
+    c = r.summary["sessions"]
+    assert len(r.requests) == 25 and c["cut_by_run_end"] + c["not_started"] > 0
+    assert c["started"] == c["completed"] + c["failed"] + c["cut_by_max_model_len"] + c["cut_by_run_end"]
 
 
 def test_the_length_cut_is_reported_and_every_sent_turn_fits():
@@ -188,7 +195,6 @@ def test_the_length_cut_is_reported_and_every_sent_turn_fits():
     ({"sessions": {"count": 3, "turns": {"kind": "fixed", "turns": 2}, "think_time": {"kind": "exponential", "mean": 2}}},
      ["think_time", "mean", "did you mean 'mean_s'"]),
     ({"sessions": {"count": 0, "turns": {"kind": "fixed", "turns": 2}}}, ["sessions.count"]),
-    ({"num_requests": 10}, ["set workload.sessions.count, not num_requests"]),
     ({"trace": {"path": "x.csv"}}, ["cannot replay workload.trace"]),
     ({"arrivals": {"kind": "closed-loop", "clients": 2, "resend_failed": True}}, ["a failed turn ends its session"]),
 ])

@@ -14,8 +14,9 @@ When turn k ends:
   Such sessions are counted (`failed`).
 A session whose next turn would be longer than a replica can run ends after its last turn that
 fits (`cut_by_max_model_len`; one whose first turn does not fit sends nothing: `first_turn_too_long`).
-A turn due at or after `stop_sending_s` (workload.duration_s) is not sent and ends its session
-(`cut_by_duration`); sessions never started are counted (`not_started`).
+The run stops sending at `stop_sending_s` (workload.duration_s) or after `max_turns` turns
+(workload.num_requests: the requests are the turns): a turn due then is not sent and ends its
+session (`cut_by_run_end`); sessions never started are counted (`not_started`).
 
 A follow-up turn is a closed-loop send (events.py, order 3): every send due at one time goes out
 from one event created at that time, in session order. Only sessions between two turns hold an
@@ -43,13 +44,15 @@ class SessionPool:
     """Sends the turns of a workload's sessions (see the module docstring)."""
 
     def __init__(self, env: simpy.Environment, table: RequestTable, wl: Workload, dispatch: Callable[[int, float], None],
-                 clients: int | None, gap_s: float = 0.0, stop_sending_s: float | None = None) -> None:
+                 clients: int | None, gap_s: float = 0.0, stop_sending_s: float | None = None,
+                 max_turns: int | None = None) -> None:
         self.env, self.table, self.wl, self.plan = env, table, wl, wl.sessions
         self.dispatch = dispatch
         self.gap_s = gap_s
         self.stop_sending_s = math.inf if stop_sending_s is None else stop_sending_s
-        # started = completed + failed + cut_by_max_model_len + cut_by_duration once the run is over
-        self.counts = {"started": 0, "completed": 0, "failed": 0, "cut_by_max_model_len": 0, "cut_by_duration": 0,
+        self.turns_left = math.inf if max_turns is None else max_turns
+        # started = completed + failed + cut_by_max_model_len + cut_by_run_end once the run is over
+        self.counts = {"started": 0, "completed": 0, "failed": 0, "cut_by_max_model_len": 0, "cut_by_run_end": 0,
                        "first_turn_too_long": 0}
         self._next_session = 0  # closed loop: the next session a free slot starts
         self._due: list[tuple[float, int, int]] = []  # (time, session or ended session, turn or NEW_SESSION)
@@ -118,7 +121,7 @@ class SessionPool:
     def _start_next(self, at_s: float) -> None:
         """Closed loop: start the next session that has a turn to send."""
         plan = self.plan
-        while self._next_session < len(plan.turns) and at_s < self.stop_sending_s:
+        while self._next_session < len(plan.turns) and at_s < self.stop_sending_s and self.turns_left > 0:
             s, self._next_session = self._next_session, self._next_session + 1
             if plan.turns[s] > 0:
                 self._send(at_s, s, int(plan.first_turn[s]), math.nextafter(at_s, math.inf))
@@ -129,7 +132,7 @@ class SessionPool:
         """Open loop: each session's first turn at its start time, as an open-loop arrival."""
         plan = self.plan
         for s, start in enumerate(plan.start_s.tolist()):
-            if start >= self.stop_sending_s:
+            if start >= self.stop_sending_s or self.turns_left <= 0:
                 return  # starts are in time order: no later session starts either
             if plan.turns[s] == 0:
                 self.counts["first_turn_too_long"] += 1
@@ -139,10 +142,11 @@ class SessionPool:
             self._send(start, s, int(plan.first_turn[s]), start)
 
     def _send(self, at_s: float, s: int, turn: int, seen_s: float) -> None:
-        if at_s >= self.stop_sending_s:
+        if at_s >= self.stop_sending_s or self.turns_left <= 0:
             if turn != self.plan.first_turn[s]:
-                self.counts["cut_by_duration"] += 1
+                self.counts["cut_by_run_end"] += 1
             return
+        self.turns_left -= 1
         if turn == self.plan.first_turn[s]:
             self.counts["started"] += 1
         wl = self.wl

@@ -80,7 +80,9 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
         _tell_next_arrivals(engines, router, table.column("arrival_s"))
 
     env = simpy.Environment()
-    total = None if (closed or wl.sessions is not None) and sc.workload.num_requests is None else len(wl)
+    total = None if closed and sc.workload.num_requests is None else len(wl)
+    if wl.sessions is not None:  # sessions can end early: the turns drawn are an upper bound
+        total = None
     counter = _EndCounter(total, progress)
     replicas = [ReplicaProcess(env, e, counter) for e in engines]
 
@@ -91,7 +93,8 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
     if wl.sessions is not None:
         a = sc.workload.arrivals
         clients = SessionPool(env, table, wl, dispatch, a.clients if closed else None,
-                              a.think_time_s if closed else 0.0, stop_sending_s=sc.workload.duration_s)
+                              a.think_time_s if closed else 0.0, stop_sending_s=sc.workload.duration_s,
+                              max_turns=sc.workload.num_requests)
         counter.clients = clients
     elif closed:
         a = sc.workload.arrivals
@@ -220,7 +223,9 @@ def _session_results(df: pd.DataFrame, summary: dict, notes: list[str], wl, pool
                  f"{len(df):,} turns sent ({len(df) / max(counts['started'], 1):.2f} per started session)")
     if counts["failed"]:
         notes.append(f"{counts['failed']:,} sessions ended at a dropped or aborted turn (the next prompt would need its answer)")
-    if counts["cut_by_duration"]:
-        notes.append(f"{counts['cut_by_duration']:,} sessions were cut by workload.duration_s (a turn was due after it)")
+    if counts["cut_by_run_end"]:
+        notes.append(f"{counts['cut_by_run_end']:,} sessions were cut when the run stopped sending "
+                     "(workload.duration_s passed or workload.num_requests turns were sent)")
     if counts["not_started"]:
-        notes.append(f"{counts['not_started']:,} of {counts['sessions']:,} sessions never started (workload.duration_s passed first)")
+        notes.append(f"{counts['not_started']:,} of {counts['sessions']:,} sessions never started "
+                     "(workload.duration_s passed or workload.num_requests turns were sent first)")
