@@ -209,3 +209,22 @@ def test_bad_session_settings_are_named(tmp_path: Path, change: dict, words: lis
     assert str(p) in str(e.value)
     for w in words:
         assert w in str(e.value)
+
+
+def test_fast_forward_changes_nothing_for_sessions():
+    """Sends after a turn's end (and session starts) cut fast-forwarded runs exactly where step-by-step
+    mode would first see them: the same requests, bit for bit."""
+    frames = []
+    for ff in (True, False):
+        sc = scenario(arrivals={"kind": "poisson", "rate_per_s": 4.0})
+        sc["engine"]["fast_forward"] = ff
+        frames.append(simulate(scenario_from_dict(sc)).requests)
+    assert frames[0].equals(frames[1])
+
+
+def test_the_shipped_mooncake_synthetic_trace_has_a_hash_id_per_512_tokens():
+    from llmsim.workload.readers import read_trace
+
+    t = read_trace(Path(__file__).resolve().parents[1] / "traces/mooncake/synthetic_trace.jsonl")
+    assert len(t.prompt_tokens) == 3993
+    assert all(len(h) == math.ceil(p / 512) for h, p in zip(t.hash_ids, t.prompt_tokens.tolist()))
