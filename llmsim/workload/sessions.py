@@ -12,7 +12,8 @@ from the scenario seed before the run, turn by turn in session order; only send 
 the simulation (llmsim.cluster.session_load sends turn k+1 its think time after turn k ends).
 
 Block hash ids (the prefix-cache interface, as in the Mooncake traces): each prompt is cut into
-blocks of `hash_block_tokens`; a block's id names its content. A full block j of a session has
+blocks of `hash_block_tokens`; a block's id names its content (computed for all turns at once with
+numpy: 100,000 sessions take about a second). A full block j of a session has
 one id in every turn that contains it, so turn k+1's ids begin with turn k's full-block ids. A
 prompt's last block may be partial; the next turn extends it with new tokens, so it is different
 content and gets a new id (and so does every partial block: ids are never reused). Full blocks
@@ -73,75 +74,59 @@ def draw_think_s(spec, rng: np.random.Generator, n: int) -> np.ndarray:
     return values if spec.max_s is None else np.minimum(values, spec.max_s)
 
 
-def prompt_lengths(system_tokens: int, inputs: np.ndarray, answers: np.ndarray) -> np.ndarray:
-    """P_k of one session: system + sum of inputs up to k + sum of answers before k."""
-    answered = np.concatenate([[0], np.cumsum(answers[:-1])]) if len(answers) else answers
-    return system_tokens + np.cumsum(inputs) + answered
+def prompt_lengths(system_tokens: int, inputs: np.ndarray, answers: np.ndarray, first: np.ndarray, sid: np.ndarray) -> np.ndarray:
+    """P_k of every drawn turn: system + the session's inputs up to k + its answers before k
+    (`first`: each session's first turn, `sid`: each turn's session)."""
+    inputs_so_far = np.cumsum(inputs)
+    answers_before = np.cumsum(answers) - answers
+    return system_tokens + inputs_so_far - (inputs_so_far - inputs)[first][sid] + answers_before - answers_before[first][sid]
 
 
-def turns_that_fit(prompts: np.ndarray, answers: np.ndarray, max_total_tokens: int | None) -> int:
-    """How many leading turns fit: the first turn longer than the limit ends the session."""
+def turns_that_fit(prompts: np.ndarray, answers: np.ndarray, pos: np.ndarray, first: np.ndarray, turns: np.ndarray,
+                   max_total_tokens: int | None) -> np.ndarray:
+    """Per session, how many leading turns fit: the first turn longer than the limit ends it."""
     if max_total_tokens is None:
-        return len(prompts)
-    too_long = np.flatnonzero(prompts + answers > max_total_tokens)
-    return int(too_long[0]) if len(too_long) else len(prompts)
+        return turns.copy()
+    too_long_at = np.where(prompts + answers > max_total_tokens, pos, np.iinfo(np.int64).max)
+    return np.minimum(np.minimum.reduceat(too_long_at, first), turns)  # every session has >= 1 drawn turn
 
 
-class BlockIds:
-    """Hands out block hash ids: shared system-prompt ids first, then a running counter."""
-
-    def __init__(self, system_tokens: int, block_tokens: int) -> None:
-        self.block_tokens = block_tokens
-        self.shared = np.arange(system_tokens // block_tokens, dtype=np.int64)
-        self.next_id = len(self.shared)
-
-    def _fresh(self, k: int) -> np.ndarray:
-        ids = np.arange(self.next_id, self.next_id + k, dtype=np.int64)
-        self.next_id += k
-        return ids
-
-    def session(self, prompts: np.ndarray) -> list[np.ndarray]:
-        """Ids of each prompt of one session (prompts increasing). Full-block prefixes are views of
-        one read-only array of the session's full blocks."""
-        if len(prompts) == 0:
-            return []
-        b = self.block_tokens
-        full_blocks = int(prompts[-1]) // b
-        shared = self.shared[:full_blocks]
-        full = np.concatenate([shared, self._fresh(full_blocks - len(shared))])
-        full.flags.writeable = False
-        out = []
-        for p in prompts.tolist():
-            f = p // b
-            if p % b:  # a partial last block: content seen only in this prompt
-                ids = np.concatenate([full[:f], self._fresh(1)])
-                ids.flags.writeable = False
-                out.append(ids)
-            else:
-                out.append(full[:f])
-        return out
+def block_hash_ids(prompts: np.ndarray, sid: np.ndarray, turns: np.ndarray, system_tokens: int, block_tokens: int) -> list[np.ndarray]:
+    """Ids of each prompt's blocks (prompts in session order, `sid` their sessions, `turns` per
+    session). Ids: the shared system-prompt blocks 0 .. system//B - 1; then each session's other
+    full blocks, session after session; then one id per partial last block, turn after turn. Every
+    array is a read-only view of one flat array."""
+    shared = system_tokens // block_tokens
+    full = prompts // block_tokens
+    partial = (prompts % block_tokens > 0).astype(np.int64)
+    last = np.cumsum(turns) - 1  # each session's last turn (full blocks only grow)
+    fresh = np.where(turns > 0, full[np.maximum(last, 0)] - shared, 0) if len(prompts) else np.zeros_like(turns)
+    base = shared + np.cumsum(fresh) - fresh  # first id of each session's own full blocks
+    partial_id = shared + fresh.sum() + np.cumsum(partial) - 1
+    offsets = np.concatenate([[0], np.cumsum(full + partial)])
+    turn_of = np.repeat(np.arange(len(prompts)), full + partial)
+    j = np.arange(offsets[-1]) - offsets[turn_of]  # block index inside its prompt
+    flat = np.where(j < shared, j, base[sid[turn_of]] + j - shared)
+    last_partial = j >= full[turn_of]  # only a partial last block lies past the full ones
+    flat[last_partial] = partial_id[turn_of[last_partial]]
+    flat.flags.writeable = False
+    bounds = offsets.tolist()
+    return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def assemble(spec: SessionsConfig, turns: np.ndarray, inputs: np.ndarray, answers: np.ndarray, think_s: np.ndarray,
              start_s: np.ndarray | None, max_total_tokens: int | None):
     """(prompt, answer, block hash ids, plan) of the turns sent, from per-drawn-turn draws in
     session order (`inputs`, `answers` (capped), `think_s` each have turns.sum() entries)."""
-    ids = BlockIds(spec.system_prompt_tokens, spec.hash_block_tokens)
-    bounds = np.concatenate([[0], np.cumsum(turns)])
-    prompts, kept_answers, kept_think, hash_ids = [], [], [], []
-    kept = np.zeros(len(turns), dtype=np.int64)
-    for s in range(len(turns)):
-        lo, hi = bounds[s], bounds[s + 1]
-        p = prompt_lengths(spec.system_prompt_tokens, inputs[lo:hi], answers[lo:hi])
-        k = turns_that_fit(p, answers[lo:hi], max_total_tokens)
-        kept[s] = k
-        prompts.append(p[:k])
-        kept_answers.append(answers[lo:lo + k])
-        kept_think.append(think_s[lo:lo + k])
-        hash_ids.extend(ids.session(p[:k]))
-    think = np.concatenate(kept_think) if len(turns) else np.zeros(0)
-    first = np.concatenate([[0], np.cumsum(kept)[:-1]]).astype(np.int64)
-    think[first[kept > 0]] = 0.0  # turn 0 of a session is sent at its start
-    plan = SessionPlan(first, kept, turns.astype(np.int64), think, start_s,
-                       np.repeat(np.arange(len(turns), dtype=np.int64), kept))
-    return (np.concatenate(prompts).astype(np.int64), np.concatenate(kept_answers).astype(np.int64), hash_ids, plan)
+    first = np.cumsum(turns) - turns
+    sid = np.repeat(np.arange(len(turns)), turns)
+    pos = np.arange(len(sid)) - first[sid]  # turn number inside its session
+    prompts = prompt_lengths(spec.system_prompt_tokens, inputs, answers, first, sid)
+    kept = turns_that_fit(prompts, answers, pos, first, turns, max_total_tokens)
+    keep = pos < kept[sid]
+    prompt, answer, think, kept_sid = prompts[keep], answers[keep], think_s[keep].copy(), sid[keep]
+    kept_first = np.cumsum(kept) - kept
+    think[kept_first[kept > 0]] = 0.0  # turn 0 of a session is sent at its start
+    ids = block_hash_ids(prompt, kept_sid, kept, spec.system_prompt_tokens, spec.hash_block_tokens)
+    plan = SessionPlan(kept_first.astype(np.int64), kept.astype(np.int64), turns.astype(np.int64), think, start_s, kept_sid)
+    return prompt.astype(np.int64), answer.astype(np.int64), ids, plan
