@@ -9,10 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmsim import scenario_from_dict, simulate
 from llmsim.cluster.build import longest_request_tokens, resolve
 from llmsim.config import load_scenario
+from llmsim.config_workload import SessionsConfig
 from llmsim.errors import LlmsimError
 from llmsim.workload import build_workload
 from llmsim.workload.sessions import assemble
@@ -228,3 +231,45 @@ def test_the_shipped_mooncake_synthetic_trace_has_a_hash_id_per_512_tokens():
     t = read_trace(Path(__file__).resolve().parents[1] / "traces/mooncake/synthetic_trace.jsonl")
     assert len(t.prompt_tokens) == 3993
     assert all(len(h) == math.ceil(p / 512) for h, p in zip(t.hash_ids, t.prompt_tokens.tolist()))
+
+
+def _reference_session_ids(prompts_by_session: list[list[int]], system_tokens: int, b: int) -> list[list[int]]:
+    """The id rule written turn by turn (the vectorised one must agree): shared system blocks, then
+    each session's own full blocks, then a fresh id per partial last block in turn order."""
+    shared = system_tokens // b
+    next_id, full_ids = shared, []
+    for prompts in prompts_by_session:
+        own = max(prompts[-1] // b - shared, 0) if prompts else 0
+        full_ids.append(list(range(shared)) + list(range(next_id, next_id + own)))
+        next_id += own
+    out = []
+    for prompts, full in zip(prompts_by_session, full_ids):
+        for p in prompts:
+            ids = full[: p // b]
+            if p % b:
+                ids, next_id = ids + [next_id], next_id + 1
+            out.append(ids)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=1, max_size=6), min_size=1, max_size=6),
+       st.integers(0, 30), st.integers(1, 9), st.one_of(st.none(), st.integers(20, 150)))
+def test_prompts_cut_and_ids_match_a_turn_by_turn_reference(sessions, system_tokens, block_tokens, limit):
+    spec = SessionsConfig(count=1, turns={"kind": "fixed", "turns": 1}, system_prompt_tokens=system_tokens, hash_block_tokens=block_tokens)
+    turns = np.array([len(s) for s in sessions])
+    inputs = np.array([u for s in sessions for u, _ in s])
+    answers = np.array([a for s in sessions for _, a in s])
+    prompt, answer, ids, plan = assemble(spec, turns, inputs, answers, np.zeros(len(inputs)), None, limit)
+    expected_prompts = []
+    for s in sessions:
+        p, kept = system_tokens, []
+        for k, (u, a) in enumerate(s):
+            p = p + (s[k - 1][1] if k else 0) + u
+            if limit is not None and p + a > limit:
+                break  # this turn and every later one of the session are not sent
+            kept.append(p)
+        expected_prompts.append(kept)
+    assert prompt.tolist() == [p for kept in expected_prompts for p in kept]
+    assert plan.turns.tolist() == [len(k) for k in expected_prompts]
+    assert [i.tolist() for i in ids] == _reference_session_ids(expected_prompts, system_tokens, block_tokens)
