@@ -72,6 +72,7 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
     else:
         table = RequestTable(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, wl.max_new_tokens)
     table.block_hash_ids = wl.block_hash_ids
+    table.hash_block_tokens = wl.hash_block_tokens
     engines = _build_engines(sc, res, wl, table)
     router = ROUTERS.load(sc.cluster.router)(stream(sc.seed, "router"))
     if hasattr(router, "attach"):
