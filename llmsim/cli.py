@@ -145,7 +145,7 @@ def _run(args, console: Console) -> int:
 
 
 def _validate(args, console: Console) -> int:
-    from .cluster.build import check_requests, resolve
+    from .cluster.build import check_requests, longest_request_tokens, resolve
     from .config import load_scenario
     from .feasibility import scenario_notes
     from .workload import build_workload
@@ -153,13 +153,15 @@ def _validate(args, console: Console) -> int:
     loaded = load_scenario(args.scenario, args.overrides, args.scheduler, args.seed)
     sc = loaded.scenario
     res = resolve(loaded)
-    wl = build_workload(sc.workload, sc.seed)
+    wl = build_workload(sc.workload, sc.seed, longest_request_tokens(sc, res))
     check_requests(sc, res, wl)
     console.print(f"[green]ok[/green] {args.scenario}: {sc.name}")
     console.print(f"  model {sc.model} ({res.model.num_params / 1e9:.2f} B params), hardware {sc.hardware} ({res.profile.calibration.fidelity}), "
                   f"{sc.cluster.replicas} replica(s) x TP {sc.cluster.tensor_parallel}, router {sc.cluster.router}")
     console.print(f"  KV capacity {res.kv_capacity_tokens:,} tokens ({res.total_blocks:,} blocks of {sc.engine.block_size}) per replica, max_model_len {res.max_model_len}")
-    if wl.arrival_s is None:
+    if wl.sessions is not None:
+        load = f"{len(wl.sessions.turns):,} sessions ({sc.workload.arrivals.kind} starts)"
+    elif wl.arrival_s is None:
         load = f"closed loop, {sc.workload.arrivals.clients} clients"
     else:
         load = f"open loop over {float(wl.arrival_s[-1] - wl.arrival_s[0]) if len(wl) > 1 else 0.0:,.1f} s"

@@ -23,7 +23,7 @@ from .config_base import Strict
 from .config_errors import format_errors
 from . import config_per_scheduler as per_scheduler
 from .config_loading import apply_override, parse_override, read_yaml, resolve_paths
-from .config_workload import Arrivals, Lengths, WorkloadConfig  # noqa: F401 (part of the schema users import)
+from .config_workload import Arrivals, Lengths, ThinkTime, Turns, WorkloadConfig  # noqa: F401 (part of the schema users import)
 from .errors import LlmsimError, did_you_mean
 from .feasibility import check_feasible
 from .registry import ROUTERS
@@ -171,7 +171,7 @@ class LoadedScenario:
 
 # ------------------------------------------------------------------------------------ loading
 # Reading the YAML and applying overrides: llmsim.config_loading; the error text: llmsim.config_errors.
-_UNIONS = (Lengths, Arrivals, CostModelConfig)  # discriminated unions: their `kind` tags are not keys
+_UNIONS = (Lengths, Arrivals, Turns, ThinkTime, CostModelConfig)  # discriminated unions: their `kind` tags are not keys
 
 
 def load_scenario(path: str | Path, overrides: list[str] = (), scheduler: str | None = None, seed: int | None = None) -> LoadedScenario:

@@ -129,6 +129,79 @@ Arrivals = Annotated[
 ]
 
 
+class FixedTurns(Strict):
+    kind: Literal["fixed"]
+    turns: int = Field(ge=1)
+
+
+class UniformTurns(Strict):
+    """Turns per session uniform in [min, max]."""
+
+    kind: Literal["uniform"]
+    min: int = Field(ge=1)
+    max: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) must not be above max ({self.max})")
+        return self
+
+
+class GeometricTurns(Strict):
+    """Turns per session geometric on 1, 2, ... with this mean (each turn is the last with
+    probability 1 / mean: many short sessions, a few long ones), clipped to `max`."""
+
+    kind: Literal["geometric"]
+    mean: float = Field(ge=1.0)
+    max: int = Field(1000, ge=1)
+
+
+Turns = Annotated[Union[FixedTurns, UniformTurns, GeometricTurns], Field(discriminator="kind")]
+
+
+class FixedThink(Strict):
+    kind: Literal["fixed"]
+    value_s: float = Field(ge=0.0)
+
+
+class ExponentialThink(Strict):
+    kind: Literal["exponential"]
+    mean_s: float = Field(gt=0.0)
+    max_s: float | None = Field(None, ge=0.0)  # None: no clip
+
+
+class LognormalThink(Strict):
+    """median_s x exp(sigma x N(0,1)) seconds, clipped to [min_s, max_s]."""
+
+    kind: Literal["lognormal"]
+    median_s: float = Field(gt=0.0)
+    sigma: float = Field(ge=0.0)
+    min_s: float = Field(0.0, ge=0.0)
+    max_s: float | None = Field(None, ge=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.max_s is not None and self.min_s > self.max_s:
+            raise ValueError(f"min_s ({self.min_s}) must not be above max_s ({self.max_s})")
+        return self
+
+
+ThinkTime = Annotated[Union[FixedThink, ExponentialThink, LognormalThink], Field(discriminator="kind")]
+
+
+class SessionsConfig(Strict):
+    """Multi-turn conversations (llmsim.workload.sessions): turn k's prompt is turn k-1's prompt,
+    its answer and a new user input. `workload.lengths` gives each turn's (new input, answer)
+    lengths; `workload.arrivals` starts the sessions (closed-loop: `clients` sessions at a time)."""
+
+    count: int = Field(ge=1)  # sessions drawn
+    turns: Turns
+    think_time: ThinkTime = FixedThink(kind="fixed", value_s=0.0)  # from a turn's end to the next turn's send
+    system_prompt_tokens: int = Field(0, ge=0)  # the same leading tokens in every session's prompts
+    hash_block_tokens: int = Field(512, ge=1)  # prompt tokens per block hash id (Mooncake: 512)
+
+
 class LengthFilter(Strict):
     """Keep only requests inside these bounds (applied to the trace or table before sampling).
     vLLM's ShareGPT filter: min_input_tokens 4, max_input_tokens 1024, min_output_tokens 4,
@@ -145,7 +218,7 @@ class WorkloadConfig(Strict):
     trace: TraceSource | None = None  # replay a trace in order ...
     lengths: Lengths | None = None  # ... or draw lengths from a distribution
     arrivals: Arrivals
-    num_requests: int | None = Field(None, ge=1)
+    num_requests: int | None = Field(None, ge=1)  # with sessions: the most turns sent (requests are turns)
     duration_s: float | None = Field(None, gt=0.0)  # arrivals (or, closed loop, sends) stop here
     # A constant cap on generated tokens (outputs longer than it stop at it), or "exact": each
     # request's cap is its true output length (the paper's benchmark, sent with ignore_eos).
@@ -155,6 +228,7 @@ class WorkloadConfig(Strict):
     # LightLLM does for such requests (its get_tuple_tokens returns the cap).
     ignore_eos: bool = False
     filter: LengthFilter = LengthFilter()
+    sessions: SessionsConfig | None = None  # multi-turn conversations instead of independent requests
 
     @field_validator("max_new_tokens", mode="before")
     @classmethod
@@ -169,6 +243,8 @@ class WorkloadConfig(Strict):
 
     @model_validator(mode="after")
     def _consistent(self):
+        if self.sessions is not None:
+            return self._sessions_consistent()
         if (self.trace is None) == (self.lengths is None):
             raise ValueError("set exactly one of trace (replay a trace in order) and lengths (draw lengths)")
         kind = self.arrivals.kind
@@ -182,4 +258,17 @@ class WorkloadConfig(Strict):
             raise ValueError("arrivals.kind 'trace' replays a trace's timestamps: set workload.trace")
         if isinstance(self.max_new_tokens, int) and self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be a positive integer or 'exact'")
+        return self
+
+    def _sessions_consistent(self):
+        if self.trace is not None:
+            raise ValueError("sessions draw each turn's new input and answer from workload.lengths; "
+                             "they cannot replay workload.trace (remove one of the two)")
+        if self.lengths is None:
+            raise ValueError("sessions need workload.lengths: the new input (input_tokens) and answer (output_tokens) of each turn")
+        kind = self.arrivals.kind
+        if kind == "trace":
+            raise ValueError("sessions start by poisson, gamma, all-at-once or closed-loop arrivals, not 'trace'")
+        if kind == "closed-loop" and self.arrivals.resend_failed:
+            raise ValueError("sessions do not re-send failed turns (a failed turn ends its session): set resend_failed: false")
         return self

@@ -46,6 +46,10 @@ def _requests_drawn(sc) -> tuple[float, str] | None:
     w, a = sc.workload, sc.workload.arrivals
     if w.trace is not None:
         return None  # at most the trace's rows, and the file is read in full anyway
+    if w.sessions is not None:  # the sessions' turns, drawn whole (llmsim.workload.sessions)
+        t = w.sessions.turns
+        mean = {"fixed": lambda: t.turns, "uniform": lambda: (t.min + t.max) / 2, "geometric": lambda: t.mean}[t.kind]()
+        return w.sessions.count * mean, f"workload.sessions.count={w.sessions.count:,} with {mean:g} turns each on average"
     if w.num_requests is not None:
         return float(w.num_requests), f"workload.num_requests={w.num_requests:,}"
     if a.kind in ("poisson", "gamma"):
@@ -63,7 +67,7 @@ def _check_memory(sc) -> None:
         raise LlmsimError(f"{drawn[1]}: about {drawn[0]:,.0f} requests of ~{BYTES_PER_REQUEST} bytes each, "
                           f"{drawn[0] * BYTES_PER_REQUEST / _GIB:,.0f} GiB in all, {have}; simulate fewer requests")
     w, a = sc.workload, sc.workload.arrivals
-    if a.kind == "closed-loop" and w.num_requests is None and w.trace is None:
+    if a.kind == "closed-loop" and w.num_requests is None and w.trace is None and w.sessions is None:
         stream = max(10_000.0, a.clients * w.duration_s * 20)  # what llmsim.workload draws ahead
         if stream * BYTES_PER_STREAM_ENTRY > memory:
             raise LlmsimError(f"workload.arrivals.clients={a.clients:,} for duration_s={w.duration_s:g}: the request stream "

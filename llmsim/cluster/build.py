@@ -52,6 +52,15 @@ def resolve(loaded: LoadedScenario) -> Resolved:
     return Resolved(model, profile, capacity, capacity // eng.block_size, max_len, model.kv_bytes_per_token_per_gpu(tp))
 
 
+def longest_request_tokens(sc: Scenario, res: Resolved) -> int:
+    """Prompt + output of the longest request `check_requests` accepts (a session's turn past it
+    ends the session, llmsim.workload.sessions)."""
+    limit = min(res.max_model_len, res.kv_capacity_tokens + 1)  # peak KV = prompt + output - 1
+    if sc.engine.mode == "separate":
+        limit = min(limit, sc.engine.max_batched_tokens + 1)
+    return limit
+
+
 def check_requests(sc: Scenario, res: Resolved, wl: Workload) -> None:
     """Refuse a workload that cannot run, saying what to change (instead of a hang or a crash)."""
     total = wl.prompt_tokens + wl.output_tokens

@@ -31,10 +31,11 @@ from ..request import RequestTable, TrueOutputLengths
 from ..rng import stream
 from ..schedulers import SCHEDULERS, BuildContext, build_scheduler
 from ..workload import build_workload
-from .build import build_cost_model, check_requests, engine_params, resolve
+from .build import build_cost_model, check_requests, engine_params, longest_request_tokens, resolve
 from .engine import ReplicaEngine
 from .load import ClientPool, open_loop_arrivals
 from .replica import ReplicaProcess
+from .session_load import SessionPool
 from ..registry import ROUTERS
 from .router import routes_ahead
 
@@ -61,25 +62,28 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
     wall0 = time.perf_counter()
     sc = loaded.scenario
     res = resolve(loaded)
-    wl = build_workload(sc.workload, sc.seed)
+    wl = build_workload(sc.workload, sc.seed, longest_request_tokens(sc, res))
     if len(wl) == 0:
         raise LlmsimError("workload: no requests (raise workload.num_requests or workload.duration_s)")
     check_requests(sc, res, wl)
     closed = sc.workload.arrivals.kind == "closed-loop"
-    if closed:
+    if closed or wl.sessions is not None:  # rows are written as requests are sent
         table = RequestTable(capacity=min(len(wl), 1 << 16))
     else:
         table = RequestTable(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, wl.max_new_tokens)
     table.block_hash_ids = wl.block_hash_ids
+    table.hash_block_tokens = wl.hash_block_tokens
     engines = _build_engines(sc, res, wl, table)
     router = ROUTERS.load(sc.cluster.router)(stream(sc.seed, "router"))
     if hasattr(router, "attach"):
         router.attach(engines)
-    if not closed:
+    if not closed and wl.sessions is None:
         _tell_next_arrivals(engines, router, table.column("arrival_s"))
 
     env = simpy.Environment()
     total = None if closed and sc.workload.num_requests is None else len(wl)
+    if wl.sessions is not None:  # sessions can end early: the turns drawn are an upper bound
+        total = None
     counter = _EndCounter(total, progress)
     replicas = [ReplicaProcess(env, e, counter) for e in engines]
 
@@ -87,7 +91,13 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
         replicas[router.route(rid, engines, seen_s)].enqueue(rid, seen_s)
 
     clients = None
-    if closed:
+    if wl.sessions is not None:
+        a = sc.workload.arrivals
+        clients = SessionPool(env, table, wl, dispatch, a.clients if closed else None,
+                              a.think_time_s if closed else 0.0, stop_sending_s=sc.workload.duration_s,
+                              max_turns=sc.workload.num_requests)
+        counter.clients = clients
+    elif closed:
         a = sc.workload.arrivals
         clients = ClientPool(env, table, wl.prompt_tokens, wl.output_tokens, wl.max_new_tokens, dispatch,
                              good_checker(table, sc.sla.model_dump()), a.clients, a.think_time_s, a.resend_failed,
@@ -171,13 +181,14 @@ def _result(sc: Scenario, res, wl, table: RequestTable, engines: list[ReplicaEng
         # on goodput (aggressive can beat it)
         "oracle_exact_lengths": SCHEDULERS[kind].is_oracle,
         "max_new_tokens_mode": wl.cap_mode,
-        "load": "closed-loop" if clients is not None else "open-loop",
+        "load": "closed-loop" if sc.workload.arrivals.kind == "closed-loop" else "open-loop",
         "seed": sc.seed,
         **summary,
         "sla": {k: v for k, v in sc.sla.model_dump().items() if v is not None},
     }
-    if clients is not None:
+    if sc.workload.arrivals.kind == "closed-loop":
         summary["clients"] = sc.workload.arrivals.clients
+    if clients is not None:
         summary["max_in_flight"] = clients.max_in_flight
     derived = {
         "kv_capacity_tokens": res.kv_capacity_tokens,
@@ -194,8 +205,28 @@ def _result(sc: Scenario, res, wl, table: RequestTable, engines: list[ReplicaEng
         frames = [pd.DataFrame(e.stats.step_log, columns=STEP_COLUMNS).assign(replica=e.index) for e in engines]
         steps = pd.concat(frames, ignore_index=True)
     notes = list(wl.notes)
-    if clients is not None and clients.abandoned:
+    if wl.sessions is not None:
+        _session_results(df, summary, notes, wl, clients)
+    elif clients is not None and clients.abandoned:
         summary["abandoned"] = clients.abandoned
         notes.append(f"{clients.abandoned:,} requests were abandoned after {sc.workload.arrivals.max_attempts} failed attempts "
                      "(workload.arrivals.max_attempts); set it to null to retry each until it succeeds")
     return SimulationResult(sc, kind, df, summary, derived, notes, steps, wall_s, engines, table)
+
+
+def _session_results(df: pd.DataFrame, summary: dict, notes: list[str], wl, pool: SessionPool) -> None:
+    """Session and turn of each request, the session counts, and notes on sessions cut short."""
+    plan = wl.sessions
+    df["session"] = df["client"]
+    df["turn"] = df["origin_id"].to_numpy() - plan.first_turn[df["client"].to_numpy()]
+    summary["sessions"] = counts = pool.summary()
+    notes.append(f"sessions: {counts['started']:,} of {counts['sessions']:,} started, {counts['completed']:,} completed, "
+                 f"{len(df):,} turns sent ({len(df) / max(counts['started'], 1):.2f} per started session)")
+    if counts["failed"]:
+        notes.append(f"{counts['failed']:,} sessions ended at a dropped or aborted turn (the next prompt would need its answer)")
+    if counts["cut_by_run_end"]:
+        notes.append(f"{counts['cut_by_run_end']:,} sessions were cut when the run stopped sending "
+                     "(workload.duration_s passed or workload.num_requests turns were sent)")
+    if counts["not_started"]:
+        notes.append(f"{counts['not_started']:,} of {counts['sessions']:,} sessions never started "
+                     "(workload.duration_s passed or workload.num_requests turns were sent first)")

@@ -18,6 +18,7 @@ from ..rng import stream
 from .arrivals import gamma_arrivals, poisson_arrivals, rescale_to_rate, spread_ties
 from .lengths import lognormal_lengths, sample_rows, uniform_lengths
 from .readers import Trace, read_trace
+from .sessions import SessionPlan, assemble, draw_think_s, draw_turns
 
 # Past-future's history prior when caps are exact (no constant cap to start from): LightLLM PR.
 EXACT_MODE_PRIOR_OUTPUT_TOKENS = 1024
@@ -35,13 +36,19 @@ class Workload:
     # Mooncake: per request, the ids of its 512-token prompt blocks (shared ids = shared prefix),
     # kept for a prefix-cache model; None when the source has none.
     block_hash_ids: list[np.ndarray] | None = None
+    hash_block_tokens: int = 512  # prompt tokens covered by one hash id (Mooncake: 512)
+    sessions: SessionPlan | None = None  # multi-turn sessions: the requests are their turns (sessions.py)
 
     def __len__(self) -> int:
         return len(self.prompt_tokens)
 
 
-def build_workload(cfg: WorkloadConfig, seed: int) -> Workload:
+def build_workload(cfg: WorkloadConfig, seed: int, max_total_tokens: int | None = None) -> Workload:
+    """The scenario's requests. `max_total_tokens` (the longest request a replica can run) ends
+    sessions whose next turn would be longer; other workloads ignore it (check_requests refuses them)."""
     notes: list[str] = []
+    if cfg.sessions is not None:
+        return _session_workload(cfg, seed, max_total_tokens, notes)
     arr_rng, len_rng = stream(seed, "workload/arrivals"), stream(seed, "workload/lengths")
     hash_ids = None
     if cfg.trace is not None:
@@ -52,18 +59,41 @@ def build_workload(cfg: WorkloadConfig, seed: int) -> Workload:
         if n is None:  # closed loop bounded by duration: draw a stream longer than can be sent
             n = _closed_loop_stream_length(cfg)
         prompt, output = _lengths(cfg, n, len_rng, notes)
-    if cfg.max_new_tokens == "exact":
-        caps = output.copy()
-        cap_mode, prior = "exact", EXACT_MODE_PRIOR_OUTPUT_TOKENS
-    else:
-        cap = int(cfg.max_new_tokens)
-        cut = int(np.count_nonzero(output > cap))
-        if cut:
-            notes.append(f"{cut} of {len(output)} outputs are longer than max_new_tokens={cap} and stop at the cap")
-        output = np.minimum(output, cap)
-        caps = np.full(len(output), cap, dtype=np.int64)
-        cap_mode, prior = f"cap={cap}", cap
+    output, caps, cap_mode, prior = _apply_cap(cfg, output, notes, "outputs")
     return Workload(arrival, prompt.astype(np.int64), output.astype(np.int64), caps, cap_mode, prior, notes, hash_ids)
+
+
+def _apply_cap(cfg: WorkloadConfig, output: np.ndarray, notes: list[str], what: str):
+    """(outputs after the cap, caps, cap mode, past-future's prior) for workload.max_new_tokens."""
+    if cfg.max_new_tokens == "exact":
+        return output, output.copy(), "exact", EXACT_MODE_PRIOR_OUTPUT_TOKENS
+    cap = int(cfg.max_new_tokens)
+    cut = int(np.count_nonzero(output > cap))
+    if cut:
+        notes.append(f"{cut} of {len(output)} {what} are longer than max_new_tokens={cap} and stop at the cap")
+    return np.minimum(output, cap), np.full(len(output), cap, dtype=np.int64), f"cap={cap}", cap
+
+
+def _session_workload(cfg: WorkloadConfig, seed: int, max_total_tokens: int | None, notes: list[str]) -> Workload:
+    """Multi-turn sessions (sessions.py): turns, per-turn lengths, think times and starts, each from
+    its own named stream of the seed, then prompts and hash ids."""
+    spec, a = cfg.sessions, cfg.arrivals
+    turns = draw_turns(spec.turns, stream(seed, "workload/session-turns"), spec.count)
+    inputs, answers = _lengths(cfg, int(turns.sum()), stream(seed, "workload/lengths"), notes)
+    answers, _caps, cap_mode, prior = _apply_cap(cfg, answers, notes, "answers")
+    think_s = draw_think_s(spec.think_time, stream(seed, "workload/session-think"), int(turns.sum()))
+    rng = stream(seed, "workload/arrivals")
+    start_s = {"closed-loop": lambda: None, "all-at-once": lambda: np.zeros(spec.count),
+               "poisson": lambda: poisson_arrivals(rng, a.rate_per_s, spec.count),
+               "gamma": lambda: gamma_arrivals(rng, a.rate_per_s, a.cv, spec.count)}[a.kind]()
+    prompt, output, hash_ids, plan = assemble(spec, turns, inputs, answers, think_s, start_s, max_total_tokens)
+    caps = output.copy() if cfg.max_new_tokens == "exact" else np.full(len(output), int(cfg.max_new_tokens), dtype=np.int64)
+    if plan.cut_by_length:
+        empty = int(np.count_nonzero(plan.turns == 0))
+        notes.append(f"{plan.cut_by_length:,} of {spec.count:,} sessions end early: their next turn (prompt + answer) would be longer "
+                     f"than the longest request a replica runs ({max_total_tokens:,} tokens); {empty:,} of them send no turn; "
+                     f"{int(plan.drawn_turns.sum() - plan.turns.sum()):,} turns drawn are not sent")
+    return Workload(None, prompt, output, caps, cap_mode, prior, notes, hash_ids, spec.hash_block_tokens, plan)
 
 
 def _closed_loop_stream_length(cfg: WorkloadConfig) -> int:
