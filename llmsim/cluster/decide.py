@@ -24,6 +24,9 @@ A mixin of ReplicaEngine. Units: seconds, tokens, blocks.
 from __future__ import annotations
 
 import copy
+
+from ..kvcache import blocks_for
+from ..prefix_plan import CachePlan
 from ..request import SWAPPED
 
 _NONE: tuple = ()  # shared empty default (a Decision is made at every step boundary)
@@ -45,6 +48,7 @@ class Decision:
     stream_after: int | None = None  # the policy stream's counter after the round's draws
     victims: list[int] | tuple = _NONE  # evicted, in eviction order
     swap_out_s: float = 0.0  # swap-out seconds of the victims, summed in eviction order
+    plan = None  # prefix caching: the round's planned cache changes (llmsim.prefix_plan), not compared
 
     FIELDS = ("now_s", "dropped", "round_ran", "admitted", "swapped_in", "swap_in_s", "head_refusal_stable",
               "policy_refused_head", "took_round_ahead", "stream_after", "victims", "swap_out_s")
@@ -99,6 +103,7 @@ class Decide:
         free, running = self.kv.free_blocks, len(self.running)
         dropped = set(d.dropped) if d.dropped else None
         admitted, swapped_in = [], []
+        plan = d.plan = None if self.prefix is None else CachePlan(self.kv)
         stream = self._stream_state
         counter = None if stream is None else int(stream[0])
         rnd = None  # started when a candidate first passes the engine limits (no draws otherwise)
@@ -111,9 +116,9 @@ class Decide:
             stable = True  # a break from here on is a stable refusal unless reset (admission.py)
             if running >= p.max_num_seqs:
                 break
-            cand = self._candidate(rid)
+            cand = self._candidate(rid, plan)
             swapped = bool(t.status[rid] == SWAPPED)
-            prefill = 0 if swapped else cand.kv_tokens
+            prefill = 0 if swapped else cand.kv_tokens - cand.cached_tokens
             own = int(swapped and cand.kv_tokens % p.block_size == 0)
             refusal = self._engine_refusal(cand, prefill, own, budget, reserved, free)
             if refusal is not None:
@@ -132,6 +137,8 @@ class Decide:
             stable = False
             admitted.append(cand)
             swapped_in.append(swapped)
+            if plan is not None:
+                self._plan_admission(plan, cand, swapped)
             if swapped:
                 d.swap_in_s += self.cost_model.swap_time_s(cand.blocks * self.swap.block_bytes)
             free -= cand.blocks
@@ -155,7 +162,16 @@ class Decide:
             if swapped and cand.kv_tokens % bs == 0:
                 need += 1  # it joins the batch and its next token starts a block
         if need > free:
-            d.victims, d.swap_out_s = self._choose_victims(d.admitted, d.swapped_in, need, free)
+            plan = d.plan if d.plan is not None or self.prefix is None else CachePlan(self.kv)
+            d.victims, d.swap_out_s = self._choose_victims(d.admitted, d.swapped_in, need, free, plan)
+
+    def _plan_admission(self, plan: CachePlan, cand, swapped: bool) -> None:
+        """Prefix caching: the cache as `_admit` will leave it, for the next candidates and victims."""
+        if swapped:
+            plan.allocate(cand.blocks)
+            return
+        chain, bs = self._chain(cand.request_id), self.params.block_size
+        plan.admit(cand.request_id, chain, blocks_for(cand.kv_tokens, bs))
 
 
 def stream_state(scheduler):

@@ -26,7 +26,7 @@ import simpy
 
 from ..config import LoadedScenario, Scenario, scheduler_config
 from ..errors import LlmsimError
-from ..metrics import good_checker, request_frame, summarize
+from ..metrics import good_checker, prefix_cache_summary, request_frame, summarize
 from ..request import RequestTable, TrueOutputLengths
 from ..rng import stream
 from ..schedulers import SCHEDULERS, BuildContext, build_scheduler
@@ -71,8 +71,11 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
     else:
         table = RequestTable(wl.arrival_s, wl.prompt_tokens, wl.output_tokens, wl.max_new_tokens)
     table.block_hash_ids = wl.block_hash_ids
+    table.hash_block_tokens = wl.hash_block_tokens
     engines = _build_engines(sc, res, wl, table)
     router = ROUTERS.load(sc.cluster.router)(stream(sc.seed, "router"))
+    if hasattr(router, "configure"):
+        router.configure(sc.cluster)  # its knobs in the scenario (cache-aware's weights)
     if hasattr(router, "attach"):
         router.attach(engines)
     if not closed:
@@ -176,6 +179,8 @@ def _result(sc: Scenario, res, wl, table: RequestTable, engines: list[ReplicaEng
         **summary,
         "sla": {k: v for k, v in sc.sla.model_dump().items() if v is not None},
     }
+    if sc.engine.prefix_caching:
+        summary["prefix_cache"] = prefix_cache_summary([e.stats for e in engines], [e.kv.evicted_blocks for e in engines])
     if clients is not None:
         summary["clients"] = sc.workload.arrivals.clients
         summary["max_in_flight"] = clients.max_in_flight

@@ -35,6 +35,8 @@ class Workload:
     # Mooncake: per request, the ids of its 512-token prompt blocks (shared ids = shared prefix),
     # kept for a prefix-cache model; None when the source has none.
     block_hash_ids: list[np.ndarray] | None = None
+    # prompt tokens each hash id covers (Mooncake: 512); read by the prefix cache (llmsim.prefix_cache)
+    hash_block_tokens: int = 512
 
     def __len__(self) -> int:
         return len(self.prompt_tokens)
