@@ -55,7 +55,8 @@ class PrefixKeys:
         self._chains: dict[int, tuple[int, ...]] = {}
 
     def chain(self, origin_id: int, prompt_tokens: int) -> tuple[int, ...]:
-        """Keys of the cacheable blocks of a prompt, block 0 first (empty without hash ids)."""
+        """Keys of the cacheable blocks of a prompt, block 0 first (empty without hash ids).
+        Kept per workload request: every attempt of it has the same prompt."""
         found = self._chains.get(origin_id)
         if found is not None:
             return found
