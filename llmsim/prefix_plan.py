@@ -31,6 +31,7 @@ class CachePlan:
         self.free = kv.free_blocks
         self.held: dict[int, tuple[int, ...]] = {}  # planned admissions: request id -> keys held
         self.released = False
+        self.admissions = 0  # a decision's admissions planned so far (decide.py)
 
     def refs(self, key: int) -> int | None:
         """The key's reference count after the planned changes; None if not cached."""

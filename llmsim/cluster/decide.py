@@ -103,7 +103,6 @@ class Decide:
         free, running = self.kv.free_blocks, len(self.running)
         dropped = set(d.dropped) if d.dropped else None
         admitted, swapped_in = [], []
-        plan = d.plan = None if self.prefix is None else CachePlan(self.kv)
         stream = self._stream_state
         counter = None if stream is None else int(stream[0])
         rnd = None  # started when a candidate first passes the engine limits (no draws otherwise)
@@ -116,7 +115,7 @@ class Decide:
             stable = True  # a break from here on is a stable refusal unless reset (admission.py)
             if running >= p.max_num_seqs:
                 break
-            cand = self._candidate(rid, plan)
+            cand = self._candidate(rid, self._plan_with(d, admitted))
             swapped = bool(t.status[rid] == SWAPPED)
             prefill = 0 if swapped else cand.kv_tokens - cand.cached_tokens
             own = int(swapped and cand.kv_tokens % p.block_size == 0)
@@ -137,8 +136,6 @@ class Decide:
             stable = False
             admitted.append(cand)
             swapped_in.append(swapped)
-            if plan is not None:
-                self._plan_admission(plan, cand, swapped)
             if swapped:
                 d.swap_in_s += self.cost_model.swap_time_s(cand.blocks * self.swap.block_bytes)
             free -= cand.blocks
@@ -162,16 +159,25 @@ class Decide:
             if swapped and cand.kv_tokens % bs == 0:
                 need += 1  # it joins the batch and its next token starts a block
         if need > free:
-            plan = d.plan if d.plan is not None or self.prefix is None else CachePlan(self.kv)
-            d.victims, d.swap_out_s = self._choose_victims(d.admitted, d.swapped_in, need, free, plan)
+            d.victims, d.swap_out_s = self._choose_victims(d.admitted, d.swapped_in, need, free, self._plan_with(d, d.admitted))
 
-    def _plan_admission(self, plan: CachePlan, cand, swapped: bool) -> None:
-        """Prefix caching: the cache as `_admit` will leave it, for the next candidates and victims."""
-        if swapped:
-            plan.allocate(cand.blocks)
-            return
-        chain, bs = self._chain(cand.request_id), self.params.block_size
-        plan.admit(cand.request_id, chain, blocks_for(cand.kv_tokens, bs))
+    def _plan_with(self, d: Decision, admitted: list) -> CachePlan | None:
+        """Prefix caching: the cache as `begin` will leave it after the admissions `admitted` (a
+        CachePlan kept in `d.plan`, brought up to date), for the next candidates and the victims;
+        None without prefix caching."""
+        if self.prefix is None:
+            return None
+        plan = d.plan
+        if plan is None:
+            plan = d.plan = CachePlan(self.kv)
+        bs = self.params.block_size
+        for cand in admitted[plan.admissions:]:
+            if self.table.status[cand.request_id] == SWAPPED:  # (nothing is written while deciding)
+                plan.allocate(cand.blocks)
+            else:
+                plan.admit(cand.request_id, self._chain(cand.request_id), blocks_for(cand.kv_tokens, bs))
+            plan.admissions += 1
+        return plan
 
 
 def stream_state(scheduler):
