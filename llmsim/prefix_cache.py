@@ -12,8 +12,9 @@ per `hash_block_tokens` prompt tokens, e.g. Mooncake's 512-token hash ids; equal
 tokens). Engine block j of a prompt covers tokens [j*B, (j+1)*B) (B = engine block size); it is
 cacheable only if it is full and inside the prompt, and inside the tokens the ids cover. Its
 content id is the hash ids covering those tokens, ids[j*B // H] .. ids[((j+1)*B - 1) // H]
-(H = hash_block_tokens), and its key is interned from (key of block j-1, content id), so equal
-keys mean equal tokens from the prompt's start. B and H need not divide each other: a block that
+(H = hash_block_tokens); its key names its position j and every id up to the last covering it
+(a hash chain: ids[0..i] are interned to one key per prefix), so equal keys mean equal tokens from
+the prompt's start to the block's end, and equal keys at block j mean equal keys before it. B and H need not divide each other: a block that
 straddles two hash blocks needs both ids equal to be shared. A workload without hash ids
 (distributions, ShareGPT) has no keys: nothing is ever a hit.
 
@@ -42,8 +43,8 @@ from .kvcache import BlockAllocator
 
 class PrefixKeys:
     """Block keys of every request's prompt, shared by all replicas of a simulation (a router
-    compares them across replicas). Interned: equal (parent key, content id) pairs get the same
-    int, so keys never collide. Cached per workload request (`origin_id`)."""
+    compares them across replicas). Interned: equal (parent key, hash id) pairs get the same int,
+    so keys never collide. Cached per workload request (`origin_id`)."""
 
     def __init__(self, block_hash_ids: list[np.ndarray] | None, hash_block_tokens: int, block_size: int) -> None:
         if hash_block_tokens <= 0:
@@ -69,13 +70,22 @@ class PrefixKeys:
     def _build(self, ids: list[int], prompt_tokens: int) -> tuple[int, ...]:
         B, H = self.block_size, self.hash_block_tokens
         covered_tokens = min(prompt_tokens, len(ids) * H)
-        keys, parent, intern = [], -1, self._intern
-        for j in range(covered_tokens // B):
-            lo, hi = j * B // H, ((j + 1) * B - 1) // H
-            content = ids[lo] if lo == hi else tuple(ids[lo:hi + 1])
-            parent = intern.setdefault((parent, content), len(intern))
-            keys.append(parent)
-        return tuple(keys)
+        n = covered_tokens // B
+        if n == 0:
+            return ()
+        # one interned key per hash-id prefix: equal keys <=> equal ids[0..i]
+        prefix_keys, parent, intern = [], -1, self._intern
+        for i in range(((n * B) - 1) // H + 1):
+            parent = intern.setdefault((parent, ids[i]), len(intern))
+            prefix_keys.append(parent)
+        # engine block j's tokens depend on ids[0..last id covering it] and on j: its key is the
+        # pair (that id prefix's key, j), packed into one int
+        j = np.arange(n, dtype=np.int64)
+        last = ((j + 1) * B - 1) // H
+        return tuple((np.asarray(prefix_keys, dtype=np.int64)[last] * _MAX_BLOCKS + j).tolist())
+
+
+_MAX_BLOCKS = 1 << 32  # blocks per prompt, far above any context length
 
 
 def max_hit_blocks(chain_len: int, tokens: int, block_size: int) -> int:

@@ -10,7 +10,7 @@ import numpy as np
 from llmsim.cluster.cache_router import CacheAwareRouter, PrefixAffinityRouter
 from llmsim.request import RUNNING
 from llmsim.schedulers import ReplicaView, RunningBatch
-from llmsim.schedulers.shared_peak import SharedPeakRound, common_prefix_blocks
+from llmsim.schedulers.shared_peak import SharedPeakRound, common_prefix_blocks, common_prefix_matrix
 
 from helpers import make_candidate, make_engine, make_scheduler, make_table
 
@@ -131,3 +131,21 @@ def test_cache_aware_weighs_hits_against_load():
     assert router.route(0, replicas) == 1
     router.hit_weight, router.load_weight = 1.0, 0.0
     assert router.route(0, [_Replica(3, 0), _Replica(3, 5)]) == 0  # equal scores: the least load
+
+
+def test_the_common_prefix_matrix_matches_pairwise_bisection():
+    rng = np.random.default_rng(1)
+    paths = [tuple(rng.integers(0, 3, size=rng.integers(0, 6)).tolist()) for _ in range(12)] + [(), (1,), (1,)]
+    chains = [tuple(hash(p[:i + 1]) for i in range(len(p))) for p in paths]  # chained keys, as the cache makes them
+    lcp = common_prefix_matrix(chains)
+    for i, a in enumerate(chains):
+        for j, b in enumerate(chains):
+            if i != j:
+                assert lcp[i, j] == common_prefix_blocks(a, b) == len(_common(paths[i], paths[j])), (paths[i], paths[j])
+
+
+def _common(a: tuple, b: tuple) -> tuple:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]

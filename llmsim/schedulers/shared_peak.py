@@ -12,7 +12,8 @@ its holders is.
 Prefixes are compared through their block keys: two requests share exactly the common prefix of
 their key chains (equal keys mean equal tokens from the prompt's start), whose length is their
 longest common prefix (LCP, found by bisection: keys are chained, so equal keys at a depth mean
-equal keys before it). In the sorted order, request i's blocks held by an earlier (longer-lived)
+equal keys before it; for a whole batch, from the chains sorted in order: `common_prefix_matrix`).
+In the sorted order, request i's blocks held by an earlier (longer-lived)
 request are its first max over earlier j of LCP(i, j) blocks.
 
 Plain numpy, not compiled: used only with prefix caching on (past-future.py and oracle.py pick it
@@ -51,6 +52,24 @@ def shared_peak_tokens(held: np.ndarray, growth: np.ndarray, lcp: np.ndarray, bl
     return float(np.max(np.cumsum(a) + np.arange(1, n + 1) * b))
 
 
+def common_prefix_matrix(chains: list[tuple]) -> np.ndarray:
+    """lcp[i, j] = common prefix blocks of chains i and j (0 on the diagonal, unused). Sorted
+    lexicographically, the common prefix of two chains is the smallest of the adjacent ones
+    between them: n - 1 bisections instead of n^2 / 2."""
+    n = len(chains)
+    lcp = np.zeros((n, n), dtype=np.int64)
+    if n < 2:
+        return lcp
+    order = sorted(range(n), key=chains.__getitem__)
+    adjacent = np.array([common_prefix_blocks(chains[a], chains[b]) for a, b in zip(order, order[1:])], dtype=np.int64)
+    pos = np.asarray(order)
+    for p in range(n - 1):
+        row = np.minimum.accumulate(adjacent[p:])  # sorted positions p+1, p+2, ...
+        lcp[pos[p], pos[p + 1:]] = row
+        lcp[pos[p + 1:], pos[p]] = row
+    return lcp
+
+
 class SharedPeakRound:
     """A future-peak admission round with shared prefixes counted once (see the module docstring);
     the same answers as peak.PeakAdmissionRound when nothing is shared."""
@@ -62,16 +81,7 @@ class SharedPeakRound:
         self.limit_tokens = limit_tokens
         self.block_size = block_size
         self.chains = list(chains)
-        n = len(self.chains)
-        self.lcp = np.zeros((n, n), dtype=np.int64)
-        by_first: dict[int, list[int]] = {}  # only requests with the same first key share anything
-        for i, chain in enumerate(self.chains):
-            if chain:
-                by_first.setdefault(chain[0], []).append(i)
-        for group in by_first.values():
-            for x, i in enumerate(group):
-                for j in group[x + 1:]:
-                    self.lcp[i, j] = self.lcp[j, i] = common_prefix_blocks(self.chains[i], self.chains[j])
+        self.lcp = common_prefix_matrix(self.chains)
 
     @property
     def num_lists(self) -> int:
