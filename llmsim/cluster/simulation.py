@@ -199,6 +199,9 @@ def _result(sc: Scenario, res, wl, table: RequestTable, engines: list[ReplicaEng
         frames = [pd.DataFrame(e.stats.step_log, columns=STEP_COLUMNS).assign(replica=e.index) for e in engines]
         steps = pd.concat(frames, ignore_index=True)
     notes = list(wl.notes)
+    if sc.engine.prefix_caching and wl.block_hash_ids is None:
+        notes.append("engine.prefix_caching is on but the workload has no block hash ids (only traces such as Mooncake's "
+                     "carry them): llmsim does not know token contents, so no prompt block was ever found cached")
     if clients is not None and clients.abandoned:
         summary["abandoned"] = clients.abandoned
         notes.append(f"{clients.abandoned:,} requests were abandoned after {sc.workload.arrivals.max_attempts} failed attempts "
