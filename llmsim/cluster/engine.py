@@ -18,9 +18,10 @@ request's path through these calls and the event order around them.
 
 Decoding requests advance together: their progress columns in the request table are written
 lazily by a `DecodeBatch` (decode_batch.py); `sync()` writes them before anything reads them.
-Blocks for a whole prefill (prompt + tokens generated before an eviction) are allocated at
-admission in both modes, so a policy sees the same memory either way (LightLLM allocates this way;
-vLLM v1 allocates chunk by chunk).
+With `prefix_caching`, the allocator is llmsim.prefix_cache's: cached prompt blocks are shared,
+their tokens not prefilled. Blocks for a whole prefill (prompt + tokens generated before an
+eviction) are allocated at admission in both modes, so a policy sees the same memory either way
+(LightLLM allocates this way; vLLM v1 allocates chunk by chunk).
 
 Units: seconds of simulated time, tokens, blocks.
 """
