@@ -31,10 +31,19 @@ from .schedulers import SCHEDULERS
 
 
 # ------------------------------------------------------------------------------------ cluster
+class CacheAwareRouterConfig(Strict):
+    """Weights of the `cache-aware` router's two scores (llmsim.cluster.cache_router). Defaults:
+    the llm-d default profile's prefix-cache and queue scorer weights (3 and 2)."""
+
+    hit_weight: float = Field(3.0, ge=0.0)  # times cached blocks / prompt blocks
+    load_weight: float = Field(2.0, ge=0.0)  # times 1 - load / largest load
+
+
 class ClusterConfig(Strict):
     replicas: int = Field(1, ge=1)
     tensor_parallel: int = Field(1, ge=1)
     router: str = "round-robin"
+    cache_aware: CacheAwareRouterConfig = Field(default_factory=CacheAwareRouterConfig)
 
     @field_validator("router")
     @classmethod
@@ -70,6 +79,9 @@ class EngineConfig(Strict):
     victim: Literal["newest", "largest-remaining-cap", "longest-context"] = "newest"
     record_steps: bool = False  # keep a per-step time series (KV use, batch, queue)
     fast_forward: bool = True  # advance runs of decode steps in one timeout; false: step by step (same results)
+    # Keep full prompt blocks cached after use and share them between requests (vLLM's automatic
+    # prefix caching, llmsim.prefix_cache). Needs a workload with block hash ids (Mooncake).
+    prefix_caching: bool = False
     # Restart the count of decode steps to the next admission round after an eviction (LightLLM's
     # router, as in the paper's artifact); false: evictions do not move the next round.
     reset_round_counter_on_eviction: bool = False

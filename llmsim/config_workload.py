@@ -199,7 +199,9 @@ class SessionsConfig(Strict):
     turns: Turns
     think_time: ThinkTime = FixedThink(kind="fixed", value_s=0.0)  # from a turn's end to the next turn's send
     system_prompt_tokens: int = Field(0, ge=0)  # the same leading tokens in every session's prompts
-    hash_block_tokens: int = Field(512, ge=1)  # prompt tokens per block hash id (Mooncake: 512)
+    # prompt tokens per block hash id: the engine's default block size, so the prefix cache can share every
+    # full engine block a later turn repeats (with 512, as Mooncake, a turn's partial last 512 tokens never hit)
+    hash_block_tokens: int = Field(16, ge=1)
 
 
 class LengthFilter(Strict):

@@ -1,7 +1,8 @@
 """Paged KV-cache accounting for one replica: GPU blocks and bounded host swap space.
 
-Blocks are counted, not named: llmsim needs how many blocks are free, not which ones (no prefix
-sharing yet). A request sized for t tokens of KV holds ceil(t / block_size) blocks. The allocator
+Blocks are counted, not named: llmsim needs how many blocks are free, not which ones (with
+`engine.prefix_caching`, llmsim.prefix_cache names the cacheable prompt blocks). A request sized
+for t tokens of KV holds ceil(t / block_size) blocks. The allocator
 refuses to go above capacity or below zero, so a scheduling bug surfaces as an exception at the
 step that caused it instead of as silently wrong memory figures.
 """
@@ -41,6 +42,10 @@ class BlockAllocator:
             raise RuntimeError(f"KV double free: {blocks} blocks freed, {self.used_blocks} in use")
         self.used_blocks -= blocks
         self.free_blocks += blocks
+
+    def release(self, rid: int, blocks: int) -> None:
+        """Request `rid` frees its `blocks` blocks (the prefix-caching allocator keeps cached ones)."""
+        self.free(blocks)
 
 
 class SwapSpace:

@@ -12,6 +12,9 @@ Definitions (vLLM's and the Past-Future paper's):
   counts as a request).
 - KV utilisation: time-weighted mean over the run of used / total blocks across replicas, and the
   peak of any replica.
+- Prefix cache (with `engine.prefix_caching`, `prefix_cache_summary`): hit rate in tokens = cached
+  prompt tokens / tokens to prefill, in blocks = cached blocks / full blocks of those tokens, over
+  every admitted prefill, overall and per replica; `cached_prompt_tokens` per request (its first).
 - Attempts and wasted work (for closed-loop re-sends, the Past-Future artifact's clients): an
   original request is a workload request (`origin_id`); each send of it is an attempt.
   Wasted work is the prefill and decode tokens computed for attempts that did not count (not
@@ -76,6 +79,8 @@ def request_frame(table: RequestTable, sla: dict[str, float | None]) -> pd.DataF
             # prefill tokens computed, re-prefills after evictions included, and those beyond the prompt
             "prefill_tokens": c("prefill_computed_tokens"),
             "recompute_tokens": np.maximum(c("prefill_computed_tokens") - c("prompt_tokens"), 0),
+            # prompt tokens its first prefill found in the prefix cache (0 without prefix caching)
+            "cached_prompt_tokens": c("cached_prompt_tokens"),
             "outcome": _outcome_names(status),
             "finished": finished,
         }
@@ -152,6 +157,23 @@ def summarize(df: pd.DataFrame, replica_stats: Sequence, total_blocks: int, end_
     for name in LATENCY_METRICS:
         summary[name] = _dist(df.loc[fin, name].to_numpy(dtype=float))
     return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in summary.items()}
+
+
+def prefix_cache_summary(replica_stats: Sequence, evicted_blocks: Sequence[int]) -> dict:
+    """Prefix-cache hit rates (engine.prefix_caching), overall and per replica: over every
+    admitted prefill (re-prefills after evictions included), cached tokens / tokens to prefill,
+    and cached blocks / full blocks of those tokens; `evicted_blocks`: cached blocks each replica
+    evicted to make room."""
+    def rates(stats) -> dict:
+        q_tok = sum(s.prefix_query_tokens for s in stats)
+        h_tok = sum(s.prefix_hit_tokens for s in stats)
+        q_blk = sum(s.prefix_query_blocks for s in stats)
+        h_blk = sum(s.prefix_hit_blocks for s in stats)
+        return {"hit_rate_tokens": h_tok / q_tok if q_tok else 0.0, "hit_rate_blocks": h_blk / q_blk if q_blk else 0.0,
+                "query_tokens": q_tok, "hit_tokens": h_tok, "query_blocks": q_blk, "hit_blocks": h_blk}
+
+    per_replica = [{**rates([s]), "evicted_blocks": int(e)} for s, e in zip(replica_stats, evicted_blocks)]
+    return {**rates(replica_stats), "evicted_blocks": int(sum(evicted_blocks)), "per_replica": per_replica}
 
 
 def _wasted_work(df: pd.DataFrame, good: np.ndarray, busy_s: float) -> dict:

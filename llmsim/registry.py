@@ -44,6 +44,10 @@ ROUTERS.add("round-robin", "llmsim.cluster.router:RoundRobinRouter", "replicas i
 ROUTERS.add("random", "llmsim.cluster.router:RandomRouter", "uniformly random replica (seeded)")
 ROUTERS.add("least-outstanding-tokens", "llmsim.cluster.router:LeastOutstandingTokensRouter",
             "replica with the fewest prefill + capped output tokens still to process")
+ROUTERS.add("prefix-affinity", "llmsim.cluster.cache_router:PrefixAffinityRouter",
+            "replica with the most cached blocks of the prompt (engine.prefix_caching), ties by least load")
+ROUTERS.add("cache-aware", "llmsim.cluster.cache_router:CacheAwareRouter",
+            "weighted score of prefix-cache hit and load (llm-d style; weights in cluster.cache_aware)")
 
 # A builder (cost-model config, resolved model, resolved profile, tensor parallel degree) -> CostModel.
 COST_MODELS = Registry("cost model")

@@ -88,6 +88,11 @@ def print_summary(result: SimulationResult, console: Console) -> None:
         ("evictions", f"{s['evictions']:,}", f"{s['eviction_rate']:.3f} per finished request, {s['evicted_requests']:,} requests evicted"),
         ("KV utilisation", f"{s['kv_util_mean']:.1%} mean", f"{s['kv_util_peak']:.1%} peak"),
     ]
+    pc = s.get("prefix_cache")
+    if pc is not None:
+        per = ", ".join(f"{r['hit_rate_tokens']:.1%}" for r in pc["per_replica"])
+        rows.append(("prefix cache hits", f"{pc['hit_rate_tokens']:.1%} of tokens",
+                     f"{pc['hit_rate_blocks']:.1%} of blocks; per replica (tokens): {per}"))
     for r in rows:
         head.add_row(*r)
     console.print(head)

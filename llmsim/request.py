@@ -56,6 +56,7 @@ _COLUMNS = {
     "clock_base": (np.int64, 0),  # engine-private: decode clock at the last write of progress (cluster/decode_batch.py)
     "evictions": (np.int64, 0),
     "swaps": (np.int64, 0),
+    "cached_prompt_tokens": (np.int64, 0),  # prompt tokens found in the prefix cache at its first admission
 }
 
 
@@ -77,6 +78,8 @@ class RequestTable:
         self.origin_id[:n] = np.arange(n)
         # Per workload request (index = origin_id): prompt block hash ids, for a prefix-cache model.
         self.block_hash_ids: list[np.ndarray] | None = None
+        self.hash_block_tokens = 512  # prompt tokens per hash id (the workload's)
+        self.prefix_keys = None  # llmsim.prefix_cache.PrefixKeys, made by the first engine that caches
 
     def __len__(self) -> int:
         return self.n

@@ -22,10 +22,13 @@ seconds.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 
 import numpy as np
 
 from ..kvcache import blocks_for
+from ..prefix_cache import max_hit_blocks
+from ..prefix_plan import CachePlan
 from ..request import RUNNING, SWAPPED
 from ..schedulers.base import BatchColumns, Candidate, ReplicaView, RunningBatch
 
@@ -78,7 +81,7 @@ class Admission:
         # a round's whole budget (no admissions yet); in mixed mode less the decode tokens (every
         # running request decodes during a run, none has prefill left)
         budget = p.max_batched_tokens if p.mode == "separate" else p.max_batched_tokens - self.batch.size
-        if self._over_budget(0 if swapped else cand.kv_tokens, budget):
+        if self._over_budget(0 if swapped else cand.kv_tokens - cand.cached_tokens, budget):
             return "budget"
         return cand, int(swapped and cand.kv_tokens % p.block_size == 0)
 
@@ -124,10 +127,14 @@ class Admission:
     def _admit(self, cand: Candidate, swapped: bool, now_s: float) -> None:
         """Write an admission decided by `decide` (its swap-in time is the decision's)."""
         t, rid = self.table, cand.request_id
-        self.kv.allocate(cand.blocks)
+        if self.prefix is None or swapped:
+            self.kv.allocate(cand.blocks)
+        else:
+            self._admit_cached(cand)
         t.status[rid] = RUNNING
         if math.isnan(t.first_admit_s[rid]):
             t.first_admit_s[rid] = now_s
+            t.cached_prompt_tokens[rid] = cand.cached_tokens
         self.running.append(rid)
         self._running_ids = None
         if swapped:
@@ -135,17 +142,74 @@ class Admission:
             self.batch.join(rid)  # its prefill was done before the swap-out: it decodes next
             return
         t.kv_tokens[rid] = cand.kv_tokens
-        t.prefill_left_tokens[rid] = cand.kv_tokens
+        t.prefill_left_tokens[rid] = cand.kv_tokens - cand.cached_tokens  # cached tokens are not computed
 
-    def _candidate(self, rid: int) -> Candidate:
+    def _admit_cached(self, cand: Candidate) -> None:
+        """Prefix caching: hold the candidate's cached prefix and allocate the rest (as planned)."""
+        rid, bs, stats = cand.request_id, self.params.block_size, self.stats
+        chain = self._chain(rid)
+        hits, shared = self.kv.admit(rid, chain, blocks_for(cand.kv_tokens, bs), max_hit_blocks(len(chain), cand.kv_tokens, bs))
+        if hits * bs != cand.cached_tokens or shared != blocks_for(cand.kv_tokens, bs) - cand.blocks:
+            raise AssertionError(f"internal: request {rid} hit {hits} cached blocks ({shared} held), not as decided: {cand}")
+        stats.prefix_query_tokens += cand.kv_tokens
+        stats.prefix_hit_tokens += cand.cached_tokens
+        stats.prefix_query_blocks += cand.kv_tokens // bs
+        stats.prefix_hit_blocks += hits
+        self._add_outstanding(-cand.cached_tokens)
+
+    def _chain(self, rid: int) -> tuple:
+        """The keys of request `rid`'s cacheable prompt blocks (prefix caching)."""
         t = self.table
+        return self.prefix.chain(int(t.origin_id[rid]), int(t.prompt_tokens[rid]))
+
+    def _candidate(self, rid: int, plan=None) -> Candidate:
+        """Request `rid` offered for admission now; with prefix caching, after the admissions
+        `plan` (llmsim.prefix_plan) holds."""
+        t, bs = self.table, self.params.block_size
         g = int(t.generated_tokens[rid])
         prompt = int(t.prompt_tokens[rid])
-        if t.status[rid] == SWAPPED:
-            kv = int(t.kv_tokens[rid])
-        else:
-            kv = prompt + g  # recompute: prefill prompt + generated tokens
-        return Candidate(rid, float(t.arrival_s[rid]), prompt, int(t.max_new_tokens[rid]), g, kv, blocks_for(kv, self.params.block_size))
+        swapped = t.status[rid] == SWAPPED
+        kv = int(t.kv_tokens[rid]) if swapped else prompt + g  # recompute: prefill prompt + generated tokens
+        cand = Candidate(rid, float(t.arrival_s[rid]), prompt, int(t.max_new_tokens[rid]), g, kv, blocks_for(kv, bs))
+        if self.prefix is None or swapped:
+            return cand
+        chain = self._chain(rid)
+        hits, shared = (plan or CachePlan(self.kv)).peek(chain, cand.blocks, max_hit_blocks(len(chain), kv, bs))
+        return cand._replace(blocks=cand.blocks - shared, cached_tokens=hits * bs, shared_blocks=shared)
+
+    def cached_prompt_blocks(self, rid: int, now_s: float | None = None) -> int:
+        """For routers: leading blocks of request `rid`'s prompt cached on this replica (held or
+        not) at `now_s`, as step-by-step mode has it then: during a fast-forwarded run, less the
+        cached blocks that the run's steps ended before `now_s` evicted (its blocks are allocated
+        when it is applied); 0 without prefix caching."""
+        if self.prefix is None:
+            return 0
+        run, evicted = self.active_run, 0
+        if run is not None and now_s is not None:
+            done = bisect_left(run.ends_s, now_s)  # steps ended strictly before now_s (outstanding_tokens_at's rule)
+            if done:
+                evicted = max(0, run.cum_new_blocks[done - 1] - self.kv.empty_blocks)
+        return self.kv.cached_blocks(self._chain(rid), evicted)
+
+    def prompt_blocks(self, rid: int) -> int:
+        """For routers: cacheable blocks of request `rid`'s prompt (0 without prefix caching or hash ids)."""
+        return 0 if self.prefix is None else len(self._chain(rid))
+
+    def prefix_chain_fn(self):
+        """For a policy's view: request id -> the keys of the cached blocks it holds (running), or
+        would hold if admitted now (its whole chain: a chain covers the prompt only, so it fits its
+        blocks); None without caching. A swapped-out or swapped-in request holds none."""
+        if self.prefix is None:
+            return None
+        t, held = self.table, self.kv.held
+
+        def chain_of(rid: int) -> tuple:
+            keys = held.get(rid)
+            if keys is not None:
+                return keys
+            return () if t.status[rid] in (RUNNING, SWAPPED) else self._chain(rid)
+
+        return chain_of
 
     def progress_now(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(generated tokens, KV tokens) of running requests `ids` now, without writing the table:
@@ -179,4 +243,7 @@ class Admission:
                                 self.batch.clock + steps_ahead, ids)
 
         free = self.kv.free_blocks if free_blocks is None else free_blocks
-        return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, free, running, columns)
+        if self.prefix is None:
+            return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, free, running, columns)
+        return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, free, running, columns,
+                           self.kv.duplicate_blocks(), self.prefix_chain_fn())

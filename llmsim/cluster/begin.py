@@ -66,7 +66,8 @@ class Begin:
             prefill_ids = [c.request_id for c, swapped in zip(d.admitted, d.swapped_in) if not swapped]
             if prefill_ids:
                 chunks = [int(t.prefill_left_tokens[r]) for r in prefill_ids]
-                shape = BatchShape(tuple(chunks), (0,) * len(chunks))
+                # the tokens before each chunk: a prefix cache's hits (0 without prefix caching)
+                shape = BatchShape(tuple(chunks), tuple(int(t.kv_tokens[r]) - c for r, c in zip(prefill_ids, chunks)))
                 step = self._step(now_s, shape, _NO_IDS, prefill_ids, chunks, swap_s)
                 if p.fast_forward and swap_s == 0.0 and p.guard_max_queue_s is None and p.guard_max_tbt_s is None:
                     continue_prefill_with_run(self, step)

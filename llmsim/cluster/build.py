@@ -105,6 +105,7 @@ def engine_params(sc: Scenario, res: Resolved) -> EngineParams:
         kv_bytes_per_token_per_gpu=res.kv_bytes_per_token_per_gpu,
         record_steps=eng.record_steps,
         fast_forward=eng.fast_forward,
+        prefix_caching=eng.prefix_caching,
         guard_max_queue_s=eng.sla_guard.max_queue_s,
         guard_max_tbt_s=eng.sla_guard.max_tbt_s,
         guard_queue_at_rounds_only=eng.sla_guard.check_queue_at == "admission-rounds",

@@ -24,6 +24,9 @@ A mixin of ReplicaEngine. Units: seconds, tokens, blocks.
 from __future__ import annotations
 
 import copy
+
+from ..kvcache import blocks_for
+from ..prefix_plan import CachePlan
 from ..request import SWAPPED
 
 _NONE: tuple = ()  # shared empty default (a Decision is made at every step boundary)
@@ -45,6 +48,7 @@ class Decision:
     stream_after: int | None = None  # the policy stream's counter after the round's draws
     victims: list[int] | tuple = _NONE  # evicted, in eviction order
     swap_out_s: float = 0.0  # swap-out seconds of the victims, summed in eviction order
+    plan = None  # prefix caching: the round's planned cache changes (llmsim.prefix_plan), not compared
 
     FIELDS = ("now_s", "dropped", "round_ran", "admitted", "swapped_in", "swap_in_s", "head_refusal_stable",
               "policy_refused_head", "took_round_ahead", "stream_after", "victims", "swap_out_s")
@@ -111,9 +115,9 @@ class Decide:
             stable = True  # a break from here on is a stable refusal unless reset (admission.py)
             if running >= p.max_num_seqs:
                 break
-            cand = self._candidate(rid)
+            cand = self._candidate(rid, self._plan_with(d, admitted))
             swapped = bool(t.status[rid] == SWAPPED)
-            prefill = 0 if swapped else cand.kv_tokens
+            prefill = 0 if swapped else cand.kv_tokens - cand.cached_tokens
             own = int(swapped and cand.kv_tokens % p.block_size == 0)
             refusal = self._engine_refusal(cand, prefill, own, budget, reserved, free)
             if refusal is not None:
@@ -155,7 +159,25 @@ class Decide:
             if swapped and cand.kv_tokens % bs == 0:
                 need += 1  # it joins the batch and its next token starts a block
         if need > free:
-            d.victims, d.swap_out_s = self._choose_victims(d.admitted, d.swapped_in, need, free)
+            d.victims, d.swap_out_s = self._choose_victims(d.admitted, d.swapped_in, need, free, self._plan_with(d, d.admitted))
+
+    def _plan_with(self, d: Decision, admitted: list) -> CachePlan | None:
+        """Prefix caching: the cache as `begin` will leave it after the admissions `admitted` (a
+        CachePlan kept in `d.plan`, brought up to date), for the next candidates and the victims;
+        None without prefix caching."""
+        if self.prefix is None:
+            return None
+        plan = d.plan
+        if plan is None:
+            plan = d.plan = CachePlan(self.kv)
+        bs = self.params.block_size
+        for cand in admitted[plan.admissions:]:
+            if self.table.status[cand.request_id] == SWAPPED:  # (nothing is written while deciding)
+                plan.allocate(cand.blocks)
+            else:
+                plan.admit(cand.request_id, self._chain(cand.request_id), blocks_for(cand.kv_tokens, bs))
+            plan.admissions += 1
+        return plan
 
 
 def stream_state(scheduler):

@@ -18,9 +18,10 @@ request's path through these calls and the event order around them.
 
 Decoding requests advance together: their progress columns in the request table are written
 lazily by a `DecodeBatch` (decode_batch.py); `sync()` writes them before anything reads them.
-Blocks for a whole prefill (prompt + tokens generated before an eviction) are allocated at
-admission in both modes, so a policy sees the same memory either way (LightLLM allocates this way;
-vLLM v1 allocates chunk by chunk).
+With `prefix_caching`, the allocator is llmsim.prefix_cache's: cached prompt blocks are shared,
+their tokens not prefilled. Blocks for a whole prefill (prompt + tokens generated before an
+eviction) are allocated at admission in both modes, so a policy sees the same memory either way
+(LightLLM allocates this way; vLLM v1 allocates chunk by chunk).
 
 Units: seconds of simulated time, tokens, blocks.
 """
@@ -37,6 +38,7 @@ import numpy as np
 
 from ..costmodel.base import CostModel
 from ..kvcache import BlockAllocator, SwapSpace, blocks_for
+from ..prefix_cache import PrefixCachingAllocator, PrefixKeys
 from ..request import FINISHED, RUNNING, SWAPPED, WAITING, RequestTable
 from ..schedulers.base import Scheduler
 from .admission import Admission
@@ -76,6 +78,7 @@ class EngineParams:
     guard_queue_at_rounds_only: bool = False  # check the queue limit only when an admission round is due
     guard_abort_waiting: bool = True  # false: an evicted request is aborted only once it runs again
     reset_round_counter_on_eviction: bool = False
+    prefix_caching: bool = False  # share cached full prompt blocks (llmsim.prefix_cache)
 
 
 @dataclass
@@ -89,6 +92,11 @@ class ReplicaStats:
     busy_s: float = 0.0
     dropped: int = 0
     aborted: int = 0
+    # prefix cache, over every (re-)prefill admitted: tokens and full prompt blocks asked, found cached
+    prefix_query_tokens: int = 0
+    prefix_hit_tokens: int = 0
+    prefix_query_blocks: int = 0
+    prefix_hit_blocks: int = 0
     step_log: list[tuple] = field(default_factory=list)
 
     def add_step(self, duration_s: float, used_blocks: int) -> None:
@@ -126,7 +134,8 @@ class ReplicaEngine(Decide, Begin, Horizon, Admission, Eviction, Guard):
         self._stream_state = stream_state(scheduler)  # its random draws' counter (decide.py)
         self.cost_model = cost_model
         self.params = params
-        self.kv = BlockAllocator(params.total_blocks, params.block_size)
+        self.kv = (PrefixCachingAllocator if params.prefix_caching else BlockAllocator)(params.total_blocks, params.block_size)
+        self.prefix = prefix_keys(table, params.block_size) if params.prefix_caching else None
         block_bytes = params.block_size * params.kv_bytes_per_token_per_gpu
         self.swap = SwapSpace(params.swap_space_bytes if params.preemption == "swap" else 0.0, block_bytes)
         self.waiting: deque[int] = deque()
@@ -340,7 +349,7 @@ class ReplicaEngine(Decide, Begin, Horizon, Admission, Eviction, Guard):
         if members:
             self.batch.remove(members)
         for rid in self.in_running_order(finished):
-            self.kv.free(blocks_for(int(t.kv_tokens[rid]), bs))
+            self.kv.release(rid, blocks_for(int(t.kv_tokens[rid]), bs))
             t.status[rid] = FINISHED
             t.finish_s[rid] = end_s
             t.end_s[rid] = end_s
@@ -357,7 +366,11 @@ class ReplicaEngine(Decide, Begin, Horizon, Admission, Eviction, Guard):
         self.batch.check()
         t, bs = self.table, self.params.block_size
         held = sum(blocks_for(int(t.kv_tokens[r]), bs) for r in self.running)
-        assert held == self.kv.used_blocks, (held, self.kv.used_blocks)
+        if self.prefix is not None:
+            assert set(self.kv.held) <= set(self.running), "a request that does not run holds cached blocks"
+            self.kv.check(held - self.kv.ref_sum)
+        else:
+            assert held == self.kv.used_blocks, (held, self.kv.used_blocks)
         assert 0 <= self.kv.used_blocks <= self.kv.total_blocks
         swapped = sum(blocks_for(int(t.kv_tokens[r]), bs) for r in self.waiting if t.status[r] == SWAPPED)
         assert swapped == self.swap.used_blocks, (swapped, self.swap.used_blocks)
@@ -365,3 +378,10 @@ class ReplicaEngine(Decide, Begin, Horizon, Admission, Eviction, Guard):
             if t.prefill_left_tokens[r] == 0:
                 assert t.kv_tokens[r] == t.prompt_tokens[r] + t.generated_tokens[r] - 1, r
             assert (r in self.batch) == (t.prefill_left_tokens[r] == 0 and t.status[r] == RUNNING), r
+
+
+def prefix_keys(table: RequestTable, block_size: int) -> PrefixKeys:
+    """The block keys of the table's requests, one set for all replicas (made on first use)."""
+    if table.prefix_keys is None or table.prefix_keys.block_size != block_size:
+        table.prefix_keys = PrefixKeys(table.block_hash_ids, table.hash_block_tokens, block_size)
+    return table.prefix_keys

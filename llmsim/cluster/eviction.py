@@ -5,7 +5,10 @@ requests are evicted one at a time (newest admitted first by default, `EnginePar
 the step fits. `recompute` frees all their blocks and re-prefills prompt + generated tokens on
 re-admission; `swap` copies their blocks to bounded host memory (priced by the cost model's
 `swap_time_s`) and copies them back on re-admission, falling back to recompute when the swap space
-is full. An evicted request goes to the head of the waiting queue.
+is full. An evicted request goes to the head of the waiting queue. With prefix caching, a victim
+releases its cached prompt blocks into the cache (recompute then finds them again if no one evicted
+them meanwhile); a swapped-out request copies all its blocks and comes back holding them all
+privately, sharing none (the simplest correct choice: swap space is counted per request).
 
 Victims are chosen without writing anything (`_choose_victims`, for `ReplicaEngine.decide`) and
 evicted when the decision is applied (`_evict`, begin.py). A mixin of ReplicaEngine. Units: tokens, blocks,
@@ -29,11 +32,12 @@ class Eviction:
             return ids
         return ids[self.table.prefill_left_tokens[ids] == 0]
 
-    def _choose_victims(self, admitted: list, swapped_in: list[bool], need: int, free: int) -> tuple[list[int], float]:
+    def _choose_victims(self, admitted: list, swapped_in: list[bool], need: int, free: int, plan=None) -> tuple[list[int], float]:
         """The requests to evict, in order, until the next decode step's `need` new blocks fit in
         `free` blocks (both counted after the round's `admitted` Candidates, which join the running
         requests), and the swap-out seconds: the choices `_evict` would make one at a time,
-        made on local counts without writing anything (decide.py)."""
+        made on local counts without writing anything (decide.py). With prefix caching, `plan`
+        (llmsim.prefix_plan) says what each victim frees: its cached blocks only if no one else holds them."""
         t, p = self.table, self.params
         bs = p.block_size
         ids = np.asarray(list(self.running) + [c.request_id for c in admitted], dtype=np.int64)
@@ -44,13 +48,13 @@ class Eviction:
         for i, (cand, swapped) in enumerate(zip(admitted, swapped_in), base):
             kv[i] = cand.kv_tokens
             members[i] = swapped  # a swap-in joins the batch; a recompute prefills first
-            prefill_left[i] = 0 if swapped else cand.kv_tokens
+            prefill_left[i] = 0 if swapped else cand.kv_tokens - cand.cached_tokens
         swap_used = self.swap.used_blocks - sum(c.blocks for c, s in zip(admitted, swapped_in) if s)
         victims, swap_s = [], 0.0
         while need > free:
             i = self._victim_index(ids, generated, kv)
             blocks = blocks_for(int(kv[i]), bs)
-            free += blocks
+            free += blocks if plan is None else plan.release(int(ids[i]), blocks)
             need -= int(members[i] and kv[i] % bs == 0)  # it no longer starts a block next step
             victims.append(int(ids[i]))
             if p.preemption == "swap" and prefill_left[i] == 0 and swap_used + blocks <= self.swap.capacity_blocks:
@@ -74,7 +78,7 @@ class Eviction:
         if rid in self.batch:
             self.batch.remove([rid])
         blocks = blocks_for(int(t.kv_tokens[rid]), self.params.block_size)
-        self.kv.free(blocks)
+        self.kv.release(rid, blocks)  # with prefix caching a swapped-out request holds no cached block
         self.running.remove(rid)
         self._running_ids = None
         t.evictions[rid] += 1

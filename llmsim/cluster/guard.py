@@ -90,7 +90,7 @@ class Guard:
         if status == RUNNING:
             if rid in self.batch:
                 self.batch.remove([rid])
-            self.kv.free(blocks_for(int(t.kv_tokens[rid]), bs))
+            self.kv.release(rid, blocks_for(int(t.kv_tokens[rid]), bs))
             self.running.remove(rid)
             self._running_ids = None
             pending_prefill = int(t.prefill_left_tokens[rid])

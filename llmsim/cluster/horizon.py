@@ -54,7 +54,10 @@ class Horizon:
             # held there, not here.
             r = self.scheduler.decode_steps_between_rounds
             hold_rounds = self.round_ahead is not None or (
-                self.policy_refused_head and getattr(self.scheduler, "rounds_ahead", False) and not (after_prefill and r == 0))
+                self.policy_refused_head and getattr(self.scheduler, "rounds_ahead", False) and not (after_prefill and r == 0)
+                # with prefix caching, a separate-mode head's prefill (less its hits) can grow while
+                # a run's blocks evict cached ones, and its token-budget check with it
+                and not (self.prefix is not None and p.mode == "separate"))
             if not hold_rounds:
                 steps = min(steps, max(r - self.steps_since_round, 1))
         return steps, hold_rounds, math.inf

@@ -26,7 +26,7 @@ import simpy
 
 from ..config import LoadedScenario, Scenario, scheduler_config
 from ..errors import LlmsimError
-from ..metrics import good_checker, request_frame, summarize
+from ..metrics import good_checker, prefix_cache_summary, request_frame, summarize
 from ..request import RequestTable, TrueOutputLengths
 from ..rng import stream
 from ..schedulers import SCHEDULERS, BuildContext, build_scheduler
@@ -75,6 +75,8 @@ def simulate(loaded: LoadedScenario, progress: Callable[[int, int], None] | None
     table.hash_block_tokens = wl.hash_block_tokens
     engines = _build_engines(sc, res, wl, table)
     router = ROUTERS.load(sc.cluster.router)(stream(sc.seed, "router"))
+    if hasattr(router, "configure"):
+        router.configure(sc.cluster)  # its knobs in the scenario (cache-aware's weights)
     if hasattr(router, "attach"):
         router.attach(engines)
     if not closed and wl.sessions is None:
@@ -186,6 +188,8 @@ def _result(sc: Scenario, res, wl, table: RequestTable, engines: list[ReplicaEng
         **summary,
         "sla": {k: v for k, v in sc.sla.model_dump().items() if v is not None},
     }
+    if sc.engine.prefix_caching:
+        summary["prefix_cache"] = prefix_cache_summary([e.stats for e in engines], [e.kv.evicted_blocks for e in engines])
     if sc.workload.arrivals.kind == "closed-loop":
         summary["clients"] = sc.workload.arrivals.clients
     if clients is not None:
@@ -205,6 +209,9 @@ def _result(sc: Scenario, res, wl, table: RequestTable, engines: list[ReplicaEng
         frames = [pd.DataFrame(e.stats.step_log, columns=STEP_COLUMNS).assign(replica=e.index) for e in engines]
         steps = pd.concat(frames, ignore_index=True)
     notes = list(wl.notes)
+    if sc.engine.prefix_caching and wl.block_hash_ids is None:
+        notes.append("engine.prefix_caching is on but the workload has no block hash ids (only traces such as Mooncake's "
+                     "and session workloads carry them): llmsim does not know token contents, so no prompt block was ever found cached")
     if wl.sessions is not None:
         _session_results(df, summary, notes, wl, clients)
     elif clients is not None and clients.abandoned:

@@ -102,17 +102,23 @@ class ReplicaView:
     engine gives it (also possibly as a function, returning None when it has none), holds the
     same batch as BatchColumns."""
 
-    __slots__ = ("now_s", "block_size", "total_blocks", "free_blocks", "_running", "_columns")
+    __slots__ = ("now_s", "block_size", "total_blocks", "free_blocks", "_running", "_columns", "shared_blocks", "prefix_chain")
 
     def __init__(self, now_s: float, block_size: int, total_blocks: int, free_blocks: int,
                  running: RunningBatch | Callable[[], RunningBatch],
-                 columns: BatchColumns | Callable[[], BatchColumns | None] | None = None) -> None:
+                 columns: BatchColumns | Callable[[], BatchColumns | None] | None = None,
+                 shared_blocks: int = 0, prefix_chain: Callable[[int], tuple] | None = None) -> None:
         self.now_s = now_s
         self.block_size = block_size
         self.total_blocks = total_blocks
         self.free_blocks = free_blocks
         self._running = running
         self._columns = columns
+        # Prefix caching (llmsim.prefix_cache): blocks that per-request counts of the running batch
+        # count more than once (held by several requests), and prefix_chain(request id) -> the keys
+        # of the cached blocks it holds (running) or would hold (a candidate); None without caching.
+        self.shared_blocks = shared_blocks
+        self.prefix_chain = prefix_chain
 
     @property
     def running(self) -> RunningBatch:
@@ -147,7 +153,11 @@ class Candidate(NamedTuple):
     max_new_tokens: int
     generated_tokens: int  # tokens generated before an eviction (0 for a fresh request)
     kv_tokens: int  # KV tokens it holds right after admission
-    blocks: int  # blocks its admission allocates
+    blocks: int  # blocks its admission takes from the free ones (prefix caching: less its hits that running requests hold)
+    # prefix caching (llmsim.prefix_cache), 0 without: prompt tokens found cached (not prefilled),
+    # and its cached blocks already held by running requests (not new memory)
+    cached_tokens: int = 0
+    shared_blocks: int = 0
 
 
 class AdmissionRound(Protocol):

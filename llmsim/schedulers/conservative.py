@@ -7,6 +7,11 @@ never evicts, and it leaves memory idle whenever real outputs are shorter than t
 (TensorRT-LLM's "guaranteed no evict" policy.) `reserve_output_tokens` reserves a fixed number of
 output tokens instead, whatever the cap, as the Past-Future artifact did (12,000 on its server,
 4,096 in its offline simulator); a request that outgrows it can then run out of memory.
+
+With prefix caching (llmsim.prefix_cache) a cached prompt block held by several requests is
+reserved once: the running batch's sum less the blocks it counts more than once
+(`ReplicaView.shared_blocks`), a candidate's reserve less its cached blocks that running requests
+hold already (`Candidate.shared_blocks`).
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ class _Round:
 
     def admit(self, candidate: Candidate) -> bool:
         reserve = candidate.max_new_tokens if self.reserve_output_tokens is None else self.reserve_output_tokens
-        need = int(reserved_blocks(candidate.prompt_tokens, reserve, self.block_size))
+        # prefix caching: its cached blocks that running requests hold are reserved already
+        need = int(reserved_blocks(candidate.prompt_tokens, reserve, self.block_size)) - candidate.shared_blocks
         if self.reserved + need > self.limit:
             return False
         self.reserved += need
@@ -72,7 +78,8 @@ class ConservativeScheduler:
             reserved = _compiled.reserved_blocks_sum(np.arange(len(run)), run.prompt_tokens, run.max_new_tokens, view.block_size,
                                                      self._fixed)
         limit = int(np.floor(view.total_blocks * (1.0 - self.config.headroom)))
-        return _Round(reserved, limit, view.block_size, self.config.reserve_output_tokens)
+        # prefix caching: a block several running requests hold is reserved once
+        return _Round(reserved - view.shared_blocks, limit, view.block_size, self.config.reserve_output_tokens)
 
     def record_finish(self, output_tokens: int) -> None:
         pass

@@ -8,7 +8,9 @@ peak, since a request holding t tokens uses at most t + block_size - 1 tokens of
 headroom 0 the oracle then never evicts in `separate` engine mode, and it admits as much as any
 eviction-free FCFS policy. In `mixed` mode (chunked prefill) a candidate's growth starts only
 when its last chunk is done, while the running requests keep decoding; the peak formula does not
-model that delay, so rare evictions remain possible there.
+model that delay, so rare evictions remain possible there. With prefix caching, a cached prompt
+block held by several requests counts once, with its longest-lived holder (shared_peak.py): exact
+with the true lengths, so eviction-freedom is kept.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import Field
 
 from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
 from .peak import PeakAdmissionRound, first_admitting_exact_round, remaining_growth_tokens
+from .shared_peak import SharedPeakRound
 
 
 class OracleConfig(SchedulerConfig):
@@ -33,17 +36,25 @@ class _Round:
         self.true_output = sched.true_output_tokens
         run = view.running
         growth = remaining_growth_tokens(run.prompt_tokens, self.true_output[run.request_ids], run.kv_tokens)
-        self.peaks = PeakAdmissionRound(run.kv_tokens + self.slack, growth, view.capacity_tokens * (1.0 - cfg.headroom))
+        limit = view.capacity_tokens * (1.0 - cfg.headroom)
+        self.chain_of = view.prefix_chain
+        if self.chain_of is None:
+            self.peaks = PeakAdmissionRound(run.kv_tokens + self.slack, growth, limit)
+        else:  # prefix caching: shared cached blocks count once (shared_peak.py)
+            chains = [self.chain_of(int(r)) for r in run.request_ids]
+            self.peaks = SharedPeakRound(run.kv_tokens + self.slack, growth, limit, chains, view.block_size)
 
     @classmethod
     def resumed(cls, slack: int, true_output, peaks: PeakAdmissionRound) -> "_Round":
         self = cls.__new__(cls)
-        self.slack, self.true_output, self.peaks = slack, true_output, peaks
+        self.slack, self.true_output, self.peaks, self.chain_of = slack, true_output, peaks, None
         return self
 
     def admit(self, candidate: Candidate) -> bool:
         final = self.true_output[candidate.request_id]
         growth = remaining_growth_tokens(candidate.prompt_tokens, final, candidate.kv_tokens)
+        if self.chain_of is not None:
+            return self.peaks.try_add(candidate.kv_tokens + self.slack, np.array([growth]), self.chain_of(candidate.request_id))
         return self.peaks.try_add(candidate.kv_tokens + self.slack, np.array([growth]))
 
 

@@ -17,6 +17,9 @@ of output lengths of requests that finished on this replica:
   floor(samples_per_list / running) + 1)); the candidate is admitted if the largest of the lists'
   peaks fits, and its sampled pairs stay in the lists for the rest of the round.
 
+With prefix caching (llmsim.prefix_cache), a cached prompt block held by several requests counts
+once in each list's peak, with its longest-lived holder (shared_peak.py).
+
 KV convention (llmsim.request): a request holds a tokens and will end at prompt + L - 1, so its
 growth is b = prompt + L - 1 - a. The LightLLM source writes a = prompt + generated and
 b = L - generated - 1; both give the same sum a + b and the same peak.
@@ -34,6 +37,7 @@ from ..rng import CounterStream
 from . import _compiled
 from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
 from .peak import PeakAdmissionRound, first_admitting_exact_round
+from .shared_peak import SharedPeakRound
 # ignore_eos requests: every final length is its cap, as reserve-peak assumes (one list, no draws)
 from .reserve_peak import ReservePeakConfig
 from .reserve_peak import _Round as _CapRound
@@ -110,13 +114,19 @@ class _Round:
         growth = _compiled.sampled_growth(run.generated_tokens, run.max_new_tokens, run.prompt_tokens, run.kv_tokens, hist, u,
                                           sched._cap_when_larger, sched._rounded)
         held = run.kv_tokens + sched._slack_tokens
-        self.peaks = PeakAdmissionRound(held, growth, view.capacity_tokens * sched._limit_fraction)
+        limit = view.capacity_tokens * sched._limit_fraction
+        self.chain_of = view.prefix_chain
+        if self.chain_of is None:
+            self.peaks = PeakAdmissionRound(held, growth, limit)
+        else:  # prefix caching: shared cached blocks count once (shared_peak.py)
+            chains = [self.chain_of(int(r)) for r in run.request_ids]
+            self.peaks = SharedPeakRound(held, growth, limit, chains, view.block_size)
 
     @classmethod
     def resumed(cls, sched: "PastFutureScheduler", num_lists: int, peaks: PeakAdmissionRound) -> "_Round":
         """A round whose draws and first admission were made by the rounds-ahead kernel."""
         self = cls.__new__(cls)
-        self.sched, self.num_lists, self.peaks = sched, num_lists, peaks
+        self.sched, self.num_lists, self.peaks, self.chain_of = sched, num_lists, peaks, None
         return self
 
     def admit(self, candidate: Candidate) -> bool:
@@ -125,6 +135,10 @@ class _Round:
         lo = candidate.generated_tokens + 1
         hi = max(lo, candidate.max_new_tokens)
         held = candidate.kv_tokens + sched._slack_tokens
+        if self.chain_of is not None:  # the same draws, then the peak with shared blocks counted once
+            growth = np.empty(self.num_lists)
+            _compiled.draw_candidate_growth(sched.stream.state, hist, lo, hi, candidate.prompt_tokens, candidate.kv_tokens, growth)
+            return self.peaks.try_add(float(held), growth, self.chain_of(candidate.request_id))
         # one history value drawn per list (none without history: the cap), clipped to [lo, hi],
         # its growth added to each list if every peak still fits (_compiled.past_future_admit)
         return self.peaks.try_add_by(_compiled.past_future_admit, sched.stream.state, hist, lo, hi,
@@ -171,7 +185,9 @@ class PastFutureScheduler:
         token further per step; [0]: one round now), started in order and each offered
         `candidate` first, in one compiled call: (index of the first that admits it, that round)
         or (len(steps_ahead), None). The same draws and answers as `start_round` and `admit` at
-        each boundary."""
+        each boundary. None with prefix caching (the engine then starts the rounds one by one)."""
+        if view.prefix_chain is not None:
+            return None
         if self._caps_as_lengths:
             found = first_admitting_exact_round(view, steps_ahead, None, candidate, candidate.max_new_tokens,
                                                 self._slack_tokens, self.config.headroom)

@@ -36,7 +36,8 @@ class Workload:
     # Mooncake: per request, the ids of its 512-token prompt blocks (shared ids = shared prefix),
     # kept for a prefix-cache model; None when the source has none.
     block_hash_ids: list[np.ndarray] | None = None
-    hash_block_tokens: int = 512  # prompt tokens covered by one hash id (Mooncake: 512)
+    # prompt tokens each hash id covers (Mooncake: 512); read by the prefix cache (llmsim.prefix_cache)
+    hash_block_tokens: int = 512
     sessions: SessionPlan | None = None  # multi-turn sessions: the requests are their turns (sessions.py)
 
     def __len__(self) -> int:
