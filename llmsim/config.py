@@ -151,6 +151,22 @@ def scheduler_config(section: BaseModel, kind: str | None = None):
 
 
 # ------------------------------------------------------------------------------------ scenario
+class CompareConfig(Strict):
+    """What `llmsim compare` runs when its command line names none (`--schedulers`, `--vary`):
+    a scenario can carry the comparison it was written for (docs/sweeps.md). `llmsim run` ignores it."""
+
+    schedulers: list[str] | None = None  # default: aggressive, conservative, past-future, oracle
+    vary: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}  # dotted key -> values; every combination runs
+
+    @field_validator("schedulers")
+    @classmethod
+    def _known(cls, kinds):
+        for kind in kinds or ():
+            if kind not in SCHEDULERS:
+                raise ValueError(f"unknown scheduler {kind!r}; known: {', '.join(SCHEDULERS)}")
+        return kinds
+
+
 class Scenario(Strict):
     name: str = "scenario"
     description: str = ""
@@ -163,6 +179,7 @@ class Scenario(Strict):
     scheduler: SchedulerSection = SchedulerSection()  # type: ignore[valid-type]
     workload: WorkloadConfig
     sla: SLAConfig = SLAConfig()
+    compare: CompareConfig = CompareConfig()
 
     def resolved_dict(self) -> dict:
         """Plain data of the whole scenario, defaults included, YAML keys as written."""

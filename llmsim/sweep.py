@@ -20,6 +20,7 @@ The *load* is the scenario's load knob, found from its arrival process:
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,8 +127,8 @@ def flatten_summary(summary: dict) -> dict[str, Any]:
             for field, limit in value.items():
                 row[f"sla_{field}"] = float(limit)
         elif isinstance(value, dict):
-            for stat, v in value.items():
-                row[f"{key}_{stat}"] = np.nan if v is None else v
+            for stat, v in value.items():  # a list (per replica) as JSON text: one cell, readable in the CSV
+                row[f"{key}_{stat}"] = np.nan if v is None else json.dumps(v) if isinstance(v, list) else v
         else:
             row[key] = np.nan if value is None else value
     return row
@@ -228,14 +229,26 @@ def parse_vary(texts: Sequence[str]) -> list[tuple[str, list[str]]]:
     return out
 
 
+def compare_plan(scenario_path, schedulers: Sequence[str] | None = None, overrides: Sequence[str] = (),
+                 vary: Sequence[tuple[str, Sequence[str]]] = ()) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """The schedulers and variants a comparison runs: those given, else the scenario's own
+    `compare` section, else every scheduler and no variant."""
+    own = prepare(scenario_path, overrides).scenario.get("compare") or {} if not (schedulers and vary) else {}
+    kinds = list(schedulers or own.get("schedulers") or COMPARE_SCHEDULERS)
+    if not vary:  # YAML values as --set text (json: false, not Python's False)
+        vary = [(k, [v if isinstance(v, str) else json.dumps(v) for v in values]) for k, values in (own.get("vary") or {}).items()]
+    return kinds, [(k, list(v)) for k, v in vary]
+
+
 def compare_schedulers(scenario_path, schedulers: Sequence[str] | None = None, overrides: Sequence[str] = (),
                        executor: "str | Executor" = "local", progress: Progress | None = None,
                        vary: Sequence[tuple[str, Sequence[str]]] = ()) -> pd.DataFrame:
     """One row per scheduler (default: aggressive, conservative, past-future, oracle) x variant, each
     at the scenario's own load and seed: the same request stream for all of them. `vary` lists
     (dotted key, values): every combination of them is a variant, applied as `--set` overrides
-    after `overrides`, and named in the `variant` column (`router=a, prefix_caching=true`)."""
-    schedulers = list(schedulers or COMPARE_SCHEDULERS)
+    after `overrides`, and named in the `variant` column (`router=a, prefix_caching=true`).
+    Schedulers and variants not given come from the scenario's `compare` section (`compare_plan`)."""
+    schedulers, vary = compare_plan(scenario_path, schedulers, overrides, vary)
     from .schedulers import SCHEDULERS
 
     for s in schedulers:

@@ -68,10 +68,10 @@ def add_parsers(sub) -> None:
 
     cmp_ = sub.add_parser("compare", help="every scheduler on the same request stream at the scenario's own load, side by side")
     _common(cmp_)
-    cmp_.add_argument("--schedulers", metavar="A,B", help="comma-separated kinds (default: aggressive,conservative,past-future,oracle)")
+    cmp_.add_argument("--schedulers", metavar="A,B", help="comma-separated kinds (default: the scenario's compare.schedulers, else aggressive,conservative,past-future,oracle)")
     cmp_.add_argument("--vary", action="append", default=[], metavar="dotted.key=V1,V2",
                       help="also compare these values of a scenario key (repeatable: every combination), "
-                           "e.g. --vary cluster.router=least-outstanding-tokens,prefix-affinity")
+                           "e.g. --vary cluster.router=least-outstanding-tokens,prefix-affinity (default: the scenario's compare.vary)")
     cmp_.add_argument("--out", type=Path, metavar="FILE", help="also write the table as CSV; its parent folder must exist, "
                       "and an existing file is refused unless --overwrite (checked before anything runs)")
     cmp_.add_argument("--overwrite", action="store_true", help="replace the --out file if it exists")
@@ -246,19 +246,20 @@ COMPARE_ROWS = (
     ("evictions", "evictions", lambda v: f"{int(v):,}"), ("eviction_rate", "evictions / finished req", _num),
     ("kv_util_mean", "KV use, mean", _pct), ("kv_util_peak", "KV use, peak", _pct),
     ("dropped", "dropped", lambda v: f"{int(v):,}"), ("aborted", "aborted", lambda v: f"{int(v):,}"),
+    ("prefix_cache_hit_rate_tokens", "prefix cache hits (tokens)", _pct),
+    ("prefix_cache_hit_rate_blocks", "prefix cache hits (blocks)", _pct),
 )
 
 
 def cmd_compare(args, console: Console) -> int:
     from .outputs import check_file
-    from .sweep import compare_schedulers, parse_vary
+    from .sweep import compare_plan, compare_schedulers, parse_vary
 
     if args.out is not None:  # before any run: never the scenario, an existing file only with --overwrite
         check_file(args.out, args.overwrite, inputs=[Path(args.scenario)])
-    schedulers = _schedulers(args.schedulers)
-    vary = parse_vary(args.vary)
+    schedulers, vary = compare_plan(args.scenario, _schedulers(args.schedulers), args.overrides, parse_vary(args.vary))
     with _progress(console, "compare", "runs") as bar:
-        task = bar.add_task("", total=(len(schedulers) if schedulers else 4) * math.prod(len(v) for _, v in vary))
+        task = bar.add_task("", total=len(schedulers) * math.prod(len(v) for _, v in vary))
         df = compare_schedulers(args.scenario, schedulers, args.overrides, args.executor, vary=vary,
                                 progress=lambda done, _t, row: bar.update(task, completed=done, description=row["scheduler"]))
     first = df.iloc[0]

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import re
+
 import pytest
 import yaml
 from rich.console import Console
@@ -27,7 +29,7 @@ from llmsim.errors import LlmsimError
 from llmsim.executors import DaskExecutor, LocalExecutor, make_executor
 from llmsim.plots import plot_run, plot_sweep
 from llmsim.report import write_results
-from llmsim.sweep import CLIENTS_KNOB, RATE_KNOB, compare_schedulers, mean_ci95, parse_loads, parse_vary, run_sweep, t_quantile_975, write_sweep
+from llmsim.sweep import CLIENTS_KNOB, RATE_KNOB, compare_plan, compare_schedulers, mean_ci95, parse_loads, parse_vary, run_sweep, t_quantile_975, write_sweep
 from llmsim.sweep_cli import add_parsers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,6 +208,30 @@ def test_compare_varies_scenario_keys_over_every_combination():
     by = df.set_index("variant")["queue_delay_s_mean"]
     assert by["replicas=1, max_num_seqs=4"] > by["replicas=1, max_num_seqs=256"]
     assert by["replicas=1, max_num_seqs=4"] > by["replicas=2, max_num_seqs=4"]
+
+
+def test_compare_runs_the_scenarios_own_compare_section(tmp_path):
+    text = SHAREGPT.read_text() + "\ncompare:\n  schedulers: [past-future]\n  vary:\n    cluster.replicas: [1, 2]\n"
+    path = tmp_path / "s.yaml"
+    path.write_text(text.replace("path: ../", f"path: {SHAREGPT.parent.parent}/"))
+    assert compare_plan(path) == (["past-future"], [("cluster.replicas", ["1", "2"])])
+    # flags replace the section
+    assert compare_plan(path, ["aggressive"], vary=[("cluster.router", ["random"])]) == (["aggressive"], [("cluster.router", ["random"])])
+    df = compare_schedulers(path, overrides=["workload.num_requests=30"], executor="local:1")
+    assert df["scheduler"].tolist() == ["past-future"] * 2 and df["variant"].tolist() == ["replicas=1", "replicas=2"]
+
+
+@pytest.mark.parametrize("section, message", [
+    ("compare:\n  schedulers: [fifo]\n", "unknown scheduler 'fifo'"),
+    ("compare:\n  vary:\n    cluster.replicas: []\n", "compare.vary.cluster.replicas"),
+    ("compare:\n  vary: {cluster.nope: [1]}\n", "cluster.nope"),
+    ("compare:\n  varry: {}\n", "varry"),
+])
+def test_a_bad_compare_section_is_named(tmp_path, section, message):
+    path = tmp_path / "s.yaml"
+    path.write_text(SHAREGPT.read_text().replace("path: ../", f"path: {SHAREGPT.parent.parent}/") + "\n" + section)
+    with pytest.raises(LlmsimError, match=re.escape(message)):
+        compare_schedulers(path, overrides=["workload.num_requests=5"], executor="local:1")
 
 
 @pytest.mark.parametrize("text", ["cluster.router", "=a,b", "cluster.router=", "cluster.router=,"])
