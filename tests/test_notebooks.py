@@ -23,6 +23,7 @@ EXPECTED_FIGURES = {
     "goodput_vs_load.ipynb": {"goodput_vs_load.png", "sla_attainment_vs_load.png"},
     "scheduler_deep_dive.ipynb": {"scheduler_deep_dive.png", "scheduler_latency_cdfs.png"},
     "capacity_planning.ipynb": {"capacity_planning.png"},
+    "prefix_caching.ipynb": {"prefix_caching.png"},
 }
 BUDGET_S = 60
 
