@@ -37,8 +37,9 @@ DATASETS = ("dist1", "dist2", "dist3")
 CLIENT_LADDER = "10,20,30,40,60,80,100"  # the paper's 7B ladder
 SCHEDULERS = ("aggressive", "conservative", "past-future", "oracle")
 BASELINES = ("aggressive", "conservative")
-# Simulated seconds after which no request is sent (docs/paper-reproduction.md, "The Figure 7 grid"):
-# about 3x the longest makespan of a finished 7B point measured (conservative, 10 clients).
+# Simulated seconds after which no request is sent (docs/paper-reproduction.md, "Runs that never
+# end"): 3.5x the longest makespan in the measured 7B grid (4,130 s: conservative, Distribution1,
+# 10 clients, A100 profile), so that only a run that cannot end is cut.
 MAX_SIMULATED_S = 14_400.0
 REPRODUCE = FolderKind("llmsim reproduce", "reproduce.json",
                        ("reproduce.json", "grid.csv", "ratios.csv", *(f"fig7-{m}.png" for m in MODELS)))
