@@ -38,8 +38,8 @@ CLIENT_LADDER = "10,20,30,40,60,80,100"  # the paper's 7B ladder
 SCHEDULERS = ("aggressive", "conservative", "past-future", "oracle")
 BASELINES = ("aggressive", "conservative")
 # Simulated seconds after which no request is sent (docs/paper-reproduction.md, "Runs that never
-# end"): 3.5x the longest makespan in the measured 7B grid (4,130 s: conservative, Distribution1,
-# 10 clients, A100 profile), so that only a run that cannot end is cut.
+# end"): 1.5x the longest makespan in the measured 7B grid (9,357 s: aggressive, Distribution2,
+# 60 clients, A100 profile), so that only a run that cannot end is cut.
 MAX_SIMULATED_S = 14_400.0
 REPRODUCE = FolderKind("llmsim reproduce", "reproduce.json",
                        ("reproduce.json", "grid.csv", "ratios.csv", *(f"fig7-{m}.png" for m in MODELS)))
