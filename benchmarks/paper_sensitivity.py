@@ -19,9 +19,9 @@ import time
 VARIANTS: list[tuple[str, list[str]]] = [
     ("artifact settings (fig7-7b-dist1.yaml)", []),
     ("guard: queue limit checked every step", ["engine.sla_guard.check_queue_at=every-step"]),
-    # Not listed: the guard off on every server. With re-sends until success and no guard, each
+    # Not listed: the guard off on every server. With re-sends until success and no queue drop, a
     # server keeps serving requests that already missed their SLA; a 40-client run did not end in
-    # 15 minutes (the aggressive server alone takes 30 s at 40 clients and >16 min at 100).
+    # 15 minutes (docs/paper-reproduction.md, "Runs that never end").
     ("aggressive: vLLM watermark rule (1%)", ["scheduler.aggressive.rule=watermark"]),
     ("KV capacity 100,000 tokens", ["engine.kv_capacity_tokens=100000"]),
     ("KV capacity 130,000 tokens", ["engine.kv_capacity_tokens=130000"]),

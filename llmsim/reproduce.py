@@ -9,6 +9,12 @@ model (`fig7-<model>.png`: goodput in tokens/s against clients, a panel per data
 over seeds). `--offline` runs the artifact's offline behaviour table instead
 (benchmarks/bench_offline_behaviour.py has the reference figures).
 
+The artifact's clients re-sent a failed request until it succeeded, with no time limit or attempt
+cap; llmsim bounds every run by the same simulated time instead (`--max-simulated-s`, applied as
+`workload.duration_s`: no send after it, attempts in flight then finish), so one point that never
+ends cannot hold up the grid. `grid.csv` says per run how many requests had not succeeded by then
+(`unfinished`); a run that succeeded every request before the bound is not changed by it.
+
 Units: goodput in prompt + output tokens per simulated second; loads in clients.
 """
 
@@ -31,6 +37,10 @@ DATASETS = ("dist1", "dist2", "dist3")
 CLIENT_LADDER = "10,20,30,40,60,80,100"  # the paper's 7B ladder
 SCHEDULERS = ("aggressive", "conservative", "past-future", "oracle")
 BASELINES = ("aggressive", "conservative")
+# Simulated seconds after which no request is sent (docs/paper-reproduction.md, "Runs that never
+# end"): 1.5x the longest makespan in the measured 7B grid (9,357 s: aggressive, Distribution2,
+# 60 clients, A100 profile), so that only a run that cannot end is cut.
+MAX_SIMULATED_S = 14_400.0
 REPRODUCE = FolderKind("llmsim reproduce", "reproduce.json",
                        ("reproduce.json", "grid.csv", "ratios.csv", *(f"fig7-{m}.png" for m in MODELS)))
 
@@ -43,6 +53,8 @@ def add_parser(sub) -> None:
     p.add_argument("--loads", default=CLIENT_LADDER, help=f"clients, comma-separated or start:stop:step (default {CLIENT_LADDER})")
     p.add_argument("--seeds", type=int, default=3, help="runs per point, seeds 0..N-1 (default 3)")
     p.add_argument("--hardware", default="a100-80g-sxm", help="hardware profile (the paper's GPU is not known; default A100)")
+    p.add_argument("--max-simulated-s", type=float, default=MAX_SIMULATED_S,
+                   help=f"no send after this simulated time in any run; 0: none, as the artifact (default {MAX_SIMULATED_S:,.0f})")
     p.add_argument("--executor", default="local", help="local, local:N, dask://HOST:PORT or dask://local")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="scenario override for every run, e.g. workload.num_requests=100")
@@ -61,8 +73,10 @@ def _choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
 
 
 def run_grid(models, datasets, loads, seeds: int, hardware: str, executor="local", overrides=(), progress=None) -> pd.DataFrame:
-    """One row per run: the sweep rows of every (model, dataset), with `model` and `dataset`.
+    """One row per run: the sweep rows of every (model, dataset), with `model`, `dataset` and
+    `unfinished` (requests of the stream that never succeeded: left when a bound stopped the sends).
     `progress(model, dataset, row)` is called after each run."""
+    from .config import load_scenario
     from .sweep import run_sweep
 
     frames = []
@@ -72,8 +86,12 @@ def run_grid(models, datasets, loads, seeds: int, hardware: str, executor="local
             if not path.is_file():
                 raise LlmsimError(f"{path}: the paper's scenario is missing (install llmsim from its repository)")
             each = None if progress is None else (lambda _done, _total, row, m=model, d=dataset: progress(m, d, row))
-            df = run_sweep(path, SCHEDULERS, loads, seeds, executor, [f"hardware={hardware}", *overrides], each)
-            frames.append(df.assign(model=model, dataset=dataset))
+            every = [f"hardware={hardware}", *overrides]
+            df = run_sweep(path, SCHEDULERS, loads, seeds, executor, every, each)
+            # each request succeeds at most once (no re-send after a success), so good attempts
+            # count the requests that succeeded
+            stream = load_scenario(path, every).scenario.workload.num_requests
+            frames.append(df.assign(model=model, dataset=dataset, unfinished=stream - df["num_good"]))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -135,6 +153,9 @@ def cmd_reproduce(args, console) -> int:
     loads = parse_loads(args.loads)
     if args.seeds < 1:
         raise LlmsimError(f"--seeds: must be at least 1, got {args.seeds}")
+    if not args.max_simulated_s >= 0:
+        raise LlmsimError(f"--max-simulated-s: must be 0 (no bound) or a positive number of seconds, got {args.max_simulated_s:g}")
+    bound = [f"workload.duration_s={args.max_simulated_s:g}"] if args.max_simulated_s > 0 else []
     check_folder(args.out, REPRODUCE, args.overwrite)  # before any work
     runs = len(models) * len(datasets) * len(SCHEDULERS) * len(loads) * args.seeds
     console.print(f"{runs:,} runs: {len(models)} models x {len(datasets)} datasets x {len(SCHEDULERS)} schedulers x "
@@ -148,12 +169,16 @@ def cmd_reproduce(args, console) -> int:
             bar.advance(task)
             bar.update(task, description=f"{model} {dataset}: {row['scheduler']} @ {row['load']:g} clients seed {row['seed']}")
 
-        grid = run_grid(models, datasets, loads, args.seeds, args.hardware, args.executor, args.overrides, progress)
+        grid = run_grid(models, datasets, loads, args.seeds, args.hardware, args.executor, [*bound, *args.overrides], progress)
     ratios = ratio_table(grid)
     settings = {"models": models, "datasets": datasets, "loads": loads, "seeds": args.seeds, "hardware": args.hardware,
-                "overrides": args.overrides}
+                "max_simulated_s": args.max_simulated_s or None, "overrides": args.overrides}
     paths = write_results(grid, ratios, args.out, not args.no_plots, args.overwrite, settings)
     shown = ratios[["model", "dataset", "load", *SCHEDULERS, "pf_over_best_baseline", "pf_over_aggressive"]]
     console.print(shown.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
+    cut = grid[grid["unfinished"] > 0]
+    if len(cut):
+        console.print(f"{len(cut)} of {len(grid)} runs stopped sending at the bound (--max-simulated-s {args.max_simulated_s:g}) "
+                      f"with {int(cut['unfinished'].sum()):,} requests not yet succeeded (grid.csv: unfinished)")
     console.print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
