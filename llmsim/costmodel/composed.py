@@ -36,6 +36,7 @@ class ComposedCostModel:
         self._decode_fixed_cache: dict[int, float] = {}
         self._lone_prefill_cache: dict[int, float] = {}  # step time of one fresh prompt's prefill, by length
         self._decode_fn_cache: dict[int, DecodeStepFn] = {}  # decode-only step formulas, by sequence count
+        self._decode_attention_cache: dict[int, DecodeStepFn] = {}  # one layer's decode attention, by sequence count
 
     # ----- hooks -----
     def _per_token_parts(self, tokens: int) -> tuple[float, float, float]:
@@ -113,11 +114,18 @@ class ComposedCostModel:
                 def fn(context_sum_tokens: int, context_max_tokens: int) -> float:
                     return 0.0
             else:
-                fixed, layers, attention = self._decode_fixed_s(decode_seqs), self._layers, self._decode_attention_s
-
-                def fn(context_sum_tokens: int, context_max_tokens: int) -> float:
-                    return fixed + layers * attention(decode_seqs, context_sum_tokens)
+                fn = self._decode_step_formula(decode_seqs, self._decode_fixed_s(decode_seqs), self._layers)
             self._decode_fn_cache[decode_seqs] = fn
+        return fn
+
+    def _decode_step_formula(self, seqs: int, fixed_s: float, layers: int) -> DecodeStepFn:
+        """fixed_s + layers x `_decode_attention_s(seqs, context sum)`, as a function of (context sum,
+        context max). A subclass may bind its attention's constants for `seqs` into one closure
+        (analytic.py: one Python call per priced step instead of four), with the same arithmetic."""
+        attention = self._decode_attention_s
+
+        def fn(context_sum_tokens: int, context_max_tokens: int) -> float:
+            return fixed_s + layers * attention(seqs, context_sum_tokens)
         return fn
 
     def breakdown(self, shape: BatchShape) -> dict[str, float]:
