@@ -8,7 +8,8 @@
 `ComposedCostModel` caches the per-token and per-sequence parts by their integer key and composes
 them; a subclass says how long the kernels take: `_per_token_parts(T)`, `_lm_head_s(n)`,
 `_elem_s(bytes)`, `_prefill_attention_s(chunks, prefixes)` and `_decode_attention_s(n, context_sum)`. A decode-only
-step is priced by `decode_step_fn(n)`, which `step_time_s` calls too, and which fast-forward's
+step is priced by `decode_step_fn(n)` (built once per n by `_decode_step_formula`, which a subclass
+may specialise with the same arithmetic), which `step_time_s` calls too, and which fast-forward's
 run pricer (decode_run.py) loops over: one formula, so a fast-forwarded run costs exactly what its
 steps cost one by one. All times are seconds.
 """
