@@ -307,6 +307,30 @@ def test_decode_attention_takes_the_compute_bound_branch_where_it_is_larger():
     check_run_pricer(cm, seqs, ctx_sum, ctx_max, [cm.step_time_s(BatchShape((), (), seqs, ctx_sum + j * seqs, ctx_max + j)) for j in range(20)])
 
 
+@pytest.mark.parametrize("roofline_p", [2.0, 1.5, math.inf])
+@pytest.mark.parametrize("kernel_floor_us", [None, 500.0])
+def test_decode_step_formula_is_the_kernel_roofline_bit_for_bit(roofline_p, kernel_floor_us):
+    # decode_step_fn binds the attention roofline's constants into one closure (analytic.py); it
+    # must give the very bits of the unbound composition: fixed part + layers x _kernel_s(...)
+    profile = load_profile("h100-80g-sxm")
+    update = {"roofline_p": roofline_p}
+    if kernel_floor_us is not None:  # so large that the floor wins at small contexts
+        update["kernel_floor_us"] = kernel_floor_us
+    cm = AnalyticCostModel(load_model("llama-2-7b"), profile.model_copy(update={"efficiency": profile.efficiency.model_copy(update=update)}))
+    rng = np.random.default_rng(7)
+    floored = 0
+    for seqs in (1, 3, 64, 255):
+        fn = cm.decode_step_fn(seqs)
+        for ctx_sum in [seqs, seqs * 17] + [int(x) for x in rng.integers(seqs, seqs * 4096, 50)]:
+            attention = cm._kernel_s(cm._launch_s, ctx_sum * cm._attn_flops_per_pair / cm._attn_flops_per_s,
+                                     (ctx_sum * cm._kv_bytes_per_token_layer + seqs * cm._q_bytes_per_token) / cm._attn_bytes_per_s)
+            floored += attention == cm._floor_s
+            assert cm._decode_attention_s(seqs, ctx_sum) == attention
+            assert fn(ctx_sum, 1) == cm._decode_fixed_s(seqs) + cm._layers * attention
+            assert cm.step_time_s(BatchShape((), (), seqs, ctx_sum, 1)) == fn(ctx_sum, 1)
+    assert (floored > 0) == (kernel_floor_us is not None)  # both branches of the floor are checked
+
+
 def test_moe_decode_reads_fewer_expert_weights_than_prefill():
     cm = AnalyticCostModel(load_model("mixtral-8x7b"), load_profile("h100-80g-sxm"), 2)
     assert cm.floors(decode(1, 512))["weight_bytes_per_gpu"] < 0.4 * cm.floors(prefill(2048))["weight_bytes_per_gpu"]

@@ -60,16 +60,17 @@ class ReplicaProcess:
                 self._idle = None
                 continue
             run = step.run
+            clock_s = env.now
             if run is None:
                 end_s = now_s + step.duration_s
                 # SimPy adds the duration to its clock the same way (delay_to where the clock is off)
-                delay = step.duration_s if env.now == now_s else delay_to(env, end_s)
-            else:
-                end_s = run.end_s
-                delay = delay_to(env, end_s)
-            if run is None:
+                delay = step.duration_s if clock_s == now_s else delay_to(env, end_s)
                 yield env.timeout(delay)
             else:
+                end_s = run.end_s
+                delay = end_s - clock_s  # delay_to's first try, inlined (once a cycle): it mostly lands
+                if delay <= 0.0 or clock_s + delay != end_s:
+                    delay = delay_to(env, end_s)
                 self._run_end = env.timeout(delay)
                 yield self._run_end
                 self._run_end = None

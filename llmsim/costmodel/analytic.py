@@ -21,6 +21,8 @@ dict lookup plus a few float operations.
 
 from __future__ import annotations
 
+from math import hypot
+
 from llmsim.costmodel.base import BatchShape
 from llmsim.costmodel.catalog import ModelArch
 from llmsim.costmodel.composed import ComposedCostModel
@@ -191,11 +193,34 @@ class AnalyticCostModel(ComposedCostModel):
         """One layer's decode attention: streams every sequence's cached K and V once.
 
         Split-KV decoding spreads even one long sequence over all SMs, so only the summed context
-        matters here; the max context is not needed by this model.
+        matters here; the max context is not needed by this model. The formula is
+        `_decode_step_formula`'s with no fixed part and one layer (0.0 + 1 x t is t, bit for bit).
         """
-        moved_bytes = context_sum_tokens * self._kv_bytes_per_token_layer + seqs * self._q_bytes_per_token
-        flops = context_sum_tokens * self._attn_flops_per_pair
-        return self._kernel_s(self._launch_s, flops / self._attn_flops_per_s, moved_bytes / self._attn_bytes_per_s)
+        fn = self._decode_attention_cache.get(seqs)
+        if fn is None:
+            fn = self._decode_attention_cache[seqs] = self._decode_step_formula(seqs, 0.0, 1)
+        return fn(context_sum_tokens, 0)
+
+    def _decode_step_formula(self, seqs: int, fixed_s: float, layers: int):
+        """fixed_s + layers x one layer's decode attention of `seqs` sequences, as a function of
+        (context sum, context max): launch + smooth_max(FLOPs / rate, bytes / rate), at least the
+        kernel floor (`_kernel_s`, `smooth_max` inlined, their operations in the same order), with
+        every constant of `seqs` bound once. Fast-forward calls it once per priced step
+        (costmodel/decode_run.py), so it is one Python call."""
+        kv_bytes, q_bytes = self._kv_bytes_per_token_layer, seqs * self._q_bytes_per_token
+        flops_per_token, flops_per_s, bytes_per_s = self._attn_flops_per_pair, self._attn_flops_per_s, self._attn_bytes_per_s
+        launch_s, floor_s, p = self._launch_s, self._floor_s, self._p
+        if p == 2.0:  # smooth_max's own fast path
+            def fn(context_sum_tokens: int, context_max_tokens: int) -> float:
+                t = launch_s + hypot(context_sum_tokens * flops_per_token / flops_per_s,
+                                     (context_sum_tokens * kv_bytes + q_bytes) / bytes_per_s)
+                return fixed_s + layers * (t if t > floor_s else floor_s)
+        else:
+            def fn(context_sum_tokens: int, context_max_tokens: int) -> float:
+                t = launch_s + smooth_max(context_sum_tokens * flops_per_token / flops_per_s,
+                                          (context_sum_tokens * kv_bytes + q_bytes) / bytes_per_s, p)
+                return fixed_s + layers * (t if t > floor_s else floor_s)
+        return fn
 
     # ----- CostModel interface -----
 

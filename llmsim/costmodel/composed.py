@@ -8,7 +8,8 @@
 `ComposedCostModel` caches the per-token and per-sequence parts by their integer key and composes
 them; a subclass says how long the kernels take: `_per_token_parts(T)`, `_lm_head_s(n)`,
 `_elem_s(bytes)`, `_prefill_attention_s(chunks, prefixes)` and `_decode_attention_s(n, context_sum)`. A decode-only
-step is priced by `decode_step_fn(n)`, which `step_time_s` calls too, and which fast-forward's
+step is priced by `decode_step_fn(n)` (built once per n by `_decode_step_formula`, which a subclass
+may specialise with the same arithmetic), which `step_time_s` calls too, and which fast-forward's
 run pricer (decode_run.py) loops over: one formula, so a fast-forwarded run costs exactly what its
 steps cost one by one. All times are seconds.
 """
@@ -36,6 +37,7 @@ class ComposedCostModel:
         self._decode_fixed_cache: dict[int, float] = {}
         self._lone_prefill_cache: dict[int, float] = {}  # step time of one fresh prompt's prefill, by length
         self._decode_fn_cache: dict[int, DecodeStepFn] = {}  # decode-only step formulas, by sequence count
+        self._decode_attention_cache: dict[int, DecodeStepFn] = {}  # one layer's decode attention, by sequence count
 
     # ----- hooks -----
     def _per_token_parts(self, tokens: int) -> tuple[float, float, float]:
@@ -113,11 +115,18 @@ class ComposedCostModel:
                 def fn(context_sum_tokens: int, context_max_tokens: int) -> float:
                     return 0.0
             else:
-                fixed, layers, attention = self._decode_fixed_s(decode_seqs), self._layers, self._decode_attention_s
-
-                def fn(context_sum_tokens: int, context_max_tokens: int) -> float:
-                    return fixed + layers * attention(decode_seqs, context_sum_tokens)
+                fn = self._decode_step_formula(decode_seqs, self._decode_fixed_s(decode_seqs), self._layers)
             self._decode_fn_cache[decode_seqs] = fn
+        return fn
+
+    def _decode_step_formula(self, seqs: int, fixed_s: float, layers: int) -> DecodeStepFn:
+        """fixed_s + layers x `_decode_attention_s(seqs, context sum)`, as a function of (context sum,
+        context max). A subclass may bind its attention's constants for `seqs` into one closure
+        (analytic.py: one Python call per priced step instead of four), with the same arithmetic."""
+        attention = self._decode_attention_s
+
+        def fn(context_sum_tokens: int, context_max_tokens: int) -> float:
+            return fixed_s + layers * attention(seqs, context_sum_tokens)
         return fn
 
     def breakdown(self, shape: BatchShape) -> dict[str, float]:

@@ -9,7 +9,7 @@ a built `BatchShape`. Ends are summed one step at a time from `start_s`, as step
 clock adds each step, so a run's timestamps are the same bits as the steps taken one by one.
 
 There is no second (vectorised or compiled) implementation: a priced step costs a Python call
-(about 0.3 us), and fast-forward prices a few to 32 steps per run (docs/performance.md).
+(one call of a closure, analytic.py), and fast-forward prices a few to 32 steps per run (docs/performance.md).
 
 Units: seconds, tokens.
 """
@@ -44,12 +44,15 @@ def price_decode_run(cost_model: CostModel, decode_seqs: int, start_s: float, co
     step_s = decode_step_fn(cost_model, decode_seqs)
     ends: list[float] = []
     durations: list[float] = []
+    add_end, add_duration = ends.append, durations.append  # bound once: this loop runs per priced step
     end = start_s
-    for j in range(num_steps):
-        d = step_s(context_sum_tokens + j * decode_seqs, context_max_tokens + j)
+    context_sum = context_sum_tokens
+    for context_max in range(context_max_tokens, context_max_tokens + num_steps):
+        d = step_s(context_sum, context_max)
+        context_sum += decode_seqs
         end += d  # sequential sums, as step-by-step mode's clock adds each step
-        ends.append(end)
-        durations.append(d)
+        add_end(end)
+        add_duration(d)
         if end >= horizon_s:
             break
     return ends, durations
