@@ -16,11 +16,21 @@ equal keys before it; for a whole batch, from the chains sorted in order: `commo
 In the sorted order, request i's blocks held by an earlier (longer-lived)
 request are its first max over earlier j of LCP(i, j) blocks.
 
+Speed: a round keeps the chains sorted (lexicographically) with the LCP of each adjacent pair, so a
+candidate's LCP with every request is two bisections and two running minima away (the LCP of two
+chains is the smallest adjacent one between them in sorted order); and it keeps, per list, each
+request's blocks held by an earlier one ("earlier") and the order: a candidate (the last index, so
+after every request of equal growth in the stable order) raises only the earlier of the requests
+after it, by its LCP with them. Each try is O(n) numpy per list instead of rebuilding n x n
+matrices, with the very same integers and sums, so the same peaks bit for bit.
+
 Plain numpy, not compiled: used only with prefix caching on (past-future.py and oracle.py pick it
 when the view has `prefix_chain`). Units: tokens (block counts times the block size).
 """
 
 from __future__ import annotations
+
+from bisect import bisect_right
 
 import numpy as np
 
@@ -40,33 +50,60 @@ def common_prefix_blocks(a: tuple, b: tuple) -> int:
 def shared_peak_tokens(held: np.ndarray, growth: np.ndarray, lcp: np.ndarray, block_size: int) -> float:
     """The future peak of one list: `held` and `growth` per request, `lcp[i, j]` the blocks
     requests i and j share. Each shared block counts once, with its longest-lived holder."""
-    n = len(held)
-    if n == 0:
+    if len(held) == 0:
         return 0.0
     order = np.argsort(-growth, kind="stable")
-    shared = lcp[np.ix_(order, order)]
-    # blocks of each request already held by a request earlier in the order (strict lower triangle)
-    earlier = np.tril(shared, -1).max(axis=1) if n > 1 else np.zeros(1, dtype=np.int64)
-    a = held[order] - block_size * earlier
-    b = growth[order]
-    return float(np.max(np.cumsum(a) + np.arange(1, n + 1) * b))
+    return _peak(held, growth, order, _earlier_blocks(lcp, order), block_size)
+
+
+def _earlier_blocks(lcp: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Per request (by index), the most blocks it shares with a request before it in `order`."""
+    n = len(order)
+    rank = np.empty(n, dtype=np.intp)
+    rank[order] = np.arange(n)
+    return np.max(lcp, axis=1, initial=0, where=rank[None, :] < rank[:, None])
+
+
+def _peak(held: np.ndarray, growth: np.ndarray, order: np.ndarray, earlier: np.ndarray, block_size: int) -> float:
+    """max over k of (A_k + k * b_k) in `order`, a request's held tokens less its earlier-held blocks."""
+    a = held[order] - block_size * earlier[order]
+    return float(np.max(np.cumsum(a) + np.arange(1, len(order) + 1) * growth[order]))
+
+
+def _sorted_lcp(adjacent: np.ndarray) -> np.ndarray:
+    """s[p, q] = common prefix of the chains at sorted positions p and q: the smallest adjacent
+    LCP between them (0 on the diagonal), as running minima along each row."""
+    n = len(adjacent) + 1
+    top = np.iinfo(np.int64).max
+    x = np.broadcast_to(np.concatenate(([top], adjacent)), (n, n)).copy()  # x[p, q] = adjacent[q - 1]
+    below = np.arange(n)[None, :] <= np.arange(n)[:, None]
+    x[below] = top  # before position p + 1: no effect on the minima
+    np.minimum.accumulate(x, axis=1, out=x)
+    x[below] = 0
+    return x + x.T
 
 
 def common_prefix_matrix(chains: list[tuple]) -> np.ndarray:
     """lcp[i, j] = common prefix blocks of chains i and j (0 on the diagonal, unused). Sorted
     lexicographically, the common prefix of two chains is the smallest of the adjacent ones
     between them: n - 1 bisections instead of n^2 / 2."""
-    n = len(chains)
+    order, adjacent = _sort_chains(chains)
+    return _lcp_in_index_order(order, adjacent)
+
+
+def _sort_chains(chains: list[tuple]) -> tuple[list[int], np.ndarray]:
+    """(indices of `chains` in lexicographic order, LCP of each adjacent pair in that order)."""
+    order = sorted(range(len(chains)), key=chains.__getitem__)
+    adjacent = [common_prefix_blocks(chains[a], chains[b]) for a, b in zip(order, order[1:])]
+    return order, np.array(adjacent, dtype=np.int64)
+
+
+def _lcp_in_index_order(order: list[int], adjacent: np.ndarray) -> np.ndarray:
+    n = len(order)
     lcp = np.zeros((n, n), dtype=np.int64)
-    if n < 2:
-        return lcp
-    order = sorted(range(n), key=chains.__getitem__)
-    adjacent = np.array([common_prefix_blocks(chains[a], chains[b]) for a, b in zip(order, order[1:])], dtype=np.int64)
-    pos = np.asarray(order)
-    for p in range(n - 1):
-        row = np.minimum.accumulate(adjacent[p:])  # sorted positions p+1, p+2, ...
-        lcp[pos[p], pos[p + 1:]] = row
-        lcp[pos[p + 1:], pos[p]] = row
+    if n > 1 and adjacent.any():
+        pos = np.asarray(order)
+        lcp[pos[:, None], pos[None, :]] = _sorted_lcp(adjacent)
     return lcp
 
 
@@ -75,13 +112,27 @@ class SharedPeakRound:
     the same answers as peak.PeakAdmissionRound when nothing is shared."""
 
     def __init__(self, held_tokens, growth_tokens, limit_tokens: float, chains: list[tuple], block_size: int) -> None:
-        self.held = np.asarray(held_tokens, dtype=np.float64)
+        held = np.asarray(held_tokens, dtype=np.float64)
         growth = np.asarray(growth_tokens, dtype=np.float64)
-        self.growth = growth if growth.ndim == 2 else growth[None, :]  # (lists, n)
+        growth = growth if growth.ndim == 2 else growth[None, :]  # (lists, n)
         self.limit_tokens = limit_tokens
         self.block_size = block_size
         self.chains = list(chains)
-        self.lcp = common_prefix_matrix(self.chains)
+        n = len(self.chains)
+        self._by_chain, self._adjacent = _sort_chains(self.chains)  # indices in chain order, adjacent LCPs
+        self._sorted = [self.chains[i] for i in self._by_chain]
+        self._lcp = _lcp_in_index_order(self._by_chain, self._adjacent)
+        self.held, self.growth = held, growth
+        # per list: the stable order by growth (largest first) and each request's earlier-held blocks
+        self._orders = [np.argsort(-g, kind="stable") for g in growth]
+        self._earlier = [_earlier_blocks(self._lcp, o) if n > 1 else np.zeros(n, dtype=np.int64) for o in self._orders]
+
+    @property
+    def lcp(self) -> np.ndarray:
+        """lcp[i, j] = blocks requests i and j share (index order: running, then admitted)."""
+        if self._lcp is None:
+            self._lcp = _lcp_in_index_order(self._by_chain, self._adjacent)
+        return self._lcp
 
     @property
     def num_lists(self) -> int:
@@ -91,19 +142,52 @@ class SharedPeakRound:
         """The peak of each list (tests and inspection)."""
         return [shared_peak_tokens(self.held, g, self.lcp, self.block_size) for g in self.growth]
 
+    def _row(self, chain: tuple) -> tuple[int, np.ndarray]:
+        """(sorted position of `chain`, its LCP with each request by index)."""
+        n, srt, adj = len(self.chains), self._sorted, self._adjacent
+        pos = bisect_right(srt, chain)
+        left = common_prefix_blocks(chain, srt[pos - 1]) if pos > 0 else 0
+        right = common_prefix_blocks(chain, srt[pos]) if pos < n else 0
+        by_sorted = np.empty(n, dtype=np.int64)
+        # to the left: min(left, adjacent[k .. pos-2]); to the right: min(right, adjacent[pos .. k-1])
+        by_sorted[:pos] = np.minimum.accumulate(np.concatenate(([left], adj[:max(pos - 1, 0)][::-1])))[::-1][:pos]
+        by_sorted[pos:] = np.minimum.accumulate(np.concatenate(([right], adj[pos:])))[:n - pos]
+        row = np.empty(n, dtype=np.int64)
+        row[self._by_chain] = by_sorted
+        return pos, row
+
     def try_add(self, held: float, growth_per_list, chain: tuple) -> bool:
         """Admit a candidate holding `held` tokens, growing by `growth_per_list` (one per list or
         one for all), holding the cached blocks `chain`, if every list's peak with it fits."""
         growth = np.broadcast_to(np.asarray(growth_per_list, dtype=np.float64).reshape(-1), (self.num_lists,))
-        row = np.array([common_prefix_blocks(chain, c) if chain and c and c[0] == chain[0] else 0 for c in self.chains],
-                       dtype=np.int64)
-        n = len(self.chains)
-        lcp = np.zeros((n + 1, n + 1), dtype=np.int64)
-        lcp[:n, :n], lcp[n, :n], lcp[:n, n] = self.lcp, row, row
+        pos, row = self._row(chain)
         held_all = np.append(self.held, held)
-        growth_all = np.concatenate((self.growth, growth[:, None]), axis=1)
-        if any(shared_peak_tokens(held_all, g, lcp, self.block_size) > self.limit_tokens for g in growth_all):
-            return False
-        self.held, self.growth, self.lcp = held_all, growth_all, lcp
-        self.chains.append(chain)
+        tried = []
+        for g_list, order, earlier, g in zip(self.growth, self._orders, self._earlier, growth):
+            # stable order of growth with the candidate last: it goes after every request of growth >= g
+            after = g_list < g
+            at = len(order) - int(np.count_nonzero(after))
+            new_order = np.insert(order, at, len(order))
+            new_earlier = np.append(np.where(after, np.maximum(earlier, row), earlier), row[~after].max(initial=0))
+            g_all = np.append(g_list, g)
+            if _peak(held_all, g_all, new_order, new_earlier, self.block_size) > self.limit_tokens:
+                return False
+            tried.append((new_order, new_earlier, g_all))
+        self._accept(held_all, tried, chain, pos, row)
         return True
+
+    def _accept(self, held_all: np.ndarray, tried: list, chain: tuple, pos: int, row: np.ndarray) -> None:
+        n = len(self.chains)
+        self.held = held_all
+        self._orders = [t[0] for t in tried]
+        self._earlier = [t[1] for t in tried]
+        self.growth = np.stack([t[2] for t in tried])
+        self._lcp = None  # rebuilt if asked (peaks)
+        # the chain's place in sorted order: adjacent LCPs left | right replace the one across it
+        srt, adj = self._sorted, self._adjacent
+        by_chain = self._by_chain
+        pieces = ([row[by_chain[pos - 1]]] if pos > 0 else []) + ([row[by_chain[pos]]] if pos < n else [])
+        self._adjacent = np.concatenate((adj[:max(pos - 1, 0)], np.array(pieces, dtype=np.int64), adj[pos:]))
+        srt.insert(pos, chain)
+        self._by_chain.insert(pos, n)
+        self.chains.append(chain)
