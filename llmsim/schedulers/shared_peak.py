@@ -70,6 +70,24 @@ def _peak(held: np.ndarray, growth: np.ndarray, order: np.ndarray, earlier: np.n
     return float(np.max(np.cumsum(a) + np.arange(1, len(order) + 1) * growth[order]))
 
 
+def _peaks(held: np.ndarray, growth: np.ndarray, order: np.ndarray, earlier: np.ndarray, block_size: int) -> np.ndarray:
+    """`_peak` of every list at once (rows of `growth`, `order`, `earlier`): the same elementwise
+    operations, and cumsum along a row adds in the same order, so the same floats."""
+    a = held[order] - block_size * np.take_along_axis(earlier, order, axis=1)
+    ranks = np.arange(1, order.shape[1] + 1)
+    return np.max(np.cumsum(a, axis=1) + ranks * np.take_along_axis(growth, order, axis=1), axis=1)
+
+
+def _earlier_per_list(lcp: np.ndarray, growth: np.ndarray) -> np.ndarray:
+    """`_earlier_blocks` for each list (row of `growth`), in index order."""
+    lists, n = growth.shape
+    order = np.argsort(-growth, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(n), (lists, n)), axis=1)
+    before = rank[:, None, :] < rank[:, :, None]  # [l, i, j]: j comes before i in list l
+    return np.max(np.broadcast_to(lcp, (lists, n, n)), axis=2, initial=0, where=before)
+
+
 def _sorted_lcp(adjacent: np.ndarray) -> np.ndarray:
     """s[p, q] = common prefix of the chains at sorted positions p and q: the smallest adjacent
     LCP between them (0 on the diagonal), as running minima along each row."""
@@ -123,9 +141,9 @@ class SharedPeakRound:
         self._sorted = [self.chains[i] for i in self._by_chain]
         self._lcp = _lcp_in_index_order(self._by_chain, self._adjacent)
         self.held, self.growth = held, growth
-        # per list: the stable order by growth (largest first) and each request's earlier-held blocks
-        self._orders = [np.argsort(-g, kind="stable") for g in growth]
-        self._earlier = [_earlier_blocks(self._lcp, o) if n > 1 else np.zeros(n, dtype=np.int64) for o in self._orders]
+        # per list (rows): each request's blocks held by a request before it in the list's order
+        self._earlier = _earlier_per_list(self._lcp, growth) if n > 1 and self._adjacent.any() \
+            else np.zeros(growth.shape, dtype=np.int64)
 
     @property
     def lcp(self) -> np.ndarray:
@@ -161,33 +179,30 @@ class SharedPeakRound:
         one for all), holding the cached blocks `chain`, if every list's peak with it fits."""
         growth = np.broadcast_to(np.asarray(growth_per_list, dtype=np.float64).reshape(-1), (self.num_lists,))
         pos, row = self._row(chain)
+        n = len(self.chains)
         held_all = np.append(self.held, held)
-        tried = []
-        for g_list, order, earlier, g in zip(self.growth, self._orders, self._earlier, growth):
-            # stable order of growth with the candidate last: it goes after every request of growth >= g
-            after = g_list < g
-            at = len(order) - int(np.count_nonzero(after))
-            new_order = np.insert(order, at, len(order))
-            new_earlier = np.append(np.where(after, np.maximum(earlier, row), earlier), row[~after].max(initial=0))
-            g_all = np.append(g_list, g)
-            if _peak(held_all, g_all, new_order, new_earlier, self.block_size) > self.limit_tokens:
-                return False
-            tried.append((new_order, new_earlier, g_all))
-        self._accept(held_all, tried, chain, pos, row)
+        growth_all = np.concatenate((self.growth, growth[:, None]), axis=1)
+        # the candidate is the last index: in each list's stable order it comes after every request
+        # of growth >= its own, so it raises the earlier-held blocks of those with less growth only
+        after = self.growth < growth[:, None]
+        earlier = np.empty(growth_all.shape, dtype=np.int64)
+        earlier[:, :n] = np.where(after, np.maximum(self._earlier, row), self._earlier)
+        earlier[:, n] = np.max(np.where(after, 0, row), axis=1, initial=0)
+        order = np.argsort(-growth_all, axis=1, kind="stable")
+        if (_peaks(held_all, growth_all, order, earlier, self.block_size) > self.limit_tokens).any():
+            return False
+        self.held, self.growth, self._earlier = held_all, growth_all, earlier
+        self._insert(chain, pos, row)
         return True
 
-    def _accept(self, held_all: np.ndarray, tried: list, chain: tuple, pos: int, row: np.ndarray) -> None:
+    def _insert(self, chain: tuple, pos: int, row: np.ndarray) -> None:
+        """Add an admitted chain at its sorted position `pos` (LCPs with the others: `row`)."""
         n = len(self.chains)
-        self.held = held_all
-        self._orders = [t[0] for t in tried]
-        self._earlier = [t[1] for t in tried]
-        self.growth = np.stack([t[2] for t in tried])
         self._lcp = None  # rebuilt if asked (peaks)
-        # the chain's place in sorted order: adjacent LCPs left | right replace the one across it
-        srt, adj = self._sorted, self._adjacent
-        by_chain = self._by_chain
+        # adjacent LCPs left | right replace the one across the chain's place
+        srt, adj, by_chain = self._sorted, self._adjacent, self._by_chain
         pieces = ([row[by_chain[pos - 1]]] if pos > 0 else []) + ([row[by_chain[pos]]] if pos < n else [])
         self._adjacent = np.concatenate((adj[:max(pos - 1, 0)], np.array(pieces, dtype=np.int64), adj[pos:]))
         srt.insert(pos, chain)
-        self._by_chain.insert(pos, n)
+        by_chain.insert(pos, n)
         self.chains.append(chain)
