@@ -141,9 +141,9 @@ class PrefixCachingAllocator(BlockAllocator):
         short = blocks - self.empty_blocks
         if short > 0:
             n = min(short, len(self.evictable))  # the base class raises if even that is too few
-            for _ in range(n):
-                key, _ = self.evictable.popitem(last=False)
-                del self.refs[key]
+            gone = list(islice(self.evictable, n))  # the free queue's front
+            drain(map(self.evictable.__delitem__, gone))
+            drain(map(self.refs.__delitem__, gone))
             self.evicted_blocks += n
         super().allocate(blocks)
 

@@ -14,7 +14,7 @@ Units: blocks.
 
 from __future__ import annotations
 
-from itertools import compress, repeat
+from itertools import compress, filterfalse, islice, repeat
 from operator import add, not_
 
 from .prefix_cache import PrefixCachingAllocator, run_in
@@ -105,12 +105,15 @@ class CachePlan:
         assert not self.released, "internal: an allocation planned after a release"
         short = blocks - (self.free - self.evictable)
         while short > 0 and self.evictable > 0:
-            key = next(self._lru)
-            if key in self.revived:
-                continue
-            self.evicted.add(key)
-            self.evictable -= 1
-            short -= 1
+            # the queue's next keys, skipping those a planned admission holds again; a chunk of at
+            # most `short` keys never takes more than key-by-key would (a skipped one leaves short > 0)
+            chunk = list(islice(self._lru, min(short, self.evictable)))
+            if not chunk:
+                raise AssertionError("internal: the plan counts more unreferenced cached blocks than the free queue has")
+            fresh = list(filterfalse(self.revived.__contains__, chunk))
+            self.evicted.update(fresh)
+            self.evictable -= len(fresh)
+            short -= len(fresh)
         self.free -= blocks
 
     def release(self, rid: int, blocks: int) -> int:
