@@ -78,14 +78,33 @@ def _peaks(held: np.ndarray, growth: np.ndarray, order: np.ndarray, earlier: np.
     return np.max(np.cumsum(a, axis=1) + ranks * np.take_along_axis(growth, order, axis=1), axis=1)
 
 
-def _earlier_per_list(lcp: np.ndarray, growth: np.ndarray) -> np.ndarray:
-    """`_earlier_blocks` for each list (row of `growth`), in index order."""
+def _earlier_per_list(by_chain: list[int], adjacent: np.ndarray, growth: np.ndarray) -> np.ndarray:
+    """`_earlier_blocks` for each list (row of `growth`), in index order, from the chains' sorted
+    order `by_chain` and adjacent LCPs. With m the smallest adjacent LCP, the sorted positions whose
+    adjacent LCP is m split the chains into groups: two chains of different groups share exactly m
+    blocks, two of one group at least m. So a request's earlier-held blocks are m (0 if first in its
+    list), or more from an earlier request of its group: an n x n comparison only among the
+    requests of groups of two or more (few: chat sessions share only their system prompt)."""
     lists, n = growth.shape
+    m = int(adjacent.min())
     order = np.argsort(-growth, axis=1, kind="stable")
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.broadcast_to(np.arange(n), (lists, n)), axis=1)
-    before = rank[:, None, :] < rank[:, :, None]  # [l, i, j]: j comes before i in list l
-    return np.max(np.broadcast_to(lcp, (lists, n, n)), axis=2, initial=0, where=before)
+    earlier = np.where(rank > 0, m, 0).astype(np.int64)
+    above = adjacent > m
+    grouped = np.zeros(n, dtype=bool)
+    grouped[:-1] |= above
+    grouped[1:] |= above
+    pos = np.flatnonzero(grouped)  # sorted positions in groups of two or more
+    if len(pos):
+        # LCP of consecutive ones among them: the smallest adjacent LCP in between
+        sub = _sorted_lcp(np.minimum.reduceat(adjacent[:pos[-1]], pos[:-1]))
+        idx = np.asarray(by_chain)[pos]
+        sub_rank = rank[:, idx]
+        before = sub_rank[:, None, :] < sub_rank[:, :, None]  # [l, i, j]: j comes before i in list l
+        found = np.max(np.broadcast_to(sub, (lists, len(pos), len(pos))), axis=2, initial=0, where=before)
+        earlier[:, idx] = np.maximum(earlier[:, idx], found)
+    return earlier
 
 
 def _sorted_lcp(adjacent: np.ndarray) -> np.ndarray:
@@ -139,10 +158,10 @@ class SharedPeakRound:
         n = len(self.chains)
         self._by_chain, self._adjacent = _sort_chains(self.chains)  # indices in chain order, adjacent LCPs
         self._sorted = [self.chains[i] for i in self._by_chain]
-        self._lcp = _lcp_in_index_order(self._by_chain, self._adjacent)
+        self._lcp = None  # built if asked (peaks)
         self.held, self.growth = held, growth
         # per list (rows): each request's blocks held by a request before it in the list's order
-        self._earlier = _earlier_per_list(self._lcp, growth) if n > 1 and self._adjacent.any() \
+        self._earlier = _earlier_per_list(self._by_chain, self._adjacent, growth) if n > 1 and self._adjacent.any() \
             else np.zeros(growth.shape, dtype=np.int64)
 
     @property
