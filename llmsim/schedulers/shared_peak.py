@@ -31,6 +31,7 @@ when the view has `prefix_chain`). Units: tokens (block counts times the block s
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import Counter
 
 import numpy as np
 
@@ -144,11 +145,52 @@ def _lcp_in_index_order(order: list[int], adjacent: np.ndarray) -> np.ndarray:
     return lcp
 
 
+class SortedChains:
+    """The chains of a replica's last round in lexicographic order with their adjacent LCPs, kept
+    by its scheduler from round to round: the running requests barely change between rounds, so a
+    round removes the chains that left and inserts the new ones (found by identity: a running
+    request's chain is the same tuple every round) instead of sorting them all again. A cache
+    only: any list of chains gets the same sorted chains and adjacent LCPs as `_sort_chains`."""
+
+    def __init__(self) -> None:
+        self.sorted: list[tuple] = []
+        self.adjacent: list[int] = []
+
+    def update(self, chains: list[tuple]) -> tuple[list[int], np.ndarray, list[tuple]]:
+        """(indices of `chains` in sorted order, adjacent LCPs, the sorted chains (a copy))."""
+        want = Counter(map(id, chains))
+        srt, adj, run = [], [], 0
+        last = len(self.sorted) - 1
+        for k, chain in enumerate(self.sorted):  # keep those still there; LCP across a removed one: the minimum
+            if want[id(chain)] > 0:
+                want[id(chain)] -= 1
+                if srt:
+                    adj.append(run)
+                srt.append(chain)
+                run = None
+            if k < last and srt:
+                run = self.adjacent[k] if run is None else min(run, self.adjacent[k])
+        for chain in chains:
+            if want[id(chain)] > 0:
+                want[id(chain)] -= 1
+                pos = bisect_right(srt, chain)
+                pieces = ([common_prefix_blocks(srt[pos - 1], chain)] if pos > 0 else []) + \
+                         ([common_prefix_blocks(chain, srt[pos])] if pos < len(srt) else [])
+                adj[max(pos - 1, 0):pos] = pieces
+                srt.insert(pos, chain)
+        self.sorted, self.adjacent = srt, adj
+        where: dict[int, list[int]] = {}
+        for i, chain in enumerate(chains):
+            where.setdefault(id(chain), []).append(i)
+        return [where[id(c)].pop() for c in srt], np.array(adj, dtype=np.int64), list(srt)
+
+
 class SharedPeakRound:
     """A future-peak admission round with shared prefixes counted once (see the module docstring);
     the same answers as peak.PeakAdmissionRound when nothing is shared."""
 
-    def __init__(self, held_tokens, growth_tokens, limit_tokens: float, chains: list[tuple], block_size: int) -> None:
+    def __init__(self, held_tokens, growth_tokens, limit_tokens: float, chains: list[tuple], block_size: int,
+                 index: SortedChains | None = None) -> None:
         held = np.asarray(held_tokens, dtype=np.float64)
         growth = np.asarray(growth_tokens, dtype=np.float64)
         growth = growth if growth.ndim == 2 else growth[None, :]  # (lists, n)
@@ -156,8 +198,11 @@ class SharedPeakRound:
         self.block_size = block_size
         self.chains = list(chains)
         n = len(self.chains)
-        self._by_chain, self._adjacent = _sort_chains(self.chains)  # indices in chain order, adjacent LCPs
-        self._sorted = [self.chains[i] for i in self._by_chain]
+        if index is None:
+            self._by_chain, self._adjacent = _sort_chains(self.chains)  # indices in chain order, adjacent LCPs
+            self._sorted = [self.chains[i] for i in self._by_chain]
+        else:
+            self._by_chain, self._adjacent, self._sorted = index.update(self.chains)
         self._lcp = None  # built if asked (peaks)
         self.held, self.growth = held, growth
         # per list (rows): each request's blocks held by a request before it in the list's order
