@@ -12,17 +12,21 @@ its holders is.
 Prefixes are compared through their block keys: two requests share exactly the common prefix of
 their key chains (equal keys mean equal tokens from the prompt's start), whose length is their
 longest common prefix (LCP, found by bisection: keys are chained, so equal keys at a depth mean
-equal keys before it; for a whole batch, from the chains sorted in order: `common_prefix_matrix`).
+equal keys before it; for all pairs at once, from the chains sorted: `common_prefix_matrix`).
 In the sorted order, request i's blocks held by an earlier (longer-lived)
 request are its first max over earlier j of LCP(i, j) blocks.
 
-Speed: a round keeps the chains sorted (lexicographically) with the LCP of each adjacent pair, so a
-candidate's LCP with every request is two bisections and two running minima away (the LCP of two
-chains is the smallest adjacent one between them in sorted order); and it keeps, per list, each
-request's blocks held by an earlier one ("earlier") and the order: a candidate (the last index, so
-after every request of equal growth in the stable order) raises only the earlier of the requests
-after it, by its LCP with them. Each try is O(n) numpy per list instead of rebuilding n x n
-matrices, with the very same integers and sums, so the same peaks bit for bit.
+Speed (the same integers and the same sums in the same order, so the same peaks bit for bit):
+- sorted chains: the LCP of two chains is the smallest adjacent LCP between them in lexicographic
+  order, so a round keeps the chains sorted with their adjacent LCPs (`SortedChains`: carried
+  from the replica's last round, only the chains that left or came are removed or inserted), and
+  a candidate's LCP with every request is two bisections and two running minima away;
+- a round's start: with m the smallest adjacent LCP, chains of different groups (split where the
+  adjacent LCP is m) share exactly m blocks, so only groups of two or more are compared pairwise
+  (`_earlier_per_list`), not all n x n pairs;
+- a try: the candidate is the last index, so in each list's stable order it follows every request
+  of growth >= its own and raises only the earlier-held blocks of those after it, by its LCP
+  with them: O(n) numpy for all lists at once instead of rebuilding n x n matrices per list.
 
 Plain numpy, not compiled: used only with prefix caching on (past-future.py and oracle.py pick it
 when the view has `prefix_chain`). Units: tokens (block counts times the block size).
