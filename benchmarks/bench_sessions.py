@@ -1,12 +1,12 @@
 """Cost of the multi-turn session workload: drawing it, and simulating it.
 
 Usage:
-    python benchmarks/bench_sessions.py            # 10,000 and 100,000 sessions drawn; chat-sessions.yaml run
+    python benchmarks/bench_sessions.py            # 10,000 and 100,000 sessions drawn; chat-sessions.yaml run (caching off, on)
 
 Prints, for scenarios/chat-sessions.yaml's session settings: the wall time to draw N sessions
 (turns, lengths, think times, prompts, the context-limit cut and every block hash id:
 llmsim.workload.sessions), the turns and hash ids drawn, and the wall time of one full run of the
-scenario (2,000 sessions, about 8,100 turns).
+scenario (2,000 sessions, about 8,100 turns), with prefix caching off and on.
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ def main() -> None:
         ids = sum(len(a) for a in wl.block_hash_ids)
         print(f"draw {count:>7,} sessions: {len(wl):>9,} turns, {ids:>10,} hash ids in {wall_s:6.2f} s "
               f"({wall_s / len(wl) * 1e6:.1f} us a turn)")
-    t0 = time.perf_counter()
-    r = simulate(load_scenario(SCENARIO))
-    print(f"run chat-sessions.yaml: {len(r.requests):,} turns in {time.perf_counter() - t0:.1f} s wall, "
-          f"{r.summary['sessions']['completed']:,} sessions completed")
+    for overrides, label in (([], ""), (["engine.prefix_caching=true"], " with prefix caching")):
+        t0 = time.perf_counter()
+        r = simulate(load_scenario(SCENARIO, overrides))
+        print(f"run chat-sessions.yaml{label}: {len(r.requests):,} turns in {time.perf_counter() - t0:.1f} s wall, "
+              f"{r.summary['sessions']['completed']:,} sessions completed")
 
 
 if __name__ == "__main__":

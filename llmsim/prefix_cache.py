@@ -33,8 +33,9 @@ Units: blocks, tokens.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from itertools import islice
+from collections import OrderedDict, deque
+from itertools import compress, islice, repeat, takewhile
+from operator import add, not_, sub
 
 import numpy as np
 
@@ -75,9 +76,12 @@ class PrefixKeys:
             return ()
         # one interned key per hash-id prefix: equal keys <=> equal ids[0..i]
         prefix_keys, parent, intern = [], -1, self._intern
-        for i in range(((n * B) - 1) // H + 1):
-            parent = intern.setdefault((parent, ids[i]), len(intern))
-            prefix_keys.append(parent)
+        setdefault, append, size = intern.setdefault, prefix_keys.append, len(intern)
+        for x in islice(ids, ((n * B) - 1) // H + 1):
+            parent = setdefault((parent, x), size)
+            if parent == size:  # a new prefix: values are 0 .. size - 1, so only a new one equals size
+                size += 1
+            append(parent)
         # engine block j's tokens depend on ids[0..last id covering it] and on j: its key is the
         # pair (that id prefix's key, j), packed into one int
         j = np.arange(n, dtype=np.int64)
@@ -100,6 +104,17 @@ def cached_run(refs, chain, limit: int) -> int:
     while h < limit and refs(chain[h]) is not None:
         h += 1
     return h
+
+
+def run_in(keys, chain, limit: int) -> int:
+    """How many leading keys of `chain` (at most `limit`) are in `keys` (a dict or set): cached_run
+    with a membership test, all in C (a chain has hundreds of keys, asked at every admission)."""
+    return len(list(takewhile(keys.__contains__, chain[:limit])))
+
+
+def drain(iterable) -> None:
+    """Run an iterator of side effects to its end, in C."""
+    deque(iterable, maxlen=0)
 
 
 class PrefixCachingAllocator(BlockAllocator):
@@ -126,20 +141,20 @@ class PrefixCachingAllocator(BlockAllocator):
         short = blocks - self.empty_blocks
         if short > 0:
             n = min(short, len(self.evictable))  # the base class raises if even that is too few
-            for _ in range(n):
-                key, _ = self.evictable.popitem(last=False)
-                del self.refs[key]
+            gone = list(islice(self.evictable, n))  # the free queue's front
+            drain(map(self.evictable.__delitem__, gone))
+            drain(map(self.refs.__delitem__, gone))
             self.evicted_blocks += n
         super().allocate(blocks)
 
     def cached_blocks(self, chain, evicted: int = 0) -> int:
         """Leading blocks of `chain` cached here (held or not), after the next `evicted`
         evictions from the free queue's front: routers read this."""
-        if not evicted:
-            return cached_run(self.refs.get, chain, len(chain))
+        present = run_in(self.refs, chain, len(chain))  # refs holds counts, never None
+        if not evicted or not present:
+            return present
         gone = set(islice(self.evictable, evicted))
-        refs = self.refs
-        return cached_run(lambda k: None if k in gone else refs.get(k), chain, len(chain))
+        return next(compress(range(present), map(gone.__contains__, chain[:present])), present)
 
     def admit(self, rid: int, chain, total_blocks: int, max_hit: int) -> tuple[int, int]:
         """A request sized `total_blocks` blocks whose cacheable blocks are `chain` is admitted: it
@@ -148,18 +163,18 @@ class PrefixCachingAllocator(BlockAllocator):
         blocks it holds that others held already)."""
         refs = self.refs
         end = min(len(chain), total_blocks)
-        present = cached_run(refs.get, chain, end)
-        revived = 0
-        for key in chain[:present]:
-            count = refs[key]
-            if count == 0:
-                del self.evictable[key]
-                revived += 1
-            refs[key] = count + 1
+        present = run_in(refs, chain, end)
+        # each held key's count + 1; those at 0 leave the free queue (keys of a chain are distinct,
+        # so key by key or all at once is the same; maps keep it in C)
+        keys = chain[:present]
+        counts = list(map(refs.__getitem__, keys))
+        revived_keys = list(compress(keys, map(not_, counts)))
+        drain(map(self.evictable.__delitem__, revived_keys))
+        refs.update(zip(keys, map(add, counts, repeat(1))))
+        revived = len(revived_keys)
         super().allocate(revived)  # they leave the free queue
         self.allocate(total_blocks - present)  # may evict unreferenced blocks, never those just held
-        for key in chain[present:end]:
-            refs[key] = 1
+        refs.update(dict.fromkeys(chain[present:end], 1))
         self.held[rid] = tuple(chain[:end])
         self.ref_sum += end
         return min(present, max_hit), present - revived
@@ -169,15 +184,13 @@ class PrefixCachingAllocator(BlockAllocator):
         once unreferenced (tail first, so children are evicted before their parents)."""
         keys = self.held.pop(rid, ())
         self.free(blocks - len(keys))
-        unreferenced = 0
         refs = self.refs
-        for key in reversed(keys):
-            count = refs[key] - 1
-            refs[key] = count
-            if count == 0:
-                self.evictable[key] = None
-                unreferenced += 1
-        self.free(unreferenced)
+        tail_first = keys[::-1]
+        counts = list(map(sub, map(refs.__getitem__, tail_first), repeat(1)))
+        refs.update(zip(tail_first, counts))
+        unreferenced = list(compress(tail_first, map(not_, counts)))  # tail first: the queue's order
+        self.evictable.update(dict.fromkeys(unreferenced))
+        self.free(len(unreferenced))
         self.ref_sum -= len(keys)
 
     def check(self, private_blocks: int) -> None:

@@ -14,7 +14,10 @@ Units: blocks.
 
 from __future__ import annotations
 
-from .prefix_cache import PrefixCachingAllocator, cached_run
+from itertools import compress, filterfalse, islice, repeat
+from operator import add, not_
+
+from .prefix_cache import PrefixCachingAllocator, run_in
 
 
 class CachePlan:
@@ -42,32 +45,59 @@ class CachePlan:
         base = self.kv.refs.get(key)
         return None if base is None else base + self.delta.get(key, 0)
 
+    def present(self, chain, limit: int) -> int:
+        """How many leading keys of `chain` (at most `limit`) are cached after the planned changes
+        (`refs` not None): runs of keys the allocator has and no planned eviction took, alternating
+        with runs of keys planned admissions registered, each run found in C."""
+        base, new, evicted = self.kv.refs, self.new, self.evicted
+        i = 0
+        while i < limit:
+            rest = chain[i:limit]
+            r = run_in(base, rest, len(rest))
+            if evicted and r:  # up to the first key a planned allocation evicted
+                r = next(compress(range(r), map(evicted.__contains__, rest[:r])), r)
+            i += r
+            j = run_in(new, chain[i:limit], limit - i)
+            if not j:
+                break
+            i += j
+        return i
+
+    def counts(self, keys) -> list[int]:
+        """`refs` of keys that `present` found cached, in C when nothing is registered or evicted."""
+        delta = self.delta
+        if self.new or self.evicted:
+            return [self.refs(k) for k in keys]
+        base = self.kv.refs
+        if not delta:
+            return list(map(base.__getitem__, keys))
+        return list(map(add, map(base.__getitem__, keys), map(delta.get, keys, repeat(0))))
+
     def peek(self, chain, total_blocks: int, max_hit: int) -> tuple[int, int]:
         """(hit blocks, cached blocks held by running requests) of an admission now, as
         `PrefixCachingAllocator.admit` would find them."""
-        refs = self.refs
-        present = cached_run(refs, chain, min(len(chain), total_blocks))
-        shared = sum(1 for key in chain[:present] if refs(key) > 0)
+        present = self.present(chain, min(len(chain), total_blocks))
+        shared = sum(map(bool, self.counts(chain[:present])))  # counts are >= 0
         return min(present, max_hit), shared
 
     def admit(self, rid: int, chain, total_blocks: int) -> None:
         """Plan `PrefixCachingAllocator.admit`."""
         assert not self.released, "internal: an allocation planned after a release"
         end = min(len(chain), total_blocks)
-        present = cached_run(self.refs, chain, end)
-        shared = 0
-        for key in chain[:present]:
-            if self.refs(key) == 0:
-                self.revived.add(key)
-                self.evictable -= 1
-            else:
-                shared += 1
-            self.delta[key] = self.delta.get(key, 0) + 1
+        present = self.present(chain, end)
+        keys = chain[:present]
+        counts = self.counts(keys)
+        revived = list(compress(keys, map(not_, counts)))
+        self.revived.update(revived)
+        self.evictable -= len(revived)
+        shared = present - len(revived)
+        delta = self.delta
+        delta.update(zip(keys, map(add, map(delta.get, keys, repeat(0)), repeat(1))))  # distinct keys
         self.free -= present - shared
         self.allocate(total_blocks - present)
-        for key in chain[present:end]:
-            self.new.add(key)
-            self.delta[key] = 1
+        fresh = chain[present:end]
+        self.new.update(fresh)
+        delta.update(dict.fromkeys(fresh, 1))
         self.held[rid] = tuple(chain[:end])
 
     def allocate(self, blocks: int) -> None:
@@ -75,12 +105,15 @@ class CachePlan:
         assert not self.released, "internal: an allocation planned after a release"
         short = blocks - (self.free - self.evictable)
         while short > 0 and self.evictable > 0:
-            key = next(self._lru)
-            if key in self.revived:
-                continue
-            self.evicted.add(key)
-            self.evictable -= 1
-            short -= 1
+            # the queue's next keys, skipping those a planned admission holds again; a chunk of at
+            # most `short` keys never takes more than key-by-key would (a skipped one leaves short > 0)
+            chunk = list(islice(self._lru, min(short, self.evictable)))
+            if not chunk:
+                raise AssertionError("internal: the plan counts more unreferenced cached blocks than the free queue has")
+            fresh = list(filterfalse(self.revived.__contains__, chunk))
+            self.evicted.update(fresh)
+            self.evictable -= len(fresh)
+            short -= len(fresh)
         self.free -= blocks
 
     def release(self, rid: int, blocks: int) -> int:

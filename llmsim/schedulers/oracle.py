@@ -20,7 +20,7 @@ from pydantic import Field
 
 from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
 from .peak import PeakAdmissionRound, first_admitting_exact_round, remaining_growth_tokens
-from .shared_peak import SharedPeakRound
+from .shared_peak import SharedPeakRound, SortedChains
 
 
 class OracleConfig(SchedulerConfig):
@@ -42,7 +42,7 @@ class _Round:
             self.peaks = PeakAdmissionRound(run.kv_tokens + self.slack, growth, limit)
         else:  # prefix caching: shared cached blocks count once (shared_peak.py)
             chains = [self.chain_of(int(r)) for r in run.request_ids]
-            self.peaks = SharedPeakRound(run.kv_tokens + self.slack, growth, limit, chains, view.block_size)
+            self.peaks = SharedPeakRound(run.kv_tokens + self.slack, growth, limit, chains, view.block_size, sched._sorted_chains)
 
     @classmethod
     def resumed(cls, slack: int, true_output, peaks: PeakAdmissionRound) -> "_Round":
@@ -73,6 +73,7 @@ class OracleScheduler:
         # a TrueOutputLengths (fetch its column per round: the table may grow), tests an array.
         true = ctx.true_output_tokens
         self._true_column = true.column if hasattr(true, "column") else (lambda: np.asarray(true))
+        self._sorted_chains = SortedChains()  # prefix caching: the last round's chains, sorted (a cache)
 
     def start_round(self, view: ReplicaView) -> _Round:
         return _Round(self, view)

@@ -37,7 +37,7 @@ from ..rng import CounterStream
 from . import _compiled
 from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
 from .peak import PeakAdmissionRound, first_admitting_exact_round
-from .shared_peak import SharedPeakRound
+from .shared_peak import SharedPeakRound, SortedChains
 # ignore_eos requests: every final length is its cap, as reserve-peak assumes (one list, no draws)
 from .reserve_peak import ReservePeakConfig
 from .reserve_peak import _Round as _CapRound
@@ -120,7 +120,7 @@ class _Round:
             self.peaks = PeakAdmissionRound(held, growth, limit)
         else:  # prefix caching: shared cached blocks count once (shared_peak.py)
             chains = [self.chain_of(int(r)) for r in run.request_ids]
-            self.peaks = SharedPeakRound(held, growth, limit, chains, view.block_size)
+            self.peaks = SharedPeakRound(held, growth, limit, chains, view.block_size, sched._sorted_chains)
 
     @classmethod
     def resumed(cls, sched: "PastFutureScheduler", num_lists: int, peaks: PeakAdmissionRound) -> "_Round":
@@ -172,6 +172,7 @@ class PastFutureScheduler:
         self.records_aborted = config.record_aborted_lengths  # read by the engine's guard (guard.py)
         self._cap_when_larger = config.cap_in_support == "when-larger"
         self._rounded = config.round_sampled_length
+        self._sorted_chains = SortedChains()  # prefix caching: the last round's chains, sorted (a cache)
 
     def num_lists(self, running: int) -> int:
         """Lists of draws in a round with `running` requests running (LightLLM's rule)."""
