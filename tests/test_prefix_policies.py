@@ -6,6 +6,7 @@ prefix-affinity and cache-aware routers (llmsim.cluster.cache_router)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from llmsim.cluster.cache_router import CacheAwareRouter, PrefixAffinityRouter
 from llmsim.request import RUNNING
@@ -59,6 +60,27 @@ def test_oracle_admits_what_only_fits_with_the_shared_prefix_counted_once():
     assert rnd.admit(make_candidate(1, 8, 20)._replace(shared_blocks=2))
     no_sharing = _view([8], [20], [1], [8], [SHARED, (9, 10)], total_blocks=6)
     assert not sched.start_round(no_sharing).admit(make_candidate(1, 8, 20))  # 24 > 21.6
+
+
+def test_reserve_peak_admits_what_only_fits_with_the_shared_prefix_counted_once():
+    # the oracle's example with the caps as final lengths (running cap 5, candidate cap 14)
+    sched = make_scheduler("reserve-peak", {"per_request_slack_tokens": 0, "headroom": 0.1})
+    view = _view([8], [5], [1], [8], [SHARED, SHARED], total_blocks=6)
+    assert sched.start_round(view).admit(make_candidate(1, 8, 14)._replace(shared_blocks=2))
+    no_sharing = _view([8], [5], [1], [8], [SHARED, (9, 10)], total_blocks=6)
+    assert not sched.start_round(no_sharing).admit(make_candidate(1, 8, 14))  # 24 > 21.6
+
+
+@pytest.mark.parametrize("kind", ["oracle", "reserve-peak", "past-future"])
+def test_no_compiled_round_answers_when_blocks_are_shared(kind):
+    # The compiled rounds (first_admitting_round) count every request's blocks. The engine asks them
+    # first, so with prefix caching they must decline, or the shared-peak rounds above never run
+    # (the oracle's answered from the kernel until 2026-12-04).
+    true = np.array([5, 14])
+    sched = make_scheduler(kind, {"per_request_slack_tokens": 0, "headroom": 0.1} if kind != "past-future" else {},
+                           true_output_tokens=true)
+    view = _view([8], [5], [1], [8], [SHARED, SHARED], total_blocks=6)
+    assert sched.first_admitting_round(view, np.array([0], dtype=np.int64), make_candidate(1, 8, 14)) is None
 
 
 def test_past_future_with_one_history_value_counts_shared_prefixes_once():

@@ -80,7 +80,10 @@ class OracleScheduler:
 
     def first_admitting_round(self, view: ReplicaView, steps_ahead: np.ndarray, candidate: Candidate):
         """Rounds held ahead inside a fast-forwarded run, in one compiled call (see
-        past_future.PastFutureScheduler.first_admitting_round)."""
+        past_future.PastFutureScheduler.first_admitting_round). None with prefix caching: the kernel
+        counts every request's blocks, so the engine starts the shared-peak rounds one by one."""
+        if view.prefix_chain is not None:
+            return None
         cfg = self.config
         slack = view.block_size - 1 if cfg.per_request_slack_tokens is None else cfg.per_request_slack_tokens
         found = first_admitting_exact_round(view, steps_ahead, self._true_column(), candidate,

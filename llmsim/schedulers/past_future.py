@@ -179,7 +179,7 @@ class PastFutureScheduler:
         return min(self._max_lists, self._samples_per_list // running + 1) if running else self._empty_lists
 
     def start_round(self, view: ReplicaView) -> _Round | _CapRound:
-        return _CapRound(self._cap_config, view) if self._caps_as_lengths else _Round(self, view)
+        return _CapRound(self._cap_config, view, self._sorted_chains) if self._caps_as_lengths else _Round(self, view)
 
     def first_admitting_round(self, view: ReplicaView, steps_ahead: np.ndarray, candidate: Candidate):
         """The rounds due `steps_ahead[i]` decode steps after `view` (each running request one

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
 from .peak import PeakAdmissionRound, first_admitting_exact_round, remaining_growth_tokens
+from .shared_peak import SharedPeakRound, SortedChains
 
 
 class ReservePeakConfig(SchedulerConfig):
@@ -21,20 +22,28 @@ class ReservePeakConfig(SchedulerConfig):
 
 
 class _Round:
-    def __init__(self, cfg: ReservePeakConfig, view: ReplicaView) -> None:
+    def __init__(self, cfg: ReservePeakConfig, view: ReplicaView, sorted_chains: SortedChains | None = None) -> None:
         self.slack = view.block_size - 1 if cfg.per_request_slack_tokens is None else cfg.per_request_slack_tokens
         run = view.running
         growth = remaining_growth_tokens(run.prompt_tokens, run.max_new_tokens, run.kv_tokens)
-        self.peaks = PeakAdmissionRound(run.kv_tokens + self.slack, growth, view.capacity_tokens * (1.0 - cfg.headroom))
+        limit = view.capacity_tokens * (1.0 - cfg.headroom)
+        self.chain_of = view.prefix_chain
+        if self.chain_of is None:
+            self.peaks = PeakAdmissionRound(run.kv_tokens + self.slack, growth, limit)
+        else:  # prefix caching: shared cached blocks count once (shared_peak.py)
+            chains = [self.chain_of(int(r)) for r in run.request_ids]
+            self.peaks = SharedPeakRound(run.kv_tokens + self.slack, growth, limit, chains, view.block_size, sorted_chains)
 
     @classmethod
     def resumed(cls, slack: int, peaks: PeakAdmissionRound) -> "_Round":
         self = cls.__new__(cls)
-        self.slack, self.peaks = slack, peaks
+        self.slack, self.peaks, self.chain_of = slack, peaks, None
         return self
 
     def admit(self, candidate: Candidate) -> bool:
         growth = remaining_growth_tokens(candidate.prompt_tokens, candidate.max_new_tokens, candidate.kv_tokens)
+        if self.chain_of is not None:
+            return self.peaks.try_add(candidate.kv_tokens + self.slack, np.array([growth]), self.chain_of(candidate.request_id))
         return self.peaks.try_add(candidate.kv_tokens + self.slack, np.array([growth]))
 
 
@@ -46,13 +55,17 @@ class ReservePeakScheduler:
         self.config = config
         self.decode_steps_between_rounds = config.decode_steps_between_rounds
         self.max_admissions_per_round = config.max_admissions_per_round
+        self._sorted_chains = SortedChains()  # prefix caching: the last round's chains, sorted (a cache)
 
     def start_round(self, view: ReplicaView) -> _Round:
-        return _Round(self.config, view)
+        return _Round(self.config, view, self._sorted_chains)
 
     def first_admitting_round(self, view: ReplicaView, steps_ahead: np.ndarray, candidate: Candidate):
         """Rounds held ahead inside a fast-forwarded run, in one compiled call (see
-        past_future.PastFutureScheduler.first_admitting_round)."""
+        past_future.PastFutureScheduler.first_admitting_round). None with prefix caching: the kernel
+        counts every request's blocks, so the engine starts the shared-peak rounds one by one."""
+        if view.prefix_chain is not None:
+            return None
         cfg = self.config
         slack = view.block_size - 1 if cfg.per_request_slack_tokens is None else cfg.per_request_slack_tokens
         found = first_admitting_exact_round(view, steps_ahead, None, candidate, candidate.max_new_tokens, slack, cfg.headroom)
