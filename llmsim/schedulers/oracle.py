@@ -20,7 +20,7 @@ from pydantic import Field
 
 from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
 from .peak import PeakAdmissionRound, first_admitting_exact_round, remaining_growth_tokens
-from .shared_peak import SharedPeakRound, SortedChains
+from .shared_peak import SortedChains, future_peak_round
 
 
 class OracleConfig(SchedulerConfig):
@@ -37,12 +37,8 @@ class _Round:
         run = view.running
         growth = remaining_growth_tokens(run.prompt_tokens, self.true_output[run.request_ids], run.kv_tokens)
         limit = view.capacity_tokens * (1.0 - cfg.headroom)
-        self.chain_of = view.prefix_chain
-        if self.chain_of is None:
-            self.peaks = PeakAdmissionRound(run.kv_tokens + self.slack, growth, limit)
-        else:  # prefix caching: shared cached blocks count once (shared_peak.py)
-            chains = [self.chain_of(int(r)) for r in run.request_ids]
-            self.peaks = SharedPeakRound(run.kv_tokens + self.slack, growth, limit, chains, view.block_size, sched._sorted_chains)
+        self.chain_of = view.prefix_chain  # prefix caching: shared cached blocks count once (shared_peak.py)
+        self.peaks = future_peak_round(run.kv_tokens + self.slack, growth, limit, view, sched._sorted_chains)
 
     @classmethod
     def resumed(cls, slack: int, true_output, peaks: PeakAdmissionRound) -> "_Round":

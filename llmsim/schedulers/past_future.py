@@ -37,7 +37,7 @@ from ..rng import CounterStream
 from . import _compiled
 from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
 from .peak import PeakAdmissionRound, first_admitting_exact_round
-from .shared_peak import SharedPeakRound, SortedChains
+from .shared_peak import SortedChains, future_peak_round
 # ignore_eos requests: every final length is its cap, as reserve-peak assumes (one list, no draws)
 from .reserve_peak import ReservePeakConfig
 from .reserve_peak import _Round as _CapRound
@@ -115,12 +115,8 @@ class _Round:
                                           sched._cap_when_larger, sched._rounded)
         held = run.kv_tokens + sched._slack_tokens
         limit = view.capacity_tokens * sched._limit_fraction
-        self.chain_of = view.prefix_chain
-        if self.chain_of is None:
-            self.peaks = PeakAdmissionRound(held, growth, limit)
-        else:  # prefix caching: shared cached blocks count once (shared_peak.py)
-            chains = [self.chain_of(int(r)) for r in run.request_ids]
-            self.peaks = SharedPeakRound(held, growth, limit, chains, view.block_size, sched._sorted_chains)
+        self.chain_of = view.prefix_chain  # prefix caching: shared cached blocks count once (shared_peak.py)
+        self.peaks = future_peak_round(held, growth, limit, view, sched._sorted_chains)
 
     @classmethod
     def resumed(cls, sched: "PastFutureScheduler", num_lists: int, peaks: PeakAdmissionRound) -> "_Round":

@@ -39,6 +39,8 @@ from collections import Counter
 
 import numpy as np
 
+from .peak import PeakAdmissionRound
+
 
 def common_prefix_blocks(a: tuple, b: tuple) -> int:
     """Length of the common prefix of two key chains (bisection: chained keys agree on a prefix)."""
@@ -274,3 +276,13 @@ class SharedPeakRound:
         srt.insert(pos, chain)
         by_chain.insert(pos, n)
         self.chains.append(chain)
+
+
+def future_peak_round(held_tokens, growth_tokens, limit_tokens: float, view, sorted_chains: SortedChains | None = None):
+    """The peak tracker of one admission round over `view`'s running batch: peak.PeakAdmissionRound,
+    or with prefix caching (`view.prefix_chain`) a SharedPeakRound over the requests' key chains.
+    One place for the choice that past-future, the oracle and reserve-peak make alike."""
+    if view.prefix_chain is None:
+        return PeakAdmissionRound(held_tokens, growth_tokens, limit_tokens)
+    chains = [view.prefix_chain(int(r)) for r in view.running.request_ids]
+    return SharedPeakRound(held_tokens, growth_tokens, limit_tokens, chains, view.block_size, sorted_chains)
