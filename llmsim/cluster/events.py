@@ -87,3 +87,39 @@ def move_wait(env: simpy.Environment, waited_on: simpy.events.Event, delay: floa
     moved = env.timeout(delay)
     moved.callbacks, waited_on.callbacks = waited_on.callbacks, []
     return moved
+
+
+class DueSends:
+    """Closed-loop sends (order 3 above), for a pool of clients or sessions held by one process:
+    every send due at one time goes out from one event created at that time, after every step
+    end then, in the order of `key(send)`, whichever replica ended its request first.
+    `release(send)` sends one; `before()`, if given, runs at every wake before the sends."""
+
+    def __init__(self, env: simpy.Environment, release, key, before=None) -> None:
+        self.env = env
+        self._release, self._key, self._before = release, key, before
+        self.due: list = []  # sends due now, released at the next wake
+        self._wake: simpy.Event | None = None
+        self.process = env.process(self._run())
+
+    def now(self, send) -> None:
+        """Due at the current time."""
+        self.due.append(send)
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()  # an event created now: after every step end at this time
+
+    def at(self, at_s: float, send) -> None:
+        """Due at `at_s` (a timeout to then, from that absolute time: `delay_to`)."""
+        timeout = self.env.timeout(delay_to(self.env, at_s))
+        timeout.callbacks.append(lambda _ev, send=send: self.now(send))
+
+    def _run(self):
+        while True:
+            if self._before is not None:
+                self._before()
+            if self.due:
+                due, self.due = sorted(self.due, key=self._key), []
+                for send in due:
+                    self._release(send)
+            self._wake = self.env.event()
+            yield self._wake

@@ -38,7 +38,7 @@ import simpy
 
 from ..errors import LlmsimError
 from ..request import FINISHED, RequestTable
-from .events import ARRIVAL_PRIORITY, PriorityTimeout, delay_to
+from .events import ARRIVAL_PRIORITY, DueSends, PriorityTimeout, delay_to
 
 
 UNBOUNDED_ATTEMPTS_LIMIT = 10_000  # with no cap, a request failing this often can never succeed
@@ -78,14 +78,13 @@ class ClientPool:
         self.stop_sending_s = math.inf if stop_sending_s is None else stop_sending_s
         self._next_job = 0
         # sends due: (time, client, job, attempt); a job of None takes the next unsent request
-        self._due: list[tuple[float, int, int | None, int]] = []
-        self._wake: simpy.Event | None = None
+        self._sends = DueSends(env, lambda send: self._send(*send), key=lambda send: send[1], before=self._queue_retries)
+        self.process = self._sends.process
         self.in_flight = 0
         self.max_in_flight = 0
         # clients beyond the stream never send: only as many as can be busy are started
         for c in range(min(clients, len(prompt_tokens))):
-            self._due.append((0.0, c, None, 0))
-        self.process = env.process(self._run())
+            self._sends.due.append((0.0, c, None, 0))
 
     def notify_done(self, ids) -> None:
         """Requests ended on a replica (finished, dropped or aborted): their clients decide what to
@@ -102,35 +101,23 @@ class ClientPool:
                     raise LlmsimError(f"request {job} failed {attempt + 1:,} attempts: it cannot meet the SLA on this "
                                       "replica; loosen the SLA, or set workload.arrivals.max_attempts")
                 if not self.shared_queue:
-                    self._send_now((end_s, client, job, attempt + 1))  # a failed attempt: again at once
+                    self._sends.now((end_s, client, job, attempt + 1))  # a failed attempt: again at once
                     continue
-                self._due_retries.append((client, job, attempt + 1))  # to the queue's tail (`_run`)
+                self._due_retries.append((client, job, attempt + 1))  # to the queue's tail (`_queue_retries`)
             elif failed:
                 self.abandoned += 1
             if self.think_time_s > 0:
-                send = (end_s + self.think_time_s, client, None, 0)
-                timeout = self.env.timeout(delay_to(self.env, send[0]))
-                timeout.callbacks.append(lambda _ev, send=send: self._send_now(send))
+                self._sends.at(end_s + self.think_time_s, (end_s + self.think_time_s, client, None, 0))
             else:
-                self._send_now((end_s, client, None, 0))
+                self._sends.now((end_s, client, None, 0))
 
-    def _send_now(self, send: tuple[float, int, int | None, int]) -> None:
-        self._due.append(send)
-        if self._wake is not None and not self._wake.triggered:
-            self._wake.succeed()  # an event created now: after every step end at this time
-
-    def _run(self):
-        while True:
-            if self._due_retries:  # queued in client order, whichever replica ended them first
-                for _client, job, attempt in sorted(self._due_retries):
-                    self._retries.append((job, attempt))
-                self._due_retries = []
-            if self._due:
-                due, self._due = sorted(self._due, key=lambda s: s[1]), []
-                for send in due:
-                    self._send(*send)
-            self._wake = self.env.event()
-            yield self._wake
+    def _queue_retries(self) -> None:
+        """At each wake: failed attempts to the shared queue's tail, in client order, whichever
+        replica ended them first."""
+        if self._due_retries:
+            for _client, job, attempt in sorted(self._due_retries):
+                self._retries.append((job, attempt))
+            self._due_retries = []
 
     def _send(self, at_s: float, client: int, job: int | None, attempt: int) -> None:
         if at_s >= self.stop_sending_s:

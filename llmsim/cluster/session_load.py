@@ -35,7 +35,7 @@ import simpy
 
 from ..request import FINISHED, RequestTable
 from ..workload import Workload
-from .events import ARRIVAL_PRIORITY, PriorityTimeout, delay_to
+from .events import ARRIVAL_PRIORITY, DueSends, PriorityTimeout, delay_to
 
 NEW_SESSION = -1  # a due send that starts the next unstarted session (closed loop)
 
@@ -55,16 +55,16 @@ class SessionPool:
         self.counts = {"started": 0, "completed": 0, "failed": 0, "cut_by_max_model_len": 0, "cut_by_run_end": 0,
                        "first_turn_too_long": 0}
         self._next_session = 0  # closed loop: the next session a free slot starts
-        self._due: list[tuple[float, int, int]] = []  # (time, session or ended session, turn or NEW_SESSION)
-        self._wake: simpy.Event | None = None
+        # sends due: (time, session or ended session, turn or NEW_SESSION), in session order
+        self._sends = DueSends(env, self._release, key=lambda send: send[1])
         self.in_flight = self.max_in_flight = 0
         sessions = len(self.plan.turns)
         if self.plan.start_s is None:
             for s in range(min(clients, sessions)):
-                self._due.append((0.0, s, NEW_SESSION))
+                self._sends.due.append((0.0, s, NEW_SESSION))
         else:
             env.process(self._starts())
-        self.process = env.process(self._run())
+        self.process = self._sends.process
 
     def summary(self) -> dict:
         """Session counts for the run's summary."""
@@ -96,27 +96,16 @@ class SessionPool:
 
     def _schedule(self, at_s: float, key: int, turn: int) -> None:
         if at_s > self.env.now:
-            timeout = self.env.timeout(delay_to(self.env, at_s))
-            timeout.callbacks.append(lambda _ev, send=(at_s, key, turn): self._send_now(send))
+            self._sends.at(at_s, (at_s, key, turn))
         else:
-            self._send_now((at_s, key, turn))
+            self._sends.now((at_s, key, turn))
 
-    def _send_now(self, send: tuple[float, int, int]) -> None:
-        self._due.append(send)
-        if self._wake is not None and not self._wake.triggered:
-            self._wake.succeed()  # an event created now: after every step end at this time
-
-    def _run(self):
-        while True:
-            if self._due:
-                due, self._due = sorted(self._due, key=lambda d: d[1]), []
-                for at_s, key, turn in due:
-                    if turn == NEW_SESSION:
-                        self._start_next(at_s)
-                    else:
-                        self._send(at_s, key, turn, math.nextafter(at_s, math.inf))
-            self._wake = self.env.event()
-            yield self._wake
+    def _release(self, send: tuple[float, int, int]) -> None:
+        at_s, key, turn = send
+        if turn == NEW_SESSION:
+            self._start_next(at_s)
+        else:
+            self._send(at_s, key, turn, math.nextafter(at_s, math.inf))
 
     def _start_next(self, at_s: float) -> None:
         """Closed loop: start the next session that has a turn to send."""
