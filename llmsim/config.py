@@ -76,7 +76,7 @@ class EngineConfig(Strict):
     activation_reserve_gib: float = Field(2.0, ge=0.0)  # per GPU, for activations and CUDA graphs
     preemption: Literal["recompute", "swap"] = "recompute"
     swap_space_gib: float = Field(4.0, ge=0.0)  # per GPU, vLLM's --swap-space default
-    victim: Literal["newest", "largest-remaining-cap", "longest-context"] = "newest"
+    victim: Literal["newest", "latest-arrival", "largest-remaining-cap", "longest-context"] = "newest"
     record_steps: bool = False  # keep a per-step time series (KV use, batch, queue)
     fast_forward: bool = True  # advance runs of decode steps in one timeout; false: step by step (same results)
     # Keep full prompt blocks cached after use and share them between requests (vLLM's automatic

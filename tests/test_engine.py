@@ -118,6 +118,23 @@ def test_victim_order_picks_the_expected_request(victim, caps, expected):
     assert_drained(e, recs)
 
 
+def test_latest_arrival_victim_is_the_last_sent_not_the_last_admitted():
+    # LightLLM's Fcfs pause strategy pauses the highest request id (the latest HTTP request), so a
+    # re-admitted old request is not the next victim as it is under "newest" (last admitted).
+    # Admission order here: 2 (arrived at 0.2), then 0 re-admitted after an eviction (arrived at
+    # 0.0), then 1 (0.1).
+    t = make_table([4, 4, 4], [20, 20, 20], arrivals=[0.0, 0.1, 0.2])
+    ids = np.array([2, 0, 1], dtype=np.int64)
+    zeros = np.zeros(3, dtype=np.int64)
+    latest = make_engine(t, "aggressive", victim="latest-arrival")
+    assert ids[latest._victim_index(ids, zeros, zeros)] == 2
+    newest = make_engine(t, "aggressive", victim="newest")
+    assert ids[newest._victim_index(ids, zeros, zeros)] == 1
+    # equal arrival times: the newest admitted among them, as every order breaks ties
+    tied = make_engine(make_table([4, 4, 4], [20, 20, 20], arrivals=[0.0, 0.0, 0.0]), "aggressive", victim="latest-arrival")
+    assert ids[tied._victim_index(ids, zeros, zeros)] == 1
+
+
 # ------------------------------------------------------------------ eviction, swap
 SWAP = dict(preemption="swap", kv_bytes_per_token_per_gpu=1000, host_link_gb_per_s=0.004)  # 4000 B/block, 4e6 B/s
 

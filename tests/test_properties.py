@@ -95,7 +95,7 @@ def scenarios(draw, kinds=SCHEDULER_KINDS, modes=("separate", "mixed")):
             # llama-2-7b: 512 KiB of KV per token, so 0.005-0.1 GiB holds only a handful of
             # blocks: swap space fills up and eviction falls back to recompute
             "swap_space_gib": draw(st.sampled_from([0.0, 0.005, 0.02, 0.1])),
-            "victim": draw(st.sampled_from(["newest", "largest-remaining-cap", "longest-context"])),
+            "victim": draw(st.sampled_from(["newest", "latest-arrival", "largest-remaining-cap", "longest-context"])),
             "record_steps": True,
         },
         "cost_model": cost_model,

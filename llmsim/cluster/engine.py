@@ -50,7 +50,7 @@ from .fastforward import DecodeRun, apply_run, finish_prefill_of_run
 from .guard import Guard
 from .horizon import Horizon
 
-VICTIM_ORDERS = ("newest", "largest-remaining-cap", "longest-context")
+VICTIM_ORDERS = ("newest", "latest-arrival", "largest-remaining-cap", "longest-context")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Eviction (preemption) of one replica: make room for the next decode step.
 
 Before a step that decodes, if the decoding requests need more new blocks than are free, running
-requests are evicted one at a time (newest admitted first by default, `EngineParams.victim`) until
+requests are evicted one at a time (newest admitted first by default, `EngineParams.victim`; or the
+latest to arrive, LightLLM's `Fcfs` pause order, among others) until
 the step fits. `recompute` frees all their blocks and re-prefills prompt + generated tokens on
 re-admission; `swap` copies their blocks to bounded host memory (priced by the cost model's
 `swap_time_s`) and copies them back on re-admission, falling back to recompute when the swap space
@@ -67,8 +68,12 @@ class Eviction:
         """The position in `ids` (admission order) of the next victim, by `EngineParams.victim`."""
         if self.params.victim == "newest" or len(ids) == 1:
             return len(ids) - 1
-        key = self.table.max_new_tokens[ids] - generated if self.params.victim == "largest-remaining-cap" else kv
-        # argmax on the reversed order picks the newest among ties
+        victim = self.params.victim
+        if victim == "latest-arrival":
+            key = self.table.arrival_s[ids]
+        else:
+            key = self.table.max_new_tokens[ids] - generated if victim == "largest-remaining-cap" else kv
+        # argmax on the reversed order picks the newest admitted among ties
         return len(ids) - 1 - int(np.argmax(key[::-1]))
 
     def _evict(self, rid: int) -> None:
