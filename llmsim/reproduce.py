@@ -6,8 +6,9 @@ through the sweep machinery (llmsim.sweep: local cores or Dask). It writes `grid
 run), `ratios.csv` (per model, dataset and load: past-future's goodput over the best of
 aggressive and conservative, and over aggressive, from the means over seeds) and one figure per
 model (`fig7-<model>.png`: goodput in tokens/s against clients, a panel per dataset, 95 % bands
-over seeds). `--offline` runs the artifact's offline behaviour table instead
-(benchmarks/bench_offline_behaviour.py has the reference figures).
+over seeds). `--offline` runs the artifact's offline behaviour table instead (llmsim.paper_offline:
+`offline.csv`, one row per run, and `offline_summary.csv`, means over seeds beside the artifact's
+step counts). `--schedulers` runs part of either.
 
 The artifact's clients re-sent a failed request until it succeeded, with no time limit or attempt
 cap; llmsim bounds every run by the same simulated time instead (`--max-simulated-s`, applied as
@@ -42,7 +43,8 @@ BASELINES = ("aggressive", "conservative")
 # 60 clients, A100 profile), so that only a run that cannot end is cut.
 MAX_SIMULATED_S = 14_400.0
 REPRODUCE = FolderKind("llmsim reproduce", "reproduce.json",
-                       ("reproduce.json", "grid.csv", "ratios.csv", *(f"fig7-{m}.png" for m in MODELS)))
+                       ("reproduce.json", "grid.csv", "ratios.csv", "offline.csv", "offline_summary.csv",
+                        *(f"fig7-{m}.png" for m in MODELS)))
 
 
 def add_parser(sub) -> None:
@@ -50,6 +52,9 @@ def add_parser(sub) -> None:
     p.add_argument("paper", choices=["past-future"], help="the paper to reproduce")
     p.add_argument("--models", default="7b", help=f"comma-separated, of {', '.join(MODELS)} (default 7b)")
     p.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated, of dist1, dist2, dist3 (default all)")
+    p.add_argument("--schedulers", default=",".join(SCHEDULERS), help="comma-separated (default all four)")
+    p.add_argument("--offline", action="store_true",
+                   help="the artifact's offline behaviour table instead (all requests at t=0; --models and --loads do not apply)")
     p.add_argument("--loads", default=CLIENT_LADDER, help=f"clients, comma-separated or start:stop:step (default {CLIENT_LADDER})")
     p.add_argument("--seeds", type=int, default=3, help="runs per point, seeds 0..N-1 (default 3)")
     p.add_argument("--hardware", default="a100-80g-sxm", help="hardware profile (the paper's GPU is not known; default A100)")
@@ -72,7 +77,8 @@ def _choices(text: str, allowed: tuple[str, ...], what: str) -> list[str]:
     return items
 
 
-def run_grid(models, datasets, loads, seeds: int, hardware: str, executor="local", overrides=(), progress=None) -> pd.DataFrame:
+def run_grid(models, datasets, loads, seeds: int, hardware: str, executor="local", overrides=(), progress=None,
+             schedulers=SCHEDULERS) -> pd.DataFrame:
     """One row per run: the sweep rows of every (model, dataset), with `model`, `dataset` and
     `unfinished` (requests of the stream that never succeeded: left when a bound stopped the sends).
     `progress(model, dataset, row)` is called after each run."""
@@ -87,7 +93,7 @@ def run_grid(models, datasets, loads, seeds: int, hardware: str, executor="local
                 raise LlmsimError(f"{path}: the paper's scenario is missing (install llmsim from its repository)")
             each = None if progress is None else (lambda _done, _total, row, m=model, d=dataset: progress(m, d, row))
             every = [f"hardware={hardware}", *overrides]
-            df = run_sweep(path, SCHEDULERS, loads, seeds, executor, every, each)
+            df = run_sweep(path, list(schedulers), loads, seeds, executor, every, each)
             # each request succeeds at most once (no re-send after a success), so good attempts
             # count the requests that succeeded
             stream = load_scenario(path, every).scenario.workload.num_requests
@@ -97,10 +103,11 @@ def run_grid(models, datasets, loads, seeds: int, hardware: str, executor="local
 
 def ratio_table(grid: pd.DataFrame) -> pd.DataFrame:
     """Per model, dataset and load: mean goodput (tokens/s) of each scheduler over seeds, and
-    past-future over the best baseline and over aggressive."""
+    past-future over the best baseline and over aggressive (NaN where a part was not run)."""
     means = grid.groupby(["model", "dataset", "load", "scheduler"], sort=False)["goodput_tps"].mean().unstack("scheduler")
+    means = means.reindex(columns=[*dict.fromkeys([*SCHEDULERS, *means.columns])])
     out = means.reset_index()
-    best = means[[b for b in BASELINES if b in means.columns]].max(axis=1).to_numpy()
+    best = means[list(BASELINES)].max(axis=1, skipna=False).to_numpy()
     pf = means["past-future"].to_numpy()
     out["pf_over_best_baseline"] = pf / best
     out["pf_over_aggressive"] = pf / means["aggressive"].to_numpy()
@@ -150,15 +157,18 @@ def cmd_reproduce(args, console) -> int:
 
     models = _choices(args.models, MODELS, "models")
     datasets = _choices(args.datasets, DATASETS, "datasets")
-    loads = parse_loads(args.loads)
+    schedulers = _choices(args.schedulers, SCHEDULERS, "schedulers")
     if args.seeds < 1:
         raise LlmsimError(f"--seeds: must be at least 1, got {args.seeds}")
+    check_folder(args.out, REPRODUCE, args.overwrite)  # before any work
+    if args.offline:
+        return _cmd_offline(args, console, datasets, schedulers)
+    loads = parse_loads(args.loads)
     if not args.max_simulated_s >= 0:
         raise LlmsimError(f"--max-simulated-s: must be 0 (no bound) or a positive number of seconds, got {args.max_simulated_s:g}")
     bound = [f"workload.duration_s={args.max_simulated_s:g}"] if args.max_simulated_s > 0 else []
-    check_folder(args.out, REPRODUCE, args.overwrite)  # before any work
-    runs = len(models) * len(datasets) * len(SCHEDULERS) * len(loads) * args.seeds
-    console.print(f"{runs:,} runs: {len(models)} models x {len(datasets)} datasets x {len(SCHEDULERS)} schedulers x "
+    runs = len(models) * len(datasets) * len(schedulers) * len(loads) * args.seeds
+    console.print(f"{runs:,} runs: {len(models)} models x {len(datasets)} datasets x {len(schedulers)} schedulers x "
                   f"{len(loads)} loads x {args.seeds} seeds, on {args.hardware}")
     from .terminal import count_progress
 
@@ -169,10 +179,11 @@ def cmd_reproduce(args, console) -> int:
             bar.advance(task)
             bar.update(task, description=f"{model} {dataset}: {row['scheduler']} @ {row['load']:g} clients seed {row['seed']}")
 
-        grid = run_grid(models, datasets, loads, args.seeds, args.hardware, args.executor, [*bound, *args.overrides], progress)
+        grid = run_grid(models, datasets, loads, args.seeds, args.hardware, args.executor, [*bound, *args.overrides], progress,
+                        schedulers)
     ratios = ratio_table(grid)
-    settings = {"models": models, "datasets": datasets, "loads": loads, "seeds": args.seeds, "hardware": args.hardware,
-                "max_simulated_s": args.max_simulated_s or None, "overrides": args.overrides}
+    settings = {"models": models, "datasets": datasets, "schedulers": schedulers, "loads": loads, "seeds": args.seeds,
+                "hardware": args.hardware, "max_simulated_s": args.max_simulated_s or None, "overrides": args.overrides}
     paths = write_results(grid, ratios, args.out, not args.no_plots, args.overwrite, settings)
     shown = ratios[["model", "dataset", "load", *SCHEDULERS, "pf_over_best_baseline", "pf_over_aggressive"]]
     console.print(shown.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
@@ -181,4 +192,37 @@ def cmd_reproduce(args, console) -> int:
         console.print(f"{len(cut)} of {len(grid)} runs stopped sending at the bound (--max-simulated-s {args.max_simulated_s:g}) "
                       f"with {int(cut['unfinished'].sum()):,} requests not yet succeeded (grid.csv: unfinished)")
     console.print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def _cmd_offline(args, console, datasets, schedulers) -> int:
+    """`--offline`: the artifact's offline behaviour table (llmsim.paper_offline)."""
+    from .paper_offline import offline_table, summary
+    from .terminal import count_progress
+
+    runs = len(datasets) * len(schedulers) * args.seeds
+    console.print(f"{runs:,} offline runs: {len(datasets)} datasets x {len(schedulers)} schedulers x {args.seeds} seeds "
+                  "(scenarios/paper/offline-*.yaml: every request at t=0, KV 120,000 tokens)")
+    with count_progress(console, "offline", "runs") as bar:
+        task = bar.add_task("", total=runs)
+        cells = offline_table(datasets, schedulers, args.seeds, args.executor, args.overrides,
+                              lambda _i, row: bar.advance(task))
+    table = summary(cells)
+    prepare_folder(args.out, REPRODUCE, args.overwrite)
+    try:
+        cells.to_csv(args.out / "offline.csv", index=False)
+        table.to_csv(args.out / "offline_summary.csv", index=False)
+        settings = {"offline": True, "datasets": datasets, "schedulers": schedulers, "seeds": args.seeds, "overrides": args.overrides}
+        meta = {"run_id": new_run_id(), "command": REPRODUCE.command, "settings": settings,
+                "files": manifest(args.out, ["offline.csv", "offline_summary.csv"])}
+        (args.out / REPRODUCE.marker).write_text(json.dumps(meta, indent=2) + "\n")
+    except OSError as e:
+        raise write_error(args.out, e) from None
+    shown = table[["dataset", "scheduler", "decode_steps_to_last_admission", "artifact_steps", "diff_to_last_admission",
+                   "steps", "diff_whole_run", "kv_use_to_last_admission", "evictions_per_request"]]
+    fmt = {"diff_to_last_admission": "{:+.1%}", "diff_whole_run": "{:+.1%}", "kv_use_to_last_admission": "{:.1%}",
+           "evictions_per_request": "{:.3f}"}
+    console.print(shown.to_string(index=False, formatters={k: v.format for k, v in fmt.items()},
+                                  float_format=lambda v: f"{v:,.0f}"))
+    console.print(f"wrote {args.out / 'offline.csv'}, {args.out / 'offline_summary.csv'}")
     return 0
