@@ -98,6 +98,16 @@ def _allowed_keys(keys: list, data: Any, root: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
+def _override_source(keys: list, from_override: dict) -> str | None:
+    """The option that set `keys` or a section above it (`--set engine={...}` sets every key in
+    engine), the deepest one; None if the scenario file did."""
+    for n in range(len(keys), 0, -1):
+        source = from_override.get(tuple(keys[:n]))
+        if source:
+            return source
+    return None
+
+
 def format_errors(err: ValidationError, data, node, path, from_override, root: type[BaseModel], unions: tuple) -> str:
     """The message of `err`, one line per problem. `data` is the validated raw data, `node` its YAML
     node tree (None for a dict), `path` the scenario file (None for a dict), `from_override` maps a
@@ -119,7 +129,7 @@ def format_errors(err: ValidationError, data, node, path, from_override, root: t
         if e["type"] == "missing" and tuple(keys) in suggested:
             continue
         dotted = ".".join(str(k) for k in keys) or "(top level)"
-        source = from_override.get(tuple(keys))
+        source = _override_source(keys, from_override)
         line = _line(node, keys) if node is not None and not source else None
         where = source or (f"{path}:{line}" if path and line else (str(path) if path else "scenario"))
         if e["type"] == "extra_forbidden":

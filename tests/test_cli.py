@@ -209,6 +209,13 @@ def case_unknown_key_in_set_override(tmp: Path):
     return ["run", str(p), "--set", "engine.max_num_seq=8"], ["--set engine.max_num_seq=8", "did you mean 'max_num_seqs'"]
 
 
+def case_unknown_key_in_a_section_set_whole(tmp: Path):
+    # the error names the --set that wrote the section, not a line of the file it replaced
+    p = _write(tmp, "s.yaml", scenario_text())
+    return ["run", str(p), "--set", "engine={block_size: 16, max_num_seq: 8}"], [
+        "--set engine={block_size: 16, max_num_seq: 8}", "unknown key 'engine.max_num_seq'", "did you mean 'max_num_seqs'"]
+
+
 def case_missing_scenario_file(tmp: Path):
     return ["run", str(tmp / "nope.yaml")], [str(tmp / "nope.yaml"), "no such scenario file"]
 
@@ -272,6 +279,7 @@ BAD_INPUTS = [
     case_unknown_scheduler_kind_in_file,
     case_unknown_scheduler_kind_on_command_line,
     case_unknown_key_in_set_override,
+    case_unknown_key_in_a_section_set_whole,
     case_missing_scenario_file,
     case_missing_trace_file,
     case_malformed_trace_value,
