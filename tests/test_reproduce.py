@@ -126,3 +126,7 @@ def test_the_fig7_servers_share_the_artifacts_round_cadence_pause_order_and_admi
         assert knobs.decode_steps_between_rounds == 2 and sc.engine.victim == "latest-arrival"
         limits[kind] = knobs.max_admissions_per_round
     assert limits == {"aggressive": None, "conservative": 1, "past-future": 1}
+    # no oracle server in the artifact: llmsim's oracle takes past-future's cadence, so that only
+    # the lengths differ
+    oracle = load_scenario(path, scheduler="oracle").scenario.scheduler.oracle
+    assert (oracle.max_admissions_per_round, oracle.decode_steps_between_rounds) == (1, 2)
