@@ -31,8 +31,6 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from dataclasses import dataclass, field
-from functools import reduce
-from operator import add, mul
 
 import numpy as np
 
@@ -109,9 +107,13 @@ class ReplicaStats:
     def add_steps(self, durations_s: list[float], used_before: int, cum_new_blocks: list[int]) -> None:
         """Consecutive steps, step j using `used_before + cum_new_blocks[j]` blocks: the sums of
         `add_step` one step at a time, in step order (float addition in the same order gives the
-        same bits): reduce(add, xs, total) is the left fold ((total + x0) + x1) + ..., looped in C."""
-        self.kv_block_s = reduce(add, map(mul, map(used_before.__add__, cum_new_blocks), durations_s), self.kv_block_s)
-        self.busy_s = reduce(add, durations_s, self.busy_s)
+        same bits). One plain loop for both sums: about twice as fast as the two
+        reduce(add, map(...)) folds it replaced, for runs of 2 to 200 steps (2026-12-05)."""
+        kv_block_s, busy_s = self.kv_block_s, self.busy_s
+        for new_blocks, duration_s in zip(cum_new_blocks, durations_s):
+            kv_block_s += (used_before + new_blocks) * duration_s
+            busy_s += duration_s
+        self.kv_block_s, self.busy_s = kv_block_s, busy_s
         self.peak_used_blocks = max(self.peak_used_blocks, used_before + cum_new_blocks[-1])
         self.steps += len(durations_s)
 
@@ -353,8 +355,9 @@ class ReplicaEngine(Decide, Begin, Horizon, Admission, Eviction, Guard):
             t.status[rid] = FINISHED
             t.finish_s[rid] = end_s
             t.end_s[rid] = end_s
-            self._add_outstanding(-int(t.max_new_tokens[rid] - t.generated_tokens[rid]))
-            self.scheduler.record_finish(int(t.generated_tokens[rid]))
+            generated = int(t.generated_tokens[rid])  # Python ints: numpy scalar arithmetic costs more
+            self._add_outstanding(generated - int(t.max_new_tokens[rid]))
+            self.scheduler.record_finish(generated)
         for rid in finished:
             self.running.remove(rid)
         self._running_ids = None
