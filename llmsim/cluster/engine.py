@@ -183,7 +183,7 @@ class ReplicaEngine(Decide, Begin, Horizon, Admission, Eviction, Guard):
         if was_empty:
             self.head_refusal_stable = False  # a new head: no round has judged it
         self.waiting.append(rid)
-        self._add_outstanding(int(t.prompt_tokens[rid] + t.max_new_tokens[rid]))
+        self._add_outstanding(t.prompt_tokens.item(rid) + t.max_new_tokens.item(rid))
         run = self.active_run
         if run is None:
             return False
@@ -330,14 +330,14 @@ class ReplicaEngine(Decide, Begin, Horizon, Admission, Eviction, Guard):
         """A prefill (or re-prefill after an eviction) ended: the request emits a token and joins
         the decoding batch, or finishes (returns True; the caller finishes it)."""
         t = self.table
-        gen = int(t.generated_tokens[rid]) + 1
+        gen = t.generated_tokens.item(rid) + 1
         t.generated_tokens[rid] = gen
         if gen == 1:
             t.first_token_s[rid] = end_s
         else:
             t.max_tbt_s[rid] = max(t.max_tbt_s[rid], end_s - t.last_token_s[rid])
         t.last_token_s[rid] = end_s
-        if gen >= t.output_tokens[rid]:
+        if gen >= t.output_tokens.item(rid):
             return True
         self.batch.join(rid)
         return False
@@ -351,12 +351,12 @@ class ReplicaEngine(Decide, Begin, Horizon, Admission, Eviction, Guard):
         if members:
             self.batch.remove(members)
         for rid in self.in_running_order(finished):
-            self.kv.release(rid, blocks_for(int(t.kv_tokens[rid]), bs))
+            self.kv.release(rid, blocks_for(t.kv_tokens.item(rid), bs))
             t.status[rid] = FINISHED
             t.finish_s[rid] = end_s
             t.end_s[rid] = end_s
-            generated = int(t.generated_tokens[rid])  # Python ints: numpy scalar arithmetic costs more
-            self._add_outstanding(generated - int(t.max_new_tokens[rid]))
+            generated = t.generated_tokens.item(rid)  # Python ints (.item): numpy scalar arithmetic costs more
+            self._add_outstanding(generated - t.max_new_tokens.item(rid))
             self.scheduler.record_finish(generated)
         for rid in finished:
             self.running.remove(rid)
