@@ -9,8 +9,9 @@ Usage:
 Runs scenarios/sharegpt.yaml (ShareGPT lengths, Llama-2-7B, H100 analytic profile, Poisson
 arrivals at --rate per replica, near saturation by default). Each (scheduler, size) runs in a fresh
 process, --repeats times; the median wall time and the peak resident memory of that process are
-printed, with the simulated steps and the engine's plan/apply cycles (one per step, or one per
-fast-forwarded run; each is one SimPy timeout of its replica's process, llmsim/cluster/replica.py).
+printed, with the median CPU seconds of simulate() (steadier than wall time on a shared machine),
+the simulated steps and the engine's plan/apply cycles (one per step, or one per fast-forwarded
+run; each is one SimPy timeout of its replica's process, llmsim/cluster/replica.py).
 Not a unit test: figures depend on the machine.
 """
 
@@ -42,11 +43,12 @@ def _one(args) -> None:
         f"engine.fast_forward={'false' if args.step_by_step else 'true'}",
     ]
     loaded = load_scenario(SCENARIO, overrides, scheduler=args.scheduler)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     r = simulate(loaded)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     print(json.dumps({
         "wall_s": wall,
+        "cpu_s": cpu,  # this process's CPU time in simulate(): steadier than wall time on a shared machine
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "steps": sum(r.derived["replica_steps"]),
         "cycles": sum(r.derived["replica_timeouts"]),
@@ -74,7 +76,7 @@ def main() -> None:
     mode = "step-by-step" if args.step_by_step else "fast-forward"
     print(f"# ShareGPT, {args.replicas} replica(s), router {args.router}, {args.rate} req/s per replica, {mode}; "
           f"median of {args.repeats}; python {platform.python_version()} on {platform.machine()}, {_cpu()}")
-    print(f"{'scheduler':<14}{'requests':>10}{'wall_s':>9}{'req/wall_s':>12}{'steps':>12}{'cycles':>11}{'peak_MiB':>10}{'evictions':>10}")
+    print(f"{'scheduler':<14}{'requests':>10}{'wall_s':>9}{'req/wall_s':>12}{'cpu_s':>9}{'steps':>12}{'cycles':>11}{'peak_MiB':>10}{'evictions':>10}")
     for n in [int(x) for x in args.requests.split(",")]:
         for kind in args.schedulers.split(","):
             runs = []
@@ -84,9 +86,10 @@ def main() -> None:
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
                 runs.append(json.loads(out))
             wall = statistics.median(r["wall_s"] for r in runs)
+            cpu = statistics.median(r["cpu_s"] for r in runs)
             last = runs[-1]
             peak = max(r["peak_rss_mib"] for r in runs)
-            print(f"{kind:<14}{n:>10,}{wall:>9.2f}{n / wall:>12,.0f}{last['steps']:>12,}{last['cycles']:>11,}{peak:>10,.0f}{last['evictions']:>10,}", flush=True)
+            print(f"{kind:<14}{n:>10,}{wall:>9.2f}{n / wall:>12,.0f}{cpu:>9.2f}{last['steps']:>12,}{last['cycles']:>11,}{peak:>10,.0f}{last['evictions']:>10,}", flush=True)
 
 
 def _cpu() -> str:

@@ -10,7 +10,6 @@ milliseconds out.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -118,7 +117,7 @@ def cmd_step_time(args, console: Console) -> int:
     out = {
         "model": model.name, "hardware": profile.hardware.name, "fidelity": profile.calibration.fidelity,
         "tensor_parallel": args.tp, "cost_model": type(cm).__name__, "overhead_preset": cm.overheads.name,
-        "shape": dataclasses.asdict(shape),
+        "shape": shape._asdict(),
         "step_ms": total * 1e3, "breakdown_ms": {k: v * 1e3 for k, v in parts.items()},
         "bandwidth_floor_ms": floors["bandwidth_floor_s"] * 1e3, "flop_floor_ms": floors["flop_floor_s"] * 1e3,
         "bandwidth_efficiency": floors["bandwidth_floor_s"] / total if total else None,

@@ -328,6 +328,9 @@ def test_decode_step_formula_is_the_kernel_roofline_bit_for_bit(roofline_p, kern
             assert cm._decode_attention_s(seqs, ctx_sum) == attention
             assert fn(ctx_sum, 1) == cm._decode_fixed_s(seqs) + cm._layers * attention
             assert cm.step_time_s(BatchShape((), (), seqs, ctx_sum, 1)) == fn(ctx_sum, 1)
+        # the run pricer (the loop inside the formula's closure, decode_run_fn) against the steps
+        # priced one by one and summed in order: it may be removed without changing a result
+        check_run_pricer(cm, seqs, seqs * 17, 1, [fn(seqs * 17 + j * seqs, 1 + j) for j in range(20)])
     assert (floored > 0) == (kernel_floor_us is not None)  # both branches of the floor are checked
 
 

@@ -166,11 +166,12 @@ class Admission:
         """Request `rid` offered for admission now; with prefix caching, after the admissions
         `plan` (llmsim.prefix_plan) holds."""
         t, bs = self.table, self.params.block_size
-        g = int(t.generated_tokens[rid])
-        prompt = int(t.prompt_tokens[rid])
-        swapped = t.status[rid] == SWAPPED
-        kv = int(t.kv_tokens[rid]) if swapped else prompt + g  # recompute: prefill prompt + generated tokens
-        cand = Candidate(rid, float(t.arrival_s[rid]), prompt, int(t.max_new_tokens[rid]), g, kv, blocks_for(kv, bs))
+        # column.item(rid): a Python scalar in one call (half the cost of int(column[rid]))
+        g = t.generated_tokens.item(rid)
+        prompt = t.prompt_tokens.item(rid)
+        swapped = t.status.item(rid) == SWAPPED
+        kv = t.kv_tokens.item(rid) if swapped else prompt + g  # recompute: prefill prompt + generated tokens
+        cand = Candidate(rid, t.arrival_s.item(rid), prompt, t.max_new_tokens.item(rid), g, kv, blocks_for(kv, bs))
         if self.prefix is None or swapped:
             return cand
         chain = self._chain(rid)

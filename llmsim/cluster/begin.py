@@ -65,9 +65,9 @@ class Begin:
         if p.mode == "separate" and d.admitted:
             prefill_ids = [c.request_id for c, swapped in zip(d.admitted, d.swapped_in) if not swapped]
             if prefill_ids:
-                chunks = [int(t.prefill_left_tokens[r]) for r in prefill_ids]
+                chunks = [t.prefill_left_tokens.item(r) for r in prefill_ids]
                 # the tokens before each chunk: a prefix cache's hits (0 without prefix caching)
-                shape = BatchShape(tuple(chunks), tuple(int(t.kv_tokens[r]) - c for r, c in zip(prefill_ids, chunks)))
+                shape = BatchShape(tuple(chunks), tuple(t.kv_tokens.item(r) - c for r, c in zip(prefill_ids, chunks)))
                 step = self._step(now_s, shape, _NO_IDS, prefill_ids, chunks, swap_s)
                 if p.fast_forward and swap_s == 0.0 and p.guard_max_queue_s is None and p.guard_max_tbt_s is None:
                     continue_prefill_with_run(self, step)

@@ -116,7 +116,7 @@ class Decide:
             if running >= p.max_num_seqs:
                 break
             cand = self._candidate(rid, self._plan_with(d, admitted))
-            swapped = bool(t.status[rid] == SWAPPED)
+            swapped = t.status.item(rid) == SWAPPED
             prefill = 0 if swapped else cand.kv_tokens - cand.cached_tokens
             own = int(swapped and cand.kv_tokens % p.block_size == 0)
             refusal = self._engine_refusal(cand, prefill, own, budget, reserved, free)

@@ -49,9 +49,11 @@ class ReplicaProcess:
 
     def _loop(self):
         env, engine = self.env, self.engine
+        # bound once, when the process starts: this loop runs once per step or run
+        plan_step, finish_step, timeout = engine.plan_step, engine.finish_step, env.timeout
         now_s = env.now
         while True:
-            step = engine.plan_step(now_s)
+            step = plan_step(now_s)
             if engine.ended:
                 self._report()
             if step is None:
@@ -65,17 +67,17 @@ class ReplicaProcess:
                 end_s = now_s + step.duration_s
                 # SimPy adds the duration to its clock the same way (delay_to where the clock is off)
                 delay = step.duration_s if clock_s == now_s else delay_to(env, end_s)
-                yield env.timeout(delay)
+                yield timeout(delay)
             else:
                 end_s = run.end_s
                 delay = end_s - clock_s  # delay_to's first try, inlined (once a cycle): it mostly lands
                 if delay <= 0.0 or clock_s + delay != end_s:
                     delay = delay_to(env, end_s)
-                self._run_end = env.timeout(delay)
+                self._run_end = timeout(delay)
                 yield self._run_end
                 self._run_end = None
                 end_s = run.end_s  # earlier than planned if an arrival cut the run
-            engine.finish_step(step, end_s)
+            finish_step(step, end_s)
             if engine.ended:
                 self._report()
             now_s = end_s

@@ -21,7 +21,7 @@ dict lookup plus a few float operations.
 
 from __future__ import annotations
 
-from math import hypot
+from math import hypot, inf
 
 from llmsim.costmodel.base import BatchShape
 from llmsim.costmodel.catalog import ModelArch
@@ -203,24 +203,54 @@ class AnalyticCostModel(ComposedCostModel):
 
     def _decode_step_formula(self, seqs: int, fixed_s: float, layers: int):
         """fixed_s + layers x one layer's decode attention of `seqs` sequences, as a function of
-        (context sum, context max): launch + smooth_max(FLOPs / rate, bytes / rate), at least the
-        kernel floor (`_kernel_s`, `smooth_max` inlined, their operations in the same order), with
-        every constant of `seqs` bound once. Fast-forward calls it once per priced step
-        (costmodel/decode_run.py), so it is one Python call."""
+        (context sum, context max): the first step of `_decode_run_formula`'s run (the one copy of
+        the arithmetic)."""
+        run = self._decode_run_formula(seqs, fixed_s, layers)
+
+        def fn(context_sum_tokens: int, context_max_tokens: int) -> float:
+            return run(0.0, context_sum_tokens, context_max_tokens, 1, inf)[1][0]
+        return fn
+
+    def decode_run_fn(self, decode_seqs: int):
+        """The decode-run pricer of costmodel/decode_run.py for `decode_seqs` sequences, the
+        loop inside the formula's closure (cached by sequence count); None for no sequences."""
+        run = self._decode_run_cache.get(decode_seqs)
+        if run is None and decode_seqs > 0:
+            run = self._decode_run_cache[decode_seqs] = self._decode_run_formula(
+                decode_seqs, self._decode_fixed_s(decode_seqs), self._layers)
+        return run
+
+    def _decode_run_formula(self, seqs: int, fixed_s: float, layers: int):
+        """(start_s, context sum, context max, num_steps, horizon_s) -> (ends, durations) of a run
+        of decode steps of `seqs` sequences, with `decode_run.price_decode_run`'s contract (context
+        sum growing by `seqs` a step, ends summed one step at a time from start_s, stopping after
+        the first end at or after horizon_s). A step costs fixed_s + layers x one layer's decode
+        attention: launch + smooth_max(FLOPs / rate, bytes / rate), at least the kernel floor
+        (`_kernel_s` and `smooth_max` inlined, their operations in the same order), every constant
+        of `seqs` bound once. The loop is inside the closure: fast-forward prices a run in one call
+        instead of one per step (about 25 % less time per priced step, 2026-12-05)."""
         kv_bytes, q_bytes = self._kv_bytes_per_token_layer, seqs * self._q_bytes_per_token
         flops_per_token, flops_per_s, bytes_per_s = self._attn_flops_per_pair, self._attn_flops_per_s, self._attn_bytes_per_s
         launch_s, floor_s, p = self._launch_s, self._floor_s, self._p
-        if p == 2.0:  # smooth_max's own fast path
-            def fn(context_sum_tokens: int, context_max_tokens: int) -> float:
-                t = launch_s + hypot(context_sum_tokens * flops_per_token / flops_per_s,
-                                     (context_sum_tokens * kv_bytes + q_bytes) / bytes_per_s)
-                return fixed_s + layers * (t if t > floor_s else floor_s)
-        else:
-            def fn(context_sum_tokens: int, context_max_tokens: int) -> float:
-                t = launch_s + smooth_max(context_sum_tokens * flops_per_token / flops_per_s,
-                                          (context_sum_tokens * kv_bytes + q_bytes) / bytes_per_s, p)
-                return fixed_s + layers * (t if t > floor_s else floor_s)
-        return fn
+        roof = hypot if p == 2.0 else (lambda c, m: smooth_max(c, m, p))  # hypot: smooth_max's own fast path
+
+        def run(start_s: float, context_sum_tokens: int, context_max_tokens: int, num_steps: int,
+                horizon_s: float) -> tuple[list[float], list[float]]:
+            ends: list[float] = []
+            durations: list[float] = []
+            add_end, add_duration = ends.append, durations.append
+            end, context_sum = start_s, context_sum_tokens
+            for _ in range(num_steps):
+                t = launch_s + roof(context_sum * flops_per_token / flops_per_s, (context_sum * kv_bytes + q_bytes) / bytes_per_s)
+                d = fixed_s + layers * (t if t > floor_s else floor_s)
+                context_sum += seqs
+                end += d  # sequential sums, as step-by-step mode's clock adds each step
+                add_end(end)
+                add_duration(d)
+                if end >= horizon_s:
+                    break
+            return ends, durations
+        return run
 
     # ----- CostModel interface -----
 

@@ -8,17 +8,16 @@ say.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 
-@dataclass(frozen=True, slots=True)
-class BatchShape:
+class BatchShape(NamedTuple):
     """Shape of one engine iteration (no request identities).
 
     `prefill_prefix_tokens` may be left empty, which means every prefill chunk starts a fresh
     prompt (prefix 0); otherwise it has one entry per entry of `prefill_chunk_tokens`. No
-    validation happens here: shapes are built once per simulated step and must stay cheap.
+    validation happens here: shapes are built once per simulated step and must stay cheap
+    (immutable; a NamedTuple because a frozen dataclass cost 2.5x as much to build, 2026-12-05).
     """
 
     prefill_chunk_tokens: tuple[int, ...] = ()  # new tokens computed per prefilling sequence this step

@@ -8,8 +8,12 @@ its `step_time_s` itself calls for a decode-only shape: composed.py), otherwise 
 a built `BatchShape`. Ends are summed one step at a time from `start_s`, as step-by-step mode's
 clock adds each step, so a run's timestamps are the same bits as the steps taken one by one.
 
-There is no second (vectorised or compiled) implementation: a priced step costs a Python call
-(one call of a closure, analytic.py), and fast-forward prices a few to 32 steps per run (docs/performance.md).
+A model may also price a whole run in one call, `decode_run_fn(decode_seqs)` (analytic.py: this
+loop inside the closure of its formula, whose per-step function is that run's first step, so the
+arithmetic exists once): a speed layer that must give `price_decode_run`'s loop below bit for bit
+(tests/test_costmodel.py, `check_run_pricer`); without it the results are the same. There is no
+vectorised or compiled implementation: fast-forward prices a few to 32 steps per run
+(docs/performance.md).
 
 Units: seconds, tokens.
 """
@@ -41,6 +45,10 @@ def price_decode_run(cost_model: CostModel, decode_seqs: int, start_s: float, co
                      context_max_tokens: int, num_steps: int, horizon_s: float) -> tuple[list[float], list[float]]:
     """(ends, durations) of up to `num_steps` decode steps starting at `start_s`, stopping after the
     first step that ends at or after `horizon_s`."""
+    own = getattr(cost_model, "decode_run_fn", None)
+    run = None if own is None else own(decode_seqs)
+    if run is not None:
+        return run(start_s, context_sum_tokens, context_max_tokens, num_steps, horizon_s)
     step_s = decode_step_fn(cost_model, decode_seqs)
     ends: list[float] = []
     durations: list[float] = []

@@ -16,6 +16,8 @@ hold already (`Candidate.shared_blocks`).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from pydantic import Field
 
@@ -77,7 +79,7 @@ class ConservativeScheduler:
             run = view.running
             reserved = _compiled.reserved_blocks_sum(np.arange(len(run)), run.prompt_tokens, run.max_new_tokens, view.block_size,
                                                      self._fixed)
-        limit = int(np.floor(view.total_blocks * (1.0 - self.config.headroom)))
+        limit = math.floor(view.total_blocks * (1.0 - self.config.headroom))  # (numpy's floor of a scalar costs ~1 us)
         # prefix caching: a block several running requests hold is reserved once
         return _Round(reserved - view.shared_blocks, limit, view.block_size, self.config.reserve_output_tokens)
 

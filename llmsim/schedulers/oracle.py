@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
-from .peak import PeakAdmissionRound, first_admitting_exact_round, remaining_growth_tokens
+from .peak import PeakAdmissionRound, copy_round, first_admitting_exact_round, remaining_growth_tokens
 from .shared_peak import SortedChains, future_peak_round
 
 
@@ -45,6 +45,8 @@ class _Round:
         self = cls.__new__(cls)
         self.slack, self.true_output, self.peaks, self.chain_of = slack, true_output, peaks, None
         return self
+
+    __deepcopy__ = copy_round
 
     def admit(self, candidate: Candidate) -> bool:
         final = self.true_output[candidate.request_id]

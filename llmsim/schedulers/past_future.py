@@ -36,7 +36,7 @@ from pydantic import Field
 from ..rng import CounterStream
 from . import _compiled
 from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
-from .peak import PeakAdmissionRound, first_admitting_exact_round
+from .peak import PeakAdmissionRound, copy_round, first_admitting_exact_round
 from .shared_peak import SortedChains, future_peak_round
 # ignore_eos requests: every final length is its cap, as reserve-peak assumes (one list, no draws)
 from .reserve_peak import ReservePeakConfig
@@ -124,6 +124,8 @@ class _Round:
         self = cls.__new__(cls)
         self.sched, self.num_lists, self.peaks, self.chain_of = sched, num_lists, peaks, None
         return self
+
+    __deepcopy__ = copy_round
 
     def admit(self, candidate: Candidate) -> bool:
         sched = self.sched

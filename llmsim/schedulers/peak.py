@@ -12,6 +12,8 @@ n points are the only candidates for the maximum.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from . import _compiled
@@ -22,6 +24,17 @@ def remaining_growth_tokens(prompt_tokens, final_output_tokens, held_tokens):
     prompt + output - 1 tokens (llmsim's KV convention, see llmsim.request), so it still adds
     that minus what it holds now. Never negative. Works on scalars and arrays."""
     return np.maximum(0, prompt_tokens + final_output_tokens - 1 - held_tokens)
+
+
+def copy_round(rnd, memo):
+    """`__deepcopy__` of a future-peak policy's round (past-future, oracle): its peak lists copied,
+    every other attribute shared (the scheduler, the oracle's true lengths, a prefix-chain
+    function: no round writes them). The engine copies a held round before offering it a second
+    candidate (decide.py); the generic walk also copied the oracle's array of every request's true
+    length each time."""
+    twin = copy.copy(rnd)
+    twin.peaks = copy.deepcopy(rnd.peaks, memo)
+    return twin
 
 
 class PeakAdmissionRound:
@@ -54,6 +67,14 @@ class PeakAdmissionRound:
         self = cls.__new__(cls)
         self.limit_tokens, self._pairs, self._count, self._sorted = limit_tokens, pairs, count, is_sorted
         return self
+
+    def __deepcopy__(self, memo) -> "PeakAdmissionRound":
+        """What copy.deepcopy gives (the lists are the only mutable part), without its generic
+        walk: the engine copies a held round before offering it a second candidate (decide.py)."""
+        twin = type(self).__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        twin._pairs = self._pairs.copy()
+        return twin
 
     @property
     def num_lists(self) -> int:
