@@ -11,8 +11,8 @@ about how it counts, read from its source, decide what llmsim must count to comp
   to its end. llmsim's matching count is `decode_steps_to_last_admission`: decode steps that
   start before the last request's first admission. Its `decode_steps` run to the end;
 - its random draws are not seeded (`# random.seed(0)` is commented out), so its published counts
-  are one draw each. Re-running its scripts with seeds 0-2 moved the counts by up to 1.3 %
-  (docs/paper-reproduction.md).
+  are one draw each. Re-running its scripts with seeds 1-3 gave counts up to 2.5 % from the
+  published ones (docs/paper-reproduction.md).
 
 Its "Evicted Reqs" is evictions / finished requests (`_overfollows / _finished`), not a share of
 requests: llmsim's `evictions_per_request` is the same ratio. Its memory utilisation is the mean
