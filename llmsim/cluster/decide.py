@@ -104,7 +104,7 @@ class Decide:
         dropped = set(d.dropped) if d.dropped else None
         admitted, swapped_in = [], []
         stream = self._stream_state
-        counter = None if stream is None else int(stream[0])
+        counter = None if stream is None else stream.item(0)  # a Python int (.item: one call)
         rnd = None  # started when a candidate first passes the engine limits (no draws otherwise)
         stable = refused = False
         for rid in self.waiting:
@@ -144,8 +144,9 @@ class Decide:
             reserved += own
             if not accepted:
                 break  # forced: the round did not count this request, so it cannot judge the next one
-        if counter is not None and int(stream[0]) != counter:
-            d.stream_after = int(stream[0])
+        after = None if counter is None else stream.item(0)
+        if after != counter:
+            d.stream_after = after
             stream[0] = counter
         d.admitted, d.swapped_in = admitted, swapped_in
         d.head_refusal_stable, d.policy_refused_head = stable, refused
