@@ -144,8 +144,8 @@ class Decide:
             reserved += own
             if not accepted:
                 break  # forced: the round did not count this request, so it cannot judge the next one
-        if counter is not None and stream.item(0) != counter:
-            d.stream_after, stream[0] = stream.item(0), counter
+        if counter is not None and (after := stream.item(0)) != counter:
+            d.stream_after, stream[0] = after, counter
         d.admitted, d.swapped_in = admitted, swapped_in
         d.head_refusal_stable, d.policy_refused_head = stable, refused
 
