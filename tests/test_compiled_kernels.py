@@ -140,6 +140,34 @@ def test_quick_admission_by_total_agrees_with_the_exact_peak_at_the_edges(seed, 
         assert compiled.lists() == reference.lists()
 
 
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 150), lists=st.integers(1, 5),
+       spread=st.sampled_from([0.0, 1e-7, 1e-3, 1.0, 50.0, 2000.0]), base=st.sampled_from([0.0, 100.0]),
+       most_held=st.sampled_from([1, 10, 900]))
+def test_growth_buckets_settle_lists_exactly_at_every_point_of_the_peak(seed, n, lists, spread, base, most_held):
+    """Lists near the limit are judged by growth buckets before any sort (_peak_kernels
+    _bucket_bounds), and sorted from them when the bounds do not settle it. With the limit at each
+    point of a list's peak and just below it (where a bound is tightest), with ties, equal and
+    nearly equal growths, both implementations agree, and the verdict is the exact peak's."""
+    rng = np.random.default_rng(seed)
+    held = rng.integers(0, most_held, n).astype(float)  # little held: peaks inside a bucket of small growths
+    growth = base + spread * rng.random((lists, n)) ** 3
+    if seed % 3 == 0:
+        growth = np.round(growth)  # ties
+    cand_held, cand_growth = float(rng.integers(0, most_held)), base + spread * rng.random(lists)
+    all_held = np.append(held, cand_held)
+    all_growth = np.concatenate((growth, cand_growth[:, None]), axis=1)
+    order = np.argsort(-all_growth, axis=1, kind="stable")
+    points = np.cumsum(all_held[order], axis=1) + np.arange(1, n + 2) * np.take_along_axis(all_growth, order, axis=1)
+    peak = float(future_peaks_of_lists(all_held, all_growth).max())
+    for limit in rng.choice(points.ravel(), size=min(6, points.size), replace=False).tolist() + [peak]:
+        for edge in (limit, np.nextafter(limit, 0)):
+            reference = ReferencePeakRound(held, growth, edge)
+            compiled = PeakAdmissionRound(held, growth, edge)
+            assert compiled.try_add(cand_held, cand_growth) == reference.try_add(cand_held, cand_growth) == (peak <= edge)
+            assert compiled.lists() == reference.lists()
+
+
 _draws_kernel = None
 
 

@@ -32,6 +32,7 @@ from ..rng import _GAMMA, _MIX1, _MIX2, _TWO_POW_MINUS_53
 from ._peak_kernels import (
     _QUICK_ADMIT_MARGIN,  # noqa: F401 (re-exported, as before the split)
     _add_to_unsorted,
+    _bucket_bounds,
     _exact_rounds_ahead,
     _lay_out,
     _peak_fits,
@@ -240,11 +241,11 @@ def _reserved_blocks_sum(ids, prompt_col, cap_col, block_size, fixed_output_toke
     return total
 
 
-_KERNELS = {"reserved_blocks_sum": _reserved_blocks_sum, "replace_in_sorted": _replace_in_sorted, "lay_out": _lay_out, "sort_row": _sort_row, "peak_fits": _peak_fits, "try_add": _try_add, "sampled_growth": _sampled_growth,
+_KERNELS = {"reserved_blocks_sum": _reserved_blocks_sum, "replace_in_sorted": _replace_in_sorted, "lay_out": _lay_out, "sort_row": _sort_row, "bucket_bounds": _bucket_bounds, "peak_fits": _peak_fits, "try_add": _try_add, "sampled_growth": _sampled_growth,
             "next_uniform": _next_uniform, "past_future_admit": _past_future_admit, "uniform_at": _uniform_at, "search_right": _search_right, "refused_by_floor": _refused_by_floor, "add_to_unsorted": _add_to_unsorted, "interpolated_final": _interpolated_final, "support_points": _support_points, "draw_candidate_growth": _draw_candidate_growth, "past_future_rounds_ahead": _past_future_rounds_ahead,
             "exact_rounds_ahead": _exact_rounds_ahead}
 _CALLS = {"try_add": ("add_to_unsorted", "peak_fits"),
-          "add_to_unsorted": ("sort_row", "peak_fits", "refused_by_floor"),
+          "add_to_unsorted": ("sort_row", "bucket_bounds", "peak_fits", "refused_by_floor"),
           "past_future_admit": ("draw_candidate_growth", "try_add"),
           "draw_candidate_growth": ("next_uniform",),
           "next_uniform": ("uniform_at",),

@@ -36,28 +36,84 @@ def _lay_out(held_tokens, growth_tokens, spare):
     return pairs
 
 
-def _sort_row(pairs, row, n):
+# Lists whose total does not fit are judged through growth buckets first: the pairs (and the
+# candidate) go to _BUCKETS equal ranges of growth between the list's smallest and largest, and a
+# bucket's pairs come, in the list's sorted order, after every pair of the buckets above it. So at
+# the point k that ends bucket j, the peak's formula reads exactly H + C * (j's smallest growth),
+# with H and C the held tokens and the count of buckets >= j (held tokens are whole numbers, so H
+# is the same sum in any order, and these are _peak_fits's own operands: a refusal here is its
+# refusal); and every point inside bucket j is at most H + C * (j's largest growth) (rounding is
+# monotone). Most lists near the limit are settled by these bounds, without sorting (2026-12-05:
+# past-future's compiled rounds 16.2 -> 13.6 us a call, on 25,072 calls captured from a 20k run),
+# and the rest are sorted from their buckets (a counting sort, then insertion within buckets).
+_BUCKETS = 64
+
+
+def _bucket_bounds(pairs, row, n, held, g, least_growth, limit_tokens, buckets):
+    """For list `row` of n unsorted pairs with the candidate (held, g) added, whose smallest growth
+    is `least_growth`: 1 if its peak certainly fits `limit_tokens`, 0 if it certainly does not,
+    -1 if only sorting tells (each pair's bucket is then in `buckets`, for _sort_row)."""
+    largest = g
+    for i in range(n):
+        largest = max(largest, pairs[1, row, i])
+    span = largest - least_growth
+    scale = _BUCKETS / span if span > 1e-9 else 0.0  # (equal growths: one bucket)
+    count = np.zeros(_BUCKETS, dtype=np.int64)
+    held_sum = np.zeros(_BUCKETS)
+    most = np.full(_BUCKETS, -np.inf)
+    least = np.full(_BUCKETS, np.inf)
+    for i in range(n + 1):
+        gi = pairs[1, row, i] if i < n else g
+        j = min(int((gi - least_growth) * scale), _BUCKETS - 1)  # monotone in gi
+        if i < n:
+            buckets[i] = j
+        count[j] += 1
+        held_sum[j] += pairs[0, row, i] if i < n else held
+        most[j] = max(most[j], gi)
+        least[j] = min(least[j], gi)
+    cum_held = 0.0
+    k = 0
+    verdict = 1
+    for j in range(_BUCKETS - 1, -1, -1):
+        if count[j]:
+            cum_held += held_sum[j]
+            k += count[j]
+            if cum_held + k * least[j] > limit_tokens:
+                return 0
+            if cum_held + k * most[j] > limit_tokens:
+                verdict = -1
+    return verdict
+
+
+def _sort_row(pairs, row, n, buckets):
     """Sort the first n pairs of list `row` by growth, largest first (ties in any order: the peak
-    does not depend on it, peak.py)."""
-    if n <= 64:  # insertion sort: for a few dozen requests, cheaper than argsort's set-up
-        for i in range(1, n):
-            h = pairs[0, row, i]
-            g = pairs[1, row, i]
-            pos = i
-            while pos > 0 and pairs[1, row, pos - 1] < g:
-                pairs[0, row, pos] = pairs[0, row, pos - 1]
-                pairs[1, row, pos] = pairs[1, row, pos - 1]
-                pos -= 1
-            pairs[0, row, pos] = h
-            pairs[1, row, pos] = g
-    else:
-        order = np.argsort(pairs[1, row, :n])
-        held = pairs[0, row, :n].copy()
-        growth = pairs[1, row, :n].copy()
-        for i in range(n):
-            j = order[n - 1 - i]
-            pairs[0, row, i] = held[j]
-            pairs[1, row, i] = growth[j]
+    does not depend on it, peak.py), given each pair's growth bucket (_bucket_bounds): placed by
+    bucket, largest first (a counting sort), then an insertion sort (moves only within buckets)."""
+    start = np.zeros(_BUCKETS + 1, dtype=np.int64)
+    for i in range(n):
+        start[_BUCKETS - buckets[i]] += 1
+    for j in range(_BUCKETS):
+        start[j + 1] += start[j]
+    held = np.empty(n)
+    growth = np.empty(n)
+    for i in range(n):
+        j = _BUCKETS - 1 - buckets[i]
+        held[start[j]] = pairs[0, row, i]
+        growth[start[j]] = pairs[1, row, i]
+        start[j] += 1
+    for i in range(n):
+        h = held[i]
+        g = growth[i]
+        pos = i
+        while pos > 0 and growth[pos - 1] < g:
+            held[pos] = held[pos - 1]
+            growth[pos] = growth[pos - 1]
+            pos -= 1
+        held[pos] = h
+        growth[pos] = g
+    for i in range(n):
+        pairs[0, row, i] = held[i]
+        pairs[1, row, i] = growth[i]
 
 
 def _peak_fits(pairs, row, n, held, g, limit_tokens):
@@ -136,19 +192,25 @@ def _add_to_unsorted(pairs, n, total_held, total_growth, least_growth, held, gro
     """_try_add on lists that may be unsorted, given their sums: `total_held` (the n requests' held
     tokens plus the candidate's `held`), and per list the n requests' total and smallest growth.
     A list whose total fits needs no peak (see above); one that does not is refused by
-    _refused_by_floor if it can be, else sorted and checked exactly. Adds the candidate (True) or
-    not (False)."""
+    _refused_by_floor if it can be, else judged by its growth buckets, else sorted and checked
+    exactly. Adds the candidate (True) or not (False)."""
     lists = pairs.shape[1]
     shared = growth_per_list.shape[0] == 1
     quick_limit = limit_tokens * _QUICK_ADMIT_MARGIN
+    buckets = np.empty(n, dtype=np.int64)
     for row in range(lists):
         g = growth_per_list[0] if shared else growth_per_list[row]
         if total_held + total_growth[row] + g > quick_limit:
-            if _refused_by_floor(total_held, n + 1, min(least_growth[row], g), limit_tokens):
+            least = min(least_growth[row], g)
+            if _refused_by_floor(total_held, n + 1, least, limit_tokens):
                 return False
-            _sort_row(pairs, row, n)
-            if not _peak_fits(pairs, row, n, held, g, limit_tokens):
+            verdict = _bucket_bounds(pairs, row, n, held, g, least, limit_tokens, buckets)
+            if verdict == 0:
                 return False
+            if verdict == -1:
+                _sort_row(pairs, row, n, buckets)
+                if not _peak_fits(pairs, row, n, held, g, limit_tokens):
+                    return False
     for row in range(lists):  # appended: a list sorted above may no longer be
         pairs[0, row, n] = held
         pairs[1, row, n] = growth_per_list[0] if shared else growth_per_list[row]
