@@ -63,6 +63,10 @@ class CounterStream:
         z ^= z >> np.uint64(31)
         return ((z >> np.uint64(11)).astype(np.float64) * _TWO_POW_MINUS_53).reshape(shape)
 
+    def skip(self, count: int) -> None:
+        """Move past `count` draws without making them (as a compiled round that needs none does)."""
+        self.state[0] = (int(self.state[0]) + count * int(_GAMMA)) % 2**64
+
     def integers(self, low: int, high: int, size: int) -> np.ndarray:
         """Integers uniform in [low, high), one draw each: low + floor(u * (high - low))."""
         width = high - low

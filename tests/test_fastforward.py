@@ -226,3 +226,25 @@ def test_fast_forward_uses_only_the_engines_public_methods():
     assert private == []
     assert any(isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "engine"
                for node in ast.walk(tree))  # the walk sees the engine's attributes at all
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=st.integers(1, 6), every=st.integers(1, 4), steps=st.integers(0, 40), room=st.integers(-3, 60),
+       new_blocks=st.lists(st.integers(0, 3), min_size=40, max_size=40))
+def test_boundaries_that_fit_equal_checking_each_boundary(first, every, steps, room, new_blocks):
+    """The rounds held inside a run are asked at the boundaries whose blocks fit (found by
+    bisection, horizon.boundaries_that_fit): the same boundaries, and the same stable refusal, as
+    checking each boundary due in turn until one fails."""
+    from itertools import accumulate
+
+    from llmsim.cluster.horizon import boundaries_that_fit
+
+    cum = list(accumulate(new_blocks[:steps]))
+    want, stable = [], False
+    for j in range(first, len(cum), every):
+        if cum[j] > room:
+            stable = True
+            break
+        want.append(j)
+    got, got_stable = boundaries_that_fit(first, every, cum, room)
+    assert list(got) == want and got_stable == stable

@@ -85,7 +85,7 @@ class Admission:
             return "budget"
         return cand, int(swapped and cand.kv_tokens % p.block_size == 0)
 
-    def hold_rounds_ahead(self, steps: list[int], ends_s: list[float], cum_new_blocks: list[int], cand: Candidate) -> tuple[int, bool]:
+    def hold_rounds_ahead(self, steps: range, ends_s: list[float], cum_new_blocks: list[int], cand: Candidate) -> tuple[int, bool]:
         """Start, ahead of time, the policy's rounds due `steps[i]` decode steps from now inside a
         fast-forwarded run (a boundary after step j is at `ends_s[j-1]`, with `cum_new_blocks[j-1]`
         fewer blocks free than now: the run's lists), in order, each offered
@@ -100,7 +100,8 @@ class Admission:
         (`first_admitting_round`, given the view now; compiled past-future and oracle do)."""
         sched = self.scheduler
         at_once = self._rounds_at_once
-        found = None if at_once is None else at_once(self._view(ends_s[steps[0] - 1]), np.asarray(steps, dtype=np.int64), cand)
+        found = None if at_once is None else at_once(self._view(ends_s[steps[0] - 1]),
+                                                      np.arange(steps.start, steps.stop, steps.step, dtype=np.int64), cand)
         if found is None:
             for i, j in enumerate(steps):
                 rnd = sched.start_round(self._view(ends_s[j - 1], j, self.kv.free_blocks - cum_new_blocks[j - 1]))
@@ -245,6 +246,9 @@ class Admission:
 
         free = self.kv.free_blocks if free_blocks is None else free_blocks
         if self.prefix is None:
-            return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, free, running, columns)
+            n = self.batch.size
+            # all decoding: the batch's aggregate is what they hold (a compiled policy's early verdict)
+            kv_held = (n, self.batch.kv_sum_tokens() + n * steps_ahead) if n == len(self.running) else None
+            return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, free, running, columns, kv_held=kv_held)
         return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, free, running, columns,
                            self.kv.duplicate_blocks(), self.prefix_chain_fn())

@@ -19,6 +19,7 @@ A mixin of ReplicaEngine. Units: decode steps, blocks, seconds.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 
 
 class Horizon:
@@ -88,15 +89,7 @@ class Horizon:
         if isinstance(head, str):
             return  # no round at any boundary of the run admits the head
         cand, own = head
-        free = self.kv.free_blocks
-        steps, stable = [], False
-        for j in range(first, len(ends_s), every):
-            # at boundary j, cum[j-1] blocks are allocated and step j+1 needs cum[j] - cum[j-1] more:
-            # the engine's check cand.blocks + reserved + own <= free blocks then reads
-            if cand.blocks + own + cum_new_blocks[j] > free:
-                stable = True  # and at every later boundary (free blocks only shrink)
-                break
-            steps.append(j)
+        steps, stable = boundaries_that_fit(first, every, cum_new_blocks, self.kv.free_blocks - cand.blocks - own)
         if steps:
             i, stable_refusal = self.hold_rounds_ahead(steps, ends_s, cum_new_blocks, cand)
             if i < len(steps) and not stable_refusal:
@@ -126,3 +119,15 @@ class Horizon:
         if c <= r:
             return (c - 1 + m) % r + 1
         return c if m == 0 else (m - 1) % r + 1
+
+
+def boundaries_that_fit(first: int, every: int, cum_new_blocks: list[int], room_blocks: int) -> tuple[range, bool]:
+    """The inner boundaries j = first, first + every, ... (< len(cum_new_blocks)) of a run at which
+    a head needing `room_blocks` fewer than the free blocks now passes the engine's block check, and
+    whether the run's next boundary due after them fails it (a stable refusal).
+
+    At boundary j, cum[j-1] blocks are allocated and step j+1 needs cum[j] - cum[j-1] more, so the
+    check cand.blocks + reserved + own <= free blocks reads cum[j] <= room; cum never decreases, so
+    it holds up to a boundary and fails at every later one (free blocks only shrink)."""
+    steps = range(first, min(bisect_right(cum_new_blocks, room_blocks), len(cum_new_blocks)), every)
+    return steps, first + len(steps) * every < len(cum_new_blocks)

@@ -100,20 +100,24 @@ class ReplicaView:
     `running` may be given as a zero-argument function: the batch is then built on first access
     (writing a batch's progress costs time, and aggressive never looks at it). `columns`, if the
     engine gives it (also possibly as a function, returning None when it has none), holds the
-    same batch as BatchColumns."""
+    same batch as BatchColumns. `kv_held`, if the engine gives it, is (running requests, KV tokens
+    they hold), known without building either."""
 
-    __slots__ = ("now_s", "block_size", "total_blocks", "free_blocks", "_running", "_columns", "shared_blocks", "prefix_chain")
+    __slots__ = ("now_s", "block_size", "total_blocks", "free_blocks", "_running", "_columns", "shared_blocks", "prefix_chain",
+                 "kv_held")
 
     def __init__(self, now_s: float, block_size: int, total_blocks: int, free_blocks: int,
                  running: RunningBatch | Callable[[], RunningBatch],
                  columns: BatchColumns | Callable[[], BatchColumns | None] | None = None,
-                 shared_blocks: int = 0, prefix_chain: Callable[[int], tuple] | None = None) -> None:
+                 shared_blocks: int = 0, prefix_chain: Callable[[int], tuple] | None = None,
+                 kv_held: tuple[int, int] | None = None) -> None:
         self.now_s = now_s
         self.block_size = block_size
         self.total_blocks = total_blocks
         self.free_blocks = free_blocks
         self._running = running
         self._columns = columns
+        self.kv_held = kv_held
         # Prefix caching (llmsim.prefix_cache): blocks that per-request counts of the running batch
         # count more than once (held by several requests), and prefix_chain(request id) -> the keys
         # of the cached blocks it holds (running) or would hold (a candidate); None without caching.
