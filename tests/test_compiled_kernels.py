@@ -66,7 +66,7 @@ def test_candidate_growth_drawn_in_a_kernel_equals_numpy_bit_for_bit(seed, key, 
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 150), lists=st.integers(1, 5))
 def test_compiled_peak_round_admits_exactly_what_numpy_admits(seed, n, lists):
     """Sampled (fractional) and whole growths, one shared growth or one per list, more admissions
-    than the spare columns, batches on both sides of the insertion-sort cut-off (64)."""
+    than the spare columns, lists settled by their growth buckets and lists sorted from them."""
     rng = np.random.default_rng(seed)
     history, generated, caps, prompt, kv, u = _random_batch(rng, n, lists, 40)
     growth = remaining_growth_tokens(prompt, sample_final_output_tokens(generated, caps, history, u), kv)
@@ -166,6 +166,18 @@ def test_growth_buckets_settle_lists_exactly_at_every_point_of_the_peak(seed, n,
             compiled = PeakAdmissionRound(held, growth, edge)
             assert compiled.try_add(cand_held, cand_growth) == reference.try_add(cand_held, cand_growth) == (peak <= edge)
             assert compiled.lists() == reference.lists()
+
+
+@settings(max_examples=100, deadline=None)
+@given(key=st.integers(0, 2**64 - 1), count=st.integers(0, 10**6))
+def test_skipping_draws_leaves_the_stream_where_drawing_them_does(key, count):
+    """CounterStream.skip (past-future's rounds refused on held tokens before the compiled call)
+    moves the counter exactly as making the draws would, wrapping modulo 2**64."""
+    skipped, drawn = CounterStream(key), CounterStream(key)
+    skipped.skip(count)
+    if count:
+        drawn.random(count)
+    assert skipped.state[0] == drawn.state[0] and skipped.random(3).tolist() == drawn.random(3).tolist()
 
 
 _draws_kernel = None

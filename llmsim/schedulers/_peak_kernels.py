@@ -17,10 +17,11 @@ import numpy as np
 # with free columns after the first n for admissions. A list's future peak, max over k of
 # A_k + k * b_k, needs it sorted by growth (largest first), but never exceeds the list's total
 # held plus total growth (b_k <= each of b_1..b_k, all b >= 0). Most rounds admit their candidate
-# with every list's total well inside the limit, so lists start unsorted and `_try_add` sorts
-# (in place) only the lists whose total does not fit, one at a time, stopping at the first whose
-# exact peak does not fit. The bound only admits what the exact check admits: the margin covers
-# the rounding of the sums (relative error below 1e-12 for any plausible batch).
+# with every list's total well inside the limit, so lists start unsorted and `_try_add` judges
+# only the lists whose total does not fit, one at a time (by growth buckets, and sorted in place
+# when those do not settle it, below), stopping at the first whose exact peak does not fit. The
+# bound only admits what the exact check admits: the margin covers the rounding of the sums
+# (relative error below 1e-12 for any plausible batch).
 _QUICK_ADMIT_MARGIN = 1.0 - 1e-9
 
 
