@@ -168,6 +168,13 @@ def _uniform_at(key, k):
     return float(z >> np.uint64(11)) * _TWO_POW_MINUS_53
 
 
+def _round_draws(lists, n, history_len):
+    """The draws one past-future round makes (what a refused round's counter moves past): a
+    uniform per running request and list, then one history index per list for the head (none
+    without history)."""
+    return lists * n + (lists if history_len else 0)
+
+
 def _past_future_rounds_ahead(state, history_sorted, ids, prompt_col, cap_col, generated_col, kv_col, clock_base, clock,
                               slack_tokens, lists, limit_tokens, steps, cand_lo, cand_hi, cand_prompt, cand_kv, cand_held,
                               cap_when_larger, rounded):
@@ -203,7 +210,7 @@ def _past_future_rounds_ahead(state, history_sorted, ids, prompt_col, cap_col, g
             # What the lists hold already exceeds the limit, so every list's peak does (growths are
             # >= 0; see _refused_by_floor): the round refuses whatever it draws. Skip its draws by
             # moving the counter past them (the running requests', then the head's).
-            state[0] = key + np.uint64(lists * n + (lists if w else 0)) * _GAMMA
+            state[0] = key + np.uint64(_round_draws(lists, n, w)) * _GAMMA
             continue
         total_growth[:] = 0.0
         least_growth[:] = np.inf
@@ -243,14 +250,14 @@ def _reserved_blocks_sum(ids, prompt_col, cap_col, block_size, fixed_output_toke
 
 _KERNELS = {"reserved_blocks_sum": _reserved_blocks_sum, "replace_in_sorted": _replace_in_sorted, "lay_out": _lay_out, "sort_row": _sort_row, "bucket_bounds": _bucket_bounds, "peak_fits": _peak_fits, "try_add": _try_add, "sampled_growth": _sampled_growth,
             "next_uniform": _next_uniform, "past_future_admit": _past_future_admit, "uniform_at": _uniform_at, "search_right": _search_right, "refused_by_floor": _refused_by_floor, "add_to_unsorted": _add_to_unsorted, "interpolated_final": _interpolated_final, "support_points": _support_points, "draw_candidate_growth": _draw_candidate_growth, "past_future_rounds_ahead": _past_future_rounds_ahead,
-            "exact_rounds_ahead": _exact_rounds_ahead}
+            "round_draws": _round_draws, "exact_rounds_ahead": _exact_rounds_ahead}
 _CALLS = {"try_add": ("add_to_unsorted", "peak_fits"),
           "add_to_unsorted": ("sort_row", "bucket_bounds", "peak_fits", "refused_by_floor"),
           "past_future_admit": ("draw_candidate_growth", "try_add"),
           "draw_candidate_growth": ("next_uniform",),
           "next_uniform": ("uniform_at",),
           "past_future_rounds_ahead": ("add_to_unsorted", "draw_candidate_growth", "uniform_at", "search_right",
-                                       "interpolated_final", "support_points"),
+                                       "interpolated_final", "support_points", "round_draws"),
           "sampled_growth": ("interpolated_final", "support_points"),
           "exact_rounds_ahead": ("add_to_unsorted",)}
 

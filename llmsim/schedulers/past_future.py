@@ -219,8 +219,7 @@ class PastFutureScheduler:
         slack = self._slack_tokens
         if float(candidate.kv_tokens + slack) + (kv_sum + n * (int(steps_ahead[0]) + slack)) <= limit:
             return False
-        lists = self.num_lists(n)
-        self.stream.skip(len(steps_ahead) * (lists * n + (lists if len(self.history.sorted()) else 0)))
+        self.stream.skip(len(steps_ahead) * _compiled.round_draws(self.num_lists(n), n, len(self.history.sorted())))
         return True
 
     def record_finish(self, output_tokens: int) -> None:
