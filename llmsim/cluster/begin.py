@@ -60,15 +60,16 @@ class Begin:
             self._apply_round(d)
         if not self.running:
             return None
-        t, p = self.table, self.params
+        p = self.params
         swap_s = d.swap_in_s
         if p.mode == "separate" and d.admitted:
-            prefill_ids = [c.request_id for c, swapped in zip(d.admitted, d.swapped_in) if not swapped]
-            if prefill_ids:
-                chunks = [t.prefill_left_tokens.item(r) for r in prefill_ids]
-                # the tokens before each chunk: a prefix cache's hits (0 without prefix caching)
-                shape = BatchShape(tuple(chunks), tuple(t.kv_tokens.item(r) - c for r, c in zip(prefill_ids, chunks)))
-                step = self._step(now_s, shape, _NO_IDS, prefill_ids, chunks, swap_s)
+            prefilled = [c for c, swapped in zip(d.admitted, d.swapped_in) if not swapped]
+            if prefilled:
+                # each chunk is the whole prefill `_admit` wrote (its KV less its cached tokens), after the
+                # cached tokens: read from the candidates, not the table (once a request, per admission)
+                chunks = [c.kv_tokens - c.cached_tokens for c in prefilled]
+                shape = BatchShape(tuple(chunks), tuple([c.cached_tokens for c in prefilled]))
+                step = self._step(now_s, shape, _NO_IDS, [c.request_id for c in prefilled], chunks, swap_s)
                 if p.fast_forward and swap_s == 0.0 and p.guard_max_queue_s is None and p.guard_max_tbt_s is None:
                     continue_prefill_with_run(self, step)
                 return step
