@@ -30,7 +30,8 @@ from ..kvcache import blocks_for
 from ..prefix_cache import max_hit_blocks
 from ..prefix_plan import CachePlan
 from ..request import RUNNING, SWAPPED
-from ..schedulers.base import BatchColumns, Candidate, ReplicaView, RunningBatch
+from ..schedulers.base import Candidate, ReplicaView
+from .view import EngineView
 
 _NOW = np.zeros(1, dtype=np.int64)  # a round now, zero steps ahead (Scheduler.first_admitting_round)
 
@@ -225,30 +226,5 @@ class Admission:
 
     def _view(self, now_s: float, steps_ahead: int = 0, free_blocks: int | None = None) -> ReplicaView:
         """The replica as a policy sees it now, or `steps_ahead` decode steps of the whole running
-        batch from now (fast-forward, with every running request decoding)."""
-        def running() -> RunningBatch:  # built only if the policy looks at it
-            t, ids = self.table, self._ids()
-
-            def progress():
-                if self.batch.size == len(ids):  # all decoding: read the clock, write nothing
-                    generated, kv = self.batch.current_progress(ids)
-                    return (generated + steps_ahead, kv + steps_ahead) if steps_ahead else (generated, kv)
-                return self.progress_now(ids)
-
-            return RunningBatch(ids, t.prompt_tokens[ids], t.max_new_tokens[ids], progress=progress)
-
-        def columns() -> BatchColumns | None:  # built only if a compiled policy asks
-            if self.batch.size != len(self.running):
-                return None  # some are prefilling: their progress does not follow the decode clock
-            t, ids = self.table, self._ids()
-            return BatchColumns(ids, t.prompt_tokens, t.max_new_tokens, t.generated_tokens, t.kv_tokens, t.clock_base,
-                                self.batch.clock + steps_ahead, ids)
-
-        free = self.kv.free_blocks if free_blocks is None else free_blocks
-        if self.prefix is None:
-            n = self.batch.size
-            # all decoding: the batch's aggregate is what they hold (a compiled policy's early verdict)
-            kv_held = (n, self.batch.kv_sum_tokens() + n * steps_ahead) if n == len(self.running) else None
-            return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, free, running, columns, kv_held=kv_held)
-        return ReplicaView(now_s, self.params.block_size, self.kv.total_blocks, free, running, columns,
-                           self.kv.duplicate_blocks(), self.prefix_chain_fn())
+        batch from now (fast-forward, with every running request decoding): view.py."""
+        return EngineView(self, now_s, steps_ahead, self.kv.free_blocks if free_blocks is None else free_blocks)
