@@ -38,6 +38,26 @@ class ConstantCostModel:
             return 0.0
         return self.base_step_s + self.per_token_s * tokens
 
+    def decode_run_fn(self, decode_seqs: int):
+        """costmodel/decode_run.py's run pricer for `decode_seqs` sequences: every step of a run
+        costs what `step_time_s` gives a decode-only step of them (context does not matter here),
+        computed once, its ends summed one step at a time. A speed layer, as the analytic model's:
+        building a BatchShape per step made constant-model runs about 40 % slower than at 91c1e79
+        (docs/performance.md); tests/test_costmodel.py checks it bit for bit."""
+        step_s = self.step_time_s(BatchShape((), (), decode_seqs, 0, 0))
+
+        def run(start_s: float, context_sum_tokens: int, context_max_tokens: int, num_steps: int,
+                horizon_s: float) -> tuple[list[float], list[float]]:
+            ends: list[float] = []
+            end = start_s
+            for _ in range(num_steps):
+                end += step_s  # sequential sums, as step-by-step mode's clock adds each step
+                ends.append(end)
+                if end >= horizon_s:
+                    break
+            return ends, [step_s] * len(ends)
+        return run
+
     def swap_time_s(self, num_bytes_per_gpu: float) -> float:
         if self.host_link_gb_per_s is None:
             return 0.0
