@@ -28,6 +28,7 @@ class ConstantCostModel:
         self.base_step_s = float(step_time_s)
         self.per_token_s = float(per_token_s)
         self.host_link_gb_per_s = host_link_gb_per_s
+        self._run_pricers: dict = {}  # decode_run_fn's pricers, by sequence count (one lookup a run)
 
     def __repr__(self) -> str:
         return f"ConstantCostModel(step_time_s={self.base_step_s}, per_token_s={self.per_token_s})"
@@ -44,6 +45,12 @@ class ConstantCostModel:
         computed once, its ends summed one step at a time. A speed layer, as the analytic model's:
         building a BatchShape per step made constant-model runs about 40 % slower than at 91c1e79
         (docs/performance.md); tests/test_costmodel.py checks it bit for bit."""
+        run = self._run_pricers.get(decode_seqs)
+        if run is None:
+            run = self._run_pricers[decode_seqs] = self._run_pricer(decode_seqs)
+        return run
+
+    def _run_pricer(self, decode_seqs: int):
         step_s = self.step_time_s(BatchShape((), (), decode_seqs, 0, 0))
 
         def run(start_s: float, context_sum_tokens: int, context_max_tokens: int, num_steps: int,
