@@ -13,19 +13,18 @@ version since 91c1e79, so with it two versions simulate the same system: the pri
 cycles, evictions and SLA attainment must agree, and then the CPU seconds compare the simulators
 alone. 8 ms a step plus 16 us a token puts ShareGPT on Llama-2-7B near saturation at 12 requests/s
 per replica (aggressive evicts, conservative queues). Uses only `load_scenario` and `simulate`, so
-it runs against old trees too. Prints one JSON line; not a unit test.
+it runs against old trees too. Prints one JSON line (bench_sim.py's `measure`); not a unit test.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import time
 from pathlib import Path
 
 import llmsim
-from llmsim import load_scenario, simulate
+from llmsim import load_scenario
+
+from bench_sim import measure  # this folder is on sys.path when the script runs
 
 
 def main() -> None:
@@ -50,19 +49,7 @@ def main() -> None:
         f"cost_model.step_time_s={args.step_time_s}",
         f"cost_model.per_token_s={args.per_token_s}",
     ]
-    loaded = load_scenario(scenario, overrides, scheduler=args.scheduler)
-    t0, c0 = time.perf_counter(), time.process_time()
-    r = simulate(loaded)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    print(json.dumps({
-        "wall_s": wall,
-        "cpu_s": cpu,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "steps": sum(r.derived["replica_steps"]),
-        "cycles": sum(r.derived["replica_timeouts"]),
-        "evictions": r.summary["evictions"],
-        "sla_attainment": r.summary["sla_attainment"],
-    }))
+    measure(load_scenario(scenario, overrides, scheduler=args.scheduler))
 
 
 if __name__ == "__main__":

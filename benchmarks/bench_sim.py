@@ -33,7 +33,7 @@ SCHEDULERS = ("aggressive", "conservative", "past-future", "oracle")
 
 def _one(args) -> None:
     """Child: run one simulation, print a JSON line."""
-    from llmsim import load_scenario, simulate
+    from llmsim import load_scenario
 
     overrides = [
         f"workload.num_requests={args.requests}",
@@ -42,7 +42,13 @@ def _one(args) -> None:
         f"cluster.router={args.router}",
         f"engine.fast_forward={'false' if args.step_by_step else 'true'}",
     ]
-    loaded = load_scenario(SCENARIO, overrides, scheduler=args.scheduler)
+    measure(load_scenario(SCENARIO, overrides, scheduler=args.scheduler))
+
+
+def measure(loaded) -> None:
+    """Simulate a loaded scenario and print its figures as one JSON line (also bench_same_system.py's)."""
+    from llmsim import simulate
+
     t0, c0 = time.perf_counter(), time.process_time()
     r = simulate(loaded)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
