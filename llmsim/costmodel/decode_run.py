@@ -9,7 +9,8 @@ a built `BatchShape`. Ends are summed one step at a time from `start_s`, as step
 clock adds each step, so a run's timestamps are the same bits as the steps taken one by one.
 
 A model may also price a whole run in one call, `decode_run_fn(decode_seqs)` (analytic.py: this
-loop with its step formula written inside, so no call per step): a speed layer that must give
+loop with its step formula written inside, so no call per step; constant.py: one step price
+summed): a speed layer that must give
 `price_decode_run`'s loop below bit for bit (tests/test_costmodel.py, `check_run_pricer`);
 without it the results are the same. There is no
 vectorised or compiled implementation: fast-forward prices a few to 32 steps per run
