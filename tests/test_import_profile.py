@@ -79,7 +79,7 @@ def _assert_same_values(rebuilt, shipped, path: str) -> None:
         assert isinstance(rebuilt, (list, tuple)) and len(rebuilt) == len(shipped), path
         for i, (r, s) in enumerate(zip(rebuilt, shipped)):
             _assert_same_values(r, s, f"{path}[{i}]")
-    elif isinstance(shipped, float) and not isinstance(rebuilt, bool):
+    elif isinstance(shipped, float):
         assert rebuilt == pytest.approx(shipped, rel=1e-12, abs=0.0), path
     else:
         assert rebuilt == shipped, path
