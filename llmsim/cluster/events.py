@@ -2,8 +2,11 @@
 
 There is one SimPy event loop (`simpy.Environment.run`). Its processes are one per replica
 (llmsim.cluster.replica), and either one for open-loop arrivals or one for a pool of closed-loop clients
-(llmsim.cluster.load). They use SimPy's public API only: `env.process`, `env.timeout`, plain
-events and their `callbacks` lists, and `env.schedule` with a priority.
+(llmsim.cluster.load). They use SimPy's public API: `env.process`, `env.timeout`, plain
+events and their `callbacks` lists, and `env.schedule` with a priority. The one event type of our
+own, `PriorityTimeout`, marks itself triggered by setting the two attributes SimPy's own event
+types set (`_ok`, `_value`, as `simpy.Timeout` does): SimPy has no public constructor for a
+timeout with a priority, and an event scheduled untriggered fails when it is processed.
 
 Event order at one simulated time t (SimPy pops events by (time, priority, creation order)):
 
