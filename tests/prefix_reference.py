@@ -2,7 +2,14 @@
 
 `python tests/prefix_reference.py OUT_DIR` writes each scenario's requests.csv; the files in
 tests/data/prefix_off/ were written by the code before prefix caching existed (commit 52a104d,
-branch main), so the test checks that `engine.prefix_caching: false` reproduces them exactly."""
+branch main), so the test checks that `engine.prefix_caching: false` reproduces them exactly.
+
+Rewritten 2026-12-05 by the same commit with one line changed, as the simulator changed it then:
+`smooth_max` at p = 2 (llmsim/costmodel/roofline.py) returns `math.sqrt(c * c + m * m)` instead
+of `math.hypot(c, m)`, so that numba can compile the analytic model's run loop to the same bits
+(roofline_run.py). That moved only time columns, by at most 2e-15 relative; the unchanged
+52a104d still reproduces the earlier files exactly. To rewrite them: `git archive 52a104d` into
+a folder, make that change in its roofline.py, and run this script with PYTHONPATH set to it."""
 
 from __future__ import annotations
 

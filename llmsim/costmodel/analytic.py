@@ -21,14 +21,13 @@ dict lookup plus a few float operations.
 
 from __future__ import annotations
 
-from math import hypot
-
 from llmsim.costmodel.base import BatchShape
 from llmsim.costmodel.catalog import ModelArch
 from llmsim.costmodel.composed import ComposedCostModel
 from llmsim.costmodel.profile import HardwareProfile
 from llmsim.costmodel.roofline import (DEFAULT_GEMM_LAUNCH_US, DEFAULT_KERNEL_LAUNCH_US, DEFAULT_MOE_GEMM_EFFICIENCY,
-                                       DEFAULT_ROOFLINE_P, allreduce_params, smooth_max)
+                                       DEFAULT_ROOFLINE_P, allreduce_params, smooth_max, smooth_max_2)
+from llmsim.costmodel.roofline_run import RunPricers
 
 
 class AnalyticCostModel(ComposedCostModel):
@@ -49,6 +48,7 @@ class AnalyticCostModel(ComposedCostModel):
         self._allreduce_latency_s, self._allreduce_s_per_byte = allreduce_params(profile.comm, tp)
 
         self._init_caches()
+        self._run_pricers = RunPricers(self._run_constants)  # decode_run_fn's, by sequence count
 
     def _init_rates(self, profile: HardwareProfile) -> None:
         """Achieved rates (FLOP/s, bytes/s) and the smallest kernel time (s), from the profile's spec
@@ -206,12 +206,13 @@ class AnalyticCostModel(ComposedCostModel):
         (context sum, context max): launch + smooth_max(FLOPs / rate, bytes / rate), at least the
         kernel floor (`_kernel_s`, `smooth_max` inlined, their operations in the same order), with
         every constant of `seqs` bound once. Single steps (step-by-step mode, mixed steps) call it
-        once each: 0.63 us a call, against 2.1 us when it was a one-step run of
-        `_decode_run_formula` (2026-12-05, micro-benchmark)."""
+        once each: 0.63 us a call, against 2.1 us when it was a one-step run of the run pricer
+        (2026-12-05, micro-benchmark). The run pricer (`decode_run_fn`) performs the same
+        operations in roofline_run.py's loop."""
         kv_bytes, q_bytes = self._kv_bytes_per_token_layer, seqs * self._q_bytes_per_token
         flops_per_token, flops_per_s, bytes_per_s = self._attn_flops_per_pair, self._attn_flops_per_s, self._attn_bytes_per_s
         launch_s, floor_s, p = self._launch_s, self._floor_s, self._p
-        roof = hypot if p == 2.0 else (lambda c, m: smooth_max(c, m, p))  # hypot: smooth_max's own fast path
+        roof = smooth_max_2 if p == 2.0 else (lambda c, m: smooth_max(c, m, p))  # smooth_max's own p = 2 path
 
         def fn(context_sum_tokens: int, context_max_tokens: int) -> float:
             t = launch_s + roof(context_sum_tokens * flops_per_token / flops_per_s, (context_sum_tokens * kv_bytes + q_bytes) / bytes_per_s)
@@ -219,45 +220,22 @@ class AnalyticCostModel(ComposedCostModel):
         return fn
 
     def decode_run_fn(self, decode_seqs: int):
-        """The decode-run pricer of costmodel/decode_run.py for `decode_seqs` sequences, the
-        loop inside the formula's closure (cached by sequence count); None for no sequences."""
-        run = self._decode_run_cache.get(decode_seqs)
-        if run is None and decode_seqs > 0:
-            run = self._decode_run_cache[decode_seqs] = self._decode_run_formula(
-                decode_seqs, self._decode_fixed_s(decode_seqs), self._layers)
-        return run
+        """The decode-run pricer of costmodel/decode_run.py for `decode_seqs` sequences: the step
+        formula above in one loop (roofline_run.py: no call per step; 0.75 us a priced step
+        interpreted, against about 1 us through the step function; compiled after a million
+        steps), the same bits as the step function (tests/test_costmodel.py, check_run_pricer).
+        None for no sequences, or at a roofline p other than 2 (no shipped profile has one): then
+        decode_run.py loops over the step function, with the same results."""
+        if decode_seqs <= 0 or self._p != 2.0:
+            return None
+        return self._run_pricers.get(decode_seqs)
 
-    def _decode_run_formula(self, seqs: int, fixed_s: float, layers: int):
-        """(start_s, context sum, context max, num_steps, horizon_s) -> (ends, durations) of a run
-        of decode steps of `seqs` sequences, with `decode_run.price_decode_run`'s contract (context
-        sum growing by `seqs` a step, ends summed one step at a time from start_s, stopping after
-        the first end at or after horizon_s). A speed layer over `_decode_step_formula`: the same
-        step arithmetic written inside the loop, so that fast-forward prices a run in one call with
-        no call per step (0.75 us a priced step in a run of 16, against about 1 us through the step
-        function; 2026-12-05). tests/test_costmodel.py checks it bit for bit against the step
-        function; without it (`decode_run_fn` returning None) every result is the same."""
-        kv_bytes, q_bytes = self._kv_bytes_per_token_layer, seqs * self._q_bytes_per_token
-        flops_per_token, flops_per_s, bytes_per_s = self._attn_flops_per_pair, self._attn_flops_per_s, self._attn_bytes_per_s
-        launch_s, floor_s, p = self._launch_s, self._floor_s, self._p
-        roof = hypot if p == 2.0 else (lambda c, m: smooth_max(c, m, p))  # hypot: smooth_max's own fast path
-
-        def run(start_s: float, context_sum_tokens: int, context_max_tokens: int, num_steps: int,
-                horizon_s: float) -> tuple[list[float], list[float]]:
-            ends: list[float] = []
-            durations: list[float] = []
-            add_end, add_duration = ends.append, durations.append
-            end, context_sum = start_s, context_sum_tokens
-            for _ in range(num_steps):
-                t = launch_s + roof(context_sum * flops_per_token / flops_per_s, (context_sum * kv_bytes + q_bytes) / bytes_per_s)
-                d = fixed_s + layers * (t if t > floor_s else floor_s)
-                context_sum += seqs
-                end += d  # sequential sums, as step-by-step mode's clock adds each step
-                add_end(end)
-                add_duration(d)
-                if end >= horizon_s:
-                    break
-            return ends, durations
-        return run
+    def _run_constants(self, seqs: int) -> tuple[float, ...]:
+        """The constants of `seqs` sequences' decode step, in roofline_run.roofline_decode_run's order."""
+        return tuple(float(x) for x in (
+            self._decode_fixed_s(seqs), self._layers, seqs, self._attn_flops_per_pair, self._attn_flops_per_s,
+            self._kv_bytes_per_token_layer, seqs * self._q_bytes_per_token, self._attn_bytes_per_s, self._launch_s,
+            self._floor_s))
 
     # ----- CostModel interface -----
 

@@ -38,7 +38,6 @@ class ComposedCostModel:
         self._lone_prefill_cache: dict[int, float] = {}  # step time of one fresh prompt's prefill, by length
         self._decode_fn_cache: dict[int, DecodeStepFn] = {}  # decode-only step formulas, by sequence count
         self._decode_attention_cache: dict[int, DecodeStepFn] = {}  # one layer's decode attention, by sequence count
-        self._decode_run_cache: dict = {}  # decode-run pricers (a subclass's `decode_run_fn`), by sequence count
 
     # ----- hooks -----
     def _per_token_parts(self, tokens: int) -> tuple[float, float, float]:

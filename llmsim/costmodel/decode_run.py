@@ -8,13 +8,12 @@ its `step_time_s` itself calls for a decode-only shape: composed.py), otherwise 
 a built `BatchShape`. Ends are summed one step at a time from `start_s`, as step-by-step mode's
 clock adds each step, so a run's timestamps are the same bits as the steps taken one by one.
 
-A model may also price a whole run in one call, `decode_run_fn(decode_seqs)` (analytic.py: this
-loop with its step formula written inside, so no call per step; constant.py: one step price
-summed): a speed layer that must give
-`price_decode_run`'s loop below bit for bit (tests/test_costmodel.py, `check_run_pricer`);
-without it the results are the same. There is no
-vectorised or compiled implementation: fast-forward prices a few to 32 steps per run
-(docs/performance.md).
+A model may also price a whole run in one call, `decode_run_fn(decode_seqs)` (analytic.py, through
+roofline_run.py: this loop with its step formula written inside, so no call per step, run by
+Python and, after a million priced steps, compiled by numba from the same function; constant.py:
+one step price summed): a speed layer that must give `price_decode_run`'s loop below bit for bit
+(tests/test_costmodel.py and tests/test_roofline_run.py, `check_run_pricer`); without it the
+results are the same. Fast-forward prices a few to 32 steps per run (docs/performance.md).
 
 Units: seconds, tokens.
 """

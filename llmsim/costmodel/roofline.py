@@ -40,13 +40,21 @@ DEFAULT_MOE_GEMM_EFFICIENCY = 0.8
 def smooth_max(c: float, m: float, p: float) -> float:
     """(c^p + m^p)^(1/p) for non-negative c, m: max(c, m) <= result <= 2^(1/p) x max(c, m)."""
     if p == 2.0:
-        return math.hypot(c, m)
+        return smooth_max_2(c, m)
     if math.isinf(p):
         return c if c > m else m
     big = c if c > m else m
     if big <= 0.0:
         return 0.0
     return big * ((c / big) ** p + (m / big) ** p) ** (1.0 / p)  # scaled: no overflow at large p
+
+
+def smooth_max_2(c: float, m: float) -> float:
+    """smooth_max at p = 2, as sqrt(c^2 + m^2) rather than math.hypot: the same IEEE operations
+    whether Python or numba runs them (roofline_run.py compiles the decode loop; CPython's hypot
+    and the C library's, which numba calls, differ in the last bit for about 3 in 1,000 pairs).
+    Kernel times (microseconds to seconds) are far from where the squares could overflow."""
+    return math.sqrt(c * c + m * m)
 
 
 def allreduce_params(comm, tp: int) -> tuple[float, float]:
