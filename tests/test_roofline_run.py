@@ -4,6 +4,7 @@ same bits, and switching from one to the other mid-simulation changes no result.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -38,16 +39,24 @@ def test_the_compiled_loop_gives_the_interpreted_loops_bits_on_random_runs():
     assert smooth_max(3.0, 4.0, 2.0) == smooth_max_2(3.0, 4.0) == 5.0
 
 
-@pytest.mark.parametrize("compile_after_steps", [None, 0, 25])
-def test_a_run_is_priced_as_its_steps_one_by_one_before_during_and_after_the_switch(compile_after_steps):
+@pytest.mark.parametrize("after,after_if_loaded,numba_loaded,switches", [
+    (None, None, True, False), (0, None, False, True), (25, None, False, True),
+    (None, 25, True, True), (None, 25, False, False), (400, 25, False, True)])
+def test_a_run_is_priced_as_its_steps_one_by_one_before_during_and_after_the_switch(
+        monkeypatch, after, after_if_loaded, numba_loaded, switches):
+    monkeypatch.setattr(roofline_run, "COMPILE_AFTER_STEPS", after)
+    monkeypatch.setattr(roofline_run, "COMPILE_AFTER_STEPS_IF_LOADED", after_if_loaded)
+    compiled_loop()  # numba imported (the pricers only look whether it is)
+    if not numba_loaded:
+        monkeypatch.delitem(sys.modules, "numba")
     cm = AnalyticCostModel(load_model("llama-2-7b"), load_profile("h100-80g-sxm"))
-    cm._run_pricers = pricers = RunPricers(cm._run_constants, compile_after_steps)
-    assert pricers.compiled == (compile_after_steps == 0)
+    pricers = cm._run_pricers
+    assert pricers.compiled == (after == 0)
     # the last run is longer than the buffers the loop writes into at first: they grow
     for seqs, ctx_sum, ctx_max, steps in ((1, 5, 5, 50), (37, 37 * 800, 1500, 300), (256, 10**6, 9000, 7), (9, 900, 100, 3000)):
         scalar = [cm.step_time_s(BatchShape((), (), seqs, ctx_sum + j * seqs, ctx_max + j)) for j in range(steps)]
         check_run_pricer(cm, seqs, ctx_sum, ctx_max, scalar)  # bit for bit: fast-forward relies on it
-    assert pricers.compiled == (compile_after_steps is not None)
+    assert pricers.compiled == switches
 
 
 def test_a_simulation_that_switches_to_the_compiled_loop_gives_the_same_results(monkeypatch):
@@ -58,13 +67,15 @@ def test_a_simulation_that_switches_to_the_compiled_loop_gives_the_same_results(
     switch = RunPricers._switch
 
     def recorded_switch(self):
-        switches.append(after)
+        switches.append(case)
         switch(self)
 
     monkeypatch.setattr(RunPricers, "_switch", recorded_switch)
-    for after in (None, 2_000, 0):
-        monkeypatch.setattr(roofline_run, "COMPILE_AFTER_STEPS", after)
+    compiled_loop()  # numba imported: the second count applies
+    for case in ((None, None), (2_000, None), (0, None), (None, 1_000)):
+        monkeypatch.setattr(roofline_run, "COMPILE_AFTER_STEPS", case[0])
+        monkeypatch.setattr(roofline_run, "COMPILE_AFTER_STEPS_IF_LOADED", case[1])
         results.append(simulate(sc).requests)
-    assert switches == [2_000, 0]  # once each: mid-run, and before the first run
+    assert switches == [(2_000, None), (0, None), (None, 1_000)]  # once each: mid-run, before the first run, mid-run
     for other in results[1:]:
         assert results[0].equals(other)

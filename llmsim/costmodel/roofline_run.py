@@ -11,16 +11,20 @@ context sum `context_sum_tokens + j * seqs` and costs
 ends are summed one step at a time from the run's start, as step-by-step mode's clock adds each
 step. `roofline_decode_run` is that loop, written once: interpreted, it reads the constants from
 a tuple and writes into two preallocated Python lists; compiled (numba's `njit` of the same
-function, `cache=True`), from an array into two numpy arrays. Both perform the same IEEE operations in the same
-order (no fast-math, no fused multiply-add, sqrt correctly rounded in both), so they return the
-same bits; tests/test_roofline_run.py checks that on random runs.
+function, `cache=True`), from an array into two numpy arrays. Both perform the same IEEE
+operations in the same order (no fast-math, no fused multiply-add, sqrt correctly rounded in
+both), so they return the same bits; tests/test_roofline_run.py checks that on random runs.
 
-Why two ways to run it: priced in Python a step costs about 0.75 us; compiled, a run costs about
-1 us of call and conversion plus a few ns a step, 5 % of a 64-replica simulation's time. But
-importing numba costs about 0.2 s and 100 MiB, which a short simulation of a scheduler that
-loads no kernel (aggressive) would pay for nothing. So a pricer runs the loop in Python until its
-cost model has priced `COMPILE_AFTER_STEPS` steps, then compiled (`RunPricers`). The switch
-changes no result: it is a speed layer, removable by setting COMPILE_AFTER_STEPS to None.
+Why two ways to run it: priced in Python, a run of 2 / 5 / 16 steps costs 0.98 / 1.71 / 3.82 us;
+compiled, 1.10 / 1.16 / 1.45 us (call and conversion, then a few ns a step): about 4.5 % of a
+64-replica simulation's time. But starting numba costs about 0.5 s and 100 MiB (its import,
+then its compiler's set-up at the first call), which a short simulation of a scheduler that
+loads no kernel (aggressive) would pay for nothing; where a policy's kernels
+(llmsim.schedulers._compiled) already run, loading this one from numba's cache costs about
+0.05 s. So a cost model's pricers run the loop in Python until it has priced
+`COMPILE_AFTER_STEPS` steps, or only `COMPILE_AFTER_STEPS_IF_LOADED` if numba is imported by
+then (by whatever module), and compiled from then on (`RunPricers`). The switch changes no
+result: it is a speed layer, removable by setting both to None.
 
 Units: seconds, tokens, bytes, FLOPs.
 """
@@ -28,14 +32,17 @@ Units: seconds, tokens, bytes, FLOPs.
 from __future__ import annotations
 
 import math
+import sys
 from math import sqrt
 
 import numpy as np
 
-# Steps priced by one cost model before its runs are priced by the compiled loop: by then the
-# import and the cached kernel's load (about 0.25 s) are paid back within about as many steps
-# again (0.36 us saved a priced step, aggressive on 64 replicas, 2026-12-05). None: never compile.
+# Steps priced by one cost model before its runs are priced by the compiled loop (None: never),
+# so that what starting it costs is paid back within a simulation that goes on about as long
+# again (about 0.3 us saved a priced step, aggressive on 64 replicas, 2026-12-05): numba not yet
+# imported (0.5 s), and imported already (0.05 s to load this loop)
 COMPILE_AFTER_STEPS: int | None = 1_000_000
+COMPILE_AFTER_STEPS_IF_LOADED: int | None = 100_000
 BUFFER_STEPS = 1_024  # steps the output buffers hold at first (fast-forward prices up to 32 a run, mostly)
 
 
@@ -65,15 +72,19 @@ def roofline_decode_run(consts, start_s, context_sum_tokens, num_steps, horizon_
 
 class RunPricers:
     """The run pricers of one cost model, by sequence count (decode_run.py's `decode_run_fn`):
-    the loop above in Python until `COMPILE_AFTER_STEPS` steps are priced, then compiled."""
+    the loop above in Python until `COMPILE_AFTER_STEPS` steps are priced (or
+    `COMPILE_AFTER_STEPS_IF_LOADED` with numba imported), then compiled."""
 
-    def __init__(self, consts_of, compile_after_steps: int | None | str = "default") -> None:
+    def __init__(self, consts_of) -> None:
         self._consts_of = consts_of  # seqs -> the loop's constants tuple
-        if compile_after_steps == "default":
-            compile_after_steps = COMPILE_AFTER_STEPS  # read now: tests set the module's value
         self._pricers: dict = {}
-        # steps left before the switch (priced steps count down: one subtraction a run)
-        self._steps_left = math.inf if compile_after_steps is None else compile_after_steps
+        # the step counts at which to switch, numba imported or not (read now: tests set them)
+        self._after_if_loaded = math.inf if COMPILE_AFTER_STEPS_IF_LOADED is None else COMPILE_AFTER_STEPS_IF_LOADED
+        self._after = math.inf if COMPILE_AFTER_STEPS is None else COMPILE_AFTER_STEPS
+        # steps left before the next look at whether to switch, at `_target` steps priced (a
+        # countdown: one subtraction a run)
+        self._target = min(self._after_if_loaded, self._after)
+        self._steps_left = self._target
         self.compiled = False
         # where the loop writes a run's ends and durations, shared by every pricer of this cost
         # model (a run is copied out before the next is priced), grown for a longer run:
@@ -81,7 +92,7 @@ class RunPricers:
         self._lists: tuple[list[float], list[float]] = ([0.0] * BUFFER_STEPS, [0.0] * BUFFER_STEPS)
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
         if self._steps_left <= 0:
-            self._switch()  # compiled from the first run (tests)
+            self._look()  # compiled from the first run (tests)
 
     def get(self, seqs: int):
         run = self._pricers.get(seqs)
@@ -98,7 +109,7 @@ class RunPricers:
             k = roofline_decode_run(consts, start_s, context_sum_tokens, num_steps, horizon_s, ends, durations)
             self._steps_left -= k
             if self._steps_left <= 0:
-                self._switch()
+                self._look()
             return ends[:k], durations[:k]
         return run
 
@@ -114,6 +125,15 @@ class RunPricers:
             k = loop(consts, start_s, context_sum_tokens, num_steps, horizon_s, ends, durations)
             return ends[:k].tolist(), durations[:k].tolist()
         return run
+
+    def _look(self) -> None:
+        """The countdown ran out: switch if numba is imported by now or the long count is
+        reached, else count down to the long count."""
+        priced = self._target - self._steps_left  # steps priced so far (the countdown overshoots)
+        if priced >= self._after or "numba" in sys.modules:  # priced >= _after_if_loaded here
+            self._switch()
+        else:
+            self._target, self._steps_left = self._after, self._after - priced
 
     def _switch(self) -> None:
         """From now on, `get` hands out pricers that run the compiled loop."""
