@@ -4,7 +4,6 @@ same bits, and switching from one to the other mid-simulation changes no result.
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -46,9 +45,7 @@ def test_a_run_is_priced_as_its_steps_one_by_one_before_during_and_after_the_swi
         monkeypatch, after, after_if_loaded, numba_loaded, switches):
     monkeypatch.setattr(roofline_run, "COMPILE_AFTER_STEPS", after)
     monkeypatch.setattr(roofline_run, "COMPILE_AFTER_STEPS_IF_LOADED", after_if_loaded)
-    compiled_loop()  # numba imported (the pricers only look whether it is)
-    if not numba_loaded:
-        monkeypatch.delitem(sys.modules, "numba")
+    monkeypatch.setattr(roofline_run, "numba_imported", lambda: numba_loaded)
     cm = AnalyticCostModel(load_model("llama-2-7b"), load_profile("h100-80g-sxm"))
     pricers = cm._run_pricers
     assert pricers.compiled == (after == 0)
@@ -71,7 +68,7 @@ def test_a_simulation_that_switches_to_the_compiled_loop_gives_the_same_results(
         switch(self)
 
     monkeypatch.setattr(RunPricers, "_switch", recorded_switch)
-    compiled_loop()  # numba imported: the second count applies
+    monkeypatch.setattr(roofline_run, "numba_imported", lambda: True)  # the second count applies
     for case in ((None, None), (2_000, None), (0, None), (None, 1_000)):
         monkeypatch.setattr(roofline_run, "COMPILE_AFTER_STEPS", case[0])
         monkeypatch.setattr(roofline_run, "COMPILE_AFTER_STEPS_IF_LOADED", case[1])

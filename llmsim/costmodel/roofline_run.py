@@ -130,7 +130,7 @@ class RunPricers:
         """The countdown ran out: switch if numba is imported by now or the long count is
         reached, else count down to the long count."""
         priced = self._target - self._steps_left  # steps priced so far (the countdown overshoots)
-        if priced >= self._after or "numba" in sys.modules:  # priced >= _after_if_loaded here
+        if priced >= self._after or numba_imported():  # priced >= _after_if_loaded here
             self._switch()
         else:
             self._target, self._steps_left = self._after, self._after - priced
@@ -141,6 +141,11 @@ class RunPricers:
         self._steps_left = math.inf
         self._arrays = (np.empty(BUFFER_STEPS), np.empty(BUFFER_STEPS))
         self._pricers.clear()
+
+
+def numba_imported() -> bool:
+    """Whether some module has imported numba already (then starting it costs little more)."""
+    return "numba" in sys.modules
 
 
 _COMPILED = None
