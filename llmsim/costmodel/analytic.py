@@ -221,9 +221,9 @@ class AnalyticCostModel(ComposedCostModel):
 
     def decode_run_fn(self, decode_seqs: int):
         """The decode-run pricer of costmodel/decode_run.py for `decode_seqs` sequences: the step
-        formula above in one loop (roofline_run.py: no call per step; 0.75 us a priced step
-        interpreted, against about 1 us through the step function; compiled after a million
-        steps), the same bits as the step function (tests/test_costmodel.py, check_run_pricer).
+        formula above in one loop (roofline_run.py: no call per step; run by Python, then
+        compiled by numba once enough steps are priced), the same bits as the step function
+        (tests/test_costmodel.py and tests/test_roofline_run.py, check_run_pricer).
         None for no sequences, or at a roofline p other than 2 (no shipped profile has one): then
         decode_run.py loops over the step function, with the same results."""
         if decode_seqs <= 0 or self._p != 2.0:

@@ -10,7 +10,7 @@ clock adds each step, so a run's timestamps are the same bits as the steps taken
 
 A model may also price a whole run in one call, `decode_run_fn(decode_seqs)` (analytic.py, through
 roofline_run.py: this loop with its step formula written inside, so no call per step, run by
-Python and, after a million priced steps, compiled by numba from the same function; constant.py:
+Python and, once enough steps are priced, compiled by numba from the same function; constant.py:
 one step price summed): a speed layer that must give `price_decode_run`'s loop below bit for bit
 (tests/test_costmodel.py and tests/test_roofline_run.py, `check_run_pricer`); without it the
 results are the same. Fast-forward prices a few to 32 steps per run (docs/performance.md).
