@@ -72,6 +72,7 @@ class DecodeRun:
     prefill_end_s: float | None = None
     prefill_duration_s: float = 0.0  # as the cost model gave it (end - start can differ in the last bit)
     prefill_tokens: int = 0
+    prefill_finished: list[int] | None = None  # requests whose last token was the prefill's (set with it)
 
     @property
     def num_steps(self) -> int:
@@ -150,19 +151,21 @@ def continue_prefill_with_run(engine, step) -> None:
     prefill's statistics and outstanding tokens are applied when the timeout ends."""
     t = engine.table
     end_s = step.start_s + step.duration_s  # what SimPy's clock will read then
-    finishes = False
+    finished = []
     for rid, chunk in zip(step.prefill_ids, step.prefill_chunk_tokens):
         t.prefill_left_tokens[rid] -= chunk
         t.prefill_computed_tokens[rid] += chunk
-        finishes |= engine.emit_first_token(rid, end_s)
+        if engine.emit_first_token(rid, end_s):
+            finished.append(rid)
     run = None
-    if not finishes and engine.batch.blocks_next_step() <= engine.kv.free_blocks:
+    if not finished and engine.batch.blocks_next_step() <= engine.kv.free_blocks:
         run = plan_run(engine, end_s, after_prefill=True)
     if run is None:
         run = DecodeRun([], [], [], engine.kv.used_blocks, len(engine.waiting), [])
     run.prefill_end_s = end_s
     run.prefill_duration_s = step.duration_s
     run.prefill_tokens = sum(step.prefill_chunk_tokens) + len(step.prefill_ids)
+    run.prefill_finished = finished
     step.run = run
     step.duration_s = run.end_s - step.start_s
     engine.start_run(run)
@@ -179,8 +182,7 @@ def finish_prefill_of_run(engine, step) -> list[int]:
         engine.log_step(step.start_s, run.prefill_duration_s, 0, sum(step.prefill_chunk_tokens),
                         run.waiting_before + arrived, step.used_blocks)
     engine.tokens_processed(run.prefill_tokens)
-    t = engine.table
-    return [r for r in step.prefill_ids if t.generated_tokens[r] >= t.output_tokens[r]]
+    return run.prefill_finished  # found when their first token was emitted, at planning
 
 
 SHORT_RUN_STEPS = 32  # up to this many steps, blocks are counted in Python (cheaper than numpy on a few)
