@@ -17,13 +17,13 @@ both), so they return the same bits; tests/test_roofline_run.py checks that on r
 
 Why two ways to run it: priced in Python, a run of 2 / 5 / 16 steps costs 0.98 / 1.71 / 3.82 us;
 compiled, 1.10 / 1.16 / 1.45 us (call and conversion, then a few ns a step): about 4.5 % of a
-64-replica simulation's time. But starting numba costs about 0.5 s and 100 MiB (its import,
-then its compiler's set-up at the first call), which a short simulation of a scheduler that
-loads no kernel (aggressive) would pay for nothing; where a policy's kernels
-(llmsim.schedulers._compiled) already run, loading this one from numba's cache costs about
-0.05 s. So a cost model's pricers run the loop in Python until it has priced
-`COMPILE_AFTER_STEPS` steps, or only `COMPILE_AFTER_STEPS_IF_LOADED` if numba is imported by
-then (by whatever module), and compiled from then on (`RunPricers`). The switch changes no
+64-replica simulation's time. But starting numba costs 0.3 to 0.5 s and 100 MiB (its import,
+about 0.2 s, then its compiler's set-up at the first call, about 0.1 s; more on a busy machine),
+which a short simulation of a scheduler that loads no kernel (aggressive) would pay for nothing;
+where a policy's kernels (llmsim.schedulers._compiled) already run, loading this one from
+numba's cache costs about 0.05 s. So a cost model's pricers run the loop in Python until it has
+priced `COMPILE_AFTER_STEPS` steps, or only `COMPILE_AFTER_STEPS_IF_LOADED` if numba is imported
+by then (by whatever module), and compiled from then on (`RunPricers`). The switch changes no
 result: it is a speed layer, removable by setting both to None.
 
 Units: seconds, tokens, bytes, FLOPs.
@@ -40,7 +40,7 @@ import numpy as np
 # Steps priced by one cost model before its runs are priced by the compiled loop (None: never),
 # so that what starting it costs is paid back within a simulation that goes on about as long
 # again (about 0.3 us saved a priced step, aggressive on 64 replicas, 2026-12-05): numba not yet
-# imported (0.5 s), and imported already (0.05 s to load this loop)
+# imported (0.3 to 0.5 s), and imported already (0.05 s to load this loop)
 COMPILE_AFTER_STEPS: int | None = 1_000_000
 COMPILE_AFTER_STEPS_IF_LOADED: int | None = 100_000
 BUFFER_STEPS = 1_024  # steps the output buffers hold at first (fast-forward prices up to 32 a run, mostly)
