@@ -81,17 +81,15 @@ class RunPricers:
         # the step counts at which to switch, numba imported or not (read now: tests set them)
         self._after_if_loaded = math.inf if COMPILE_AFTER_STEPS_IF_LOADED is None else COMPILE_AFTER_STEPS_IF_LOADED
         self._after = math.inf if COMPILE_AFTER_STEPS is None else COMPILE_AFTER_STEPS
-        # steps left before the next look at whether to switch, at `_target` steps priced (a
-        # countdown: one subtraction a run)
-        self._target = min(self._after_if_loaded, self._after)
-        self._steps_left = self._target
+        self._priced = 0  # steps priced by the interpreted loop
+        self._next_look = min(self._after_if_loaded, self._after)  # when to look whether to switch
         self.compiled = False
         # where the loop writes a run's ends and durations, shared by every pricer of this cost
         # model (a run is copied out before the next is priced), grown for a longer run:
         # Python lists for the interpreted loop, numpy arrays for the compiled one
         self._lists: tuple[list[float], list[float]] = ([0.0] * BUFFER_STEPS, [0.0] * BUFFER_STEPS)
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
-        if self._steps_left <= 0:
+        if self._next_look <= 0:
             self._look()  # compiled from the first run (tests)
 
     def get(self, seqs: int):
@@ -107,8 +105,8 @@ class RunPricers:
             if num_steps > len(ends):
                 ends, durations = self._lists = ([0.0] * num_steps, [0.0] * num_steps)
             k = roofline_decode_run(consts, start_s, context_sum_tokens, num_steps, horizon_s, ends, durations)
-            self._steps_left -= k
-            if self._steps_left <= 0:
+            self._priced += k
+            if self._priced >= self._next_look:
                 self._look()
             return ends[:k], durations[:k]
         return run
@@ -127,18 +125,17 @@ class RunPricers:
         return run
 
     def _look(self) -> None:
-        """The countdown ran out: switch if numba is imported by now or the long count is
-        reached, else count down to the long count."""
-        priced = self._target - self._steps_left  # steps priced so far (the countdown overshoots)
-        if priced >= self._after or numba_imported():  # priced >= _after_if_loaded here
+        """The first count is reached: switch if numba is imported by now or the long count is
+        reached too, else look again at the long count."""
+        if self._priced >= self._after or numba_imported():  # _priced >= _after_if_loaded here
             self._switch()
         else:
-            self._target, self._steps_left = self._after, self._after - priced
+            self._next_look = self._after
 
     def _switch(self) -> None:
         """From now on, `get` hands out pricers that run the compiled loop."""
         self.compiled = True
-        self._steps_left = math.inf
+        self._next_look = math.inf
         self._arrays = (np.empty(BUFFER_STEPS), np.empty(BUFFER_STEPS))
         self._pricers.clear()
 
