@@ -63,13 +63,16 @@ class Begin:
         p = self.params
         swap_s = d.swap_in_s
         if p.mode == "separate" and d.admitted:
-            prefilled = [c for c, swapped in zip(d.admitted, d.swapped_in) if not swapped]
-            if prefilled:
-                # each chunk is the whole prefill `_admit` wrote (its KV less its cached tokens), after the
-                # cached tokens: read from the candidates, not the table (once a request, per admission)
-                chunks = [c.kv_tokens - c.cached_tokens for c in prefilled]
-                shape = BatchShape(tuple(chunks), tuple([c.cached_tokens for c in prefilled]))
-                step = self._step(now_s, shape, _NO_IDS, [c.request_id for c in prefilled], chunks, swap_s)
+            # each chunk is the whole prefill `_admit` wrote (its KV less its cached tokens), after the
+            # cached tokens: read from the candidates, not the table (once a request, per admission)
+            ids, chunks, cached = [], [], []
+            for c, swapped in zip(d.admitted, d.swapped_in):
+                if not swapped:
+                    ids.append(c.request_id)
+                    chunks.append(c.kv_tokens - c.cached_tokens)
+                    cached.append(c.cached_tokens)
+            if ids:
+                step = self._step(now_s, BatchShape(tuple(chunks), tuple(cached)), _NO_IDS, ids, chunks, swap_s)
                 if p.fast_forward and swap_s == 0.0 and p.guard_max_queue_s is None and p.guard_max_tbt_s is None:
                     continue_prefill_with_run(self, step)
                 return step

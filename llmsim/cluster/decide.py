@@ -115,7 +115,7 @@ class Decide:
             stable = True  # a break from here on is a stable refusal unless reset (admission.py)
             if running >= p.max_num_seqs:
                 break
-            cand = self._candidate(rid, self._plan_with(d, admitted))
+            cand = self._candidate(rid, None if self.prefix is None else self._plan_with(d, admitted))
             swapped = t.status.item(rid) == SWAPPED
             prefill = 0 if swapped else cand.kv_tokens - cand.cached_tokens
             own = int(swapped and cand.kv_tokens % p.block_size == 0)

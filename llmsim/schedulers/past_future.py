@@ -35,12 +35,15 @@ from pydantic import Field
 
 from ..rng import CounterStream
 from . import _compiled
+from ._compiled import python_function
 from .base import BuildContext, Candidate, ReplicaView, SchedulerConfig, register
 from .peak import PeakAdmissionRound, copy_round, first_admitting_exact_round
 from .shared_peak import SortedChains, future_peak_round
 # ignore_eos requests: every final length is its cap, as reserve-peak assumes (one list, no draws)
 from .reserve_peak import ReservePeakConfig
 from .reserve_peak import _Round as _CapRound
+
+_round_draws = python_function("round_draws")  # draws of one round, as the compiled rounds count them
 
 
 class PastFutureConfig(SchedulerConfig):
@@ -193,7 +196,8 @@ class PastFutureScheduler:
             return found if found[1] is None else (found[0], _CapRound.resumed(self._slack_tokens, found[1]))
         limit = view.capacity_tokens * self._limit_fraction
         slack = self._slack_tokens
-        if view.kv_held is not None and self._refused_on_held_tokens(view.kv_held, steps_ahead, candidate, limit):
+        held = view.kv_held
+        if held is not None and self._refused_on_held_tokens(held, steps_ahead, candidate, limit):
             return len(steps_ahead), None
         cols = view.batch_columns()
         n = len(cols.ids)
@@ -214,12 +218,13 @@ class PastFutureScheduler:
         grow), whatever is drawn. Then move the stream past the rounds' draws, as the kernel does,
         and return True: near a full replica most rounds held inside runs end so (4,200 of 6,282
         calls in a 20k-request run), and the call's fixed cost is most of theirs. The same sum
-        as the kernel's: whole tokens, exact in any order."""
+        as the kernel's: whole tokens, exact in any order. (The draws are counted by the kernel's
+        own `round_draws`, run by Python here: a compiled call from Python costs more than it.)"""
         n, kv_sum = kv_held
         slack = self._slack_tokens
-        if float(candidate.kv_tokens + slack) + (kv_sum + n * (int(steps_ahead[0]) + slack)) <= limit:
+        if float(candidate.kv_tokens + slack) + (kv_sum + n * (steps_ahead.item(0) + slack)) <= limit:
             return False
-        self.stream.skip(len(steps_ahead) * _compiled.round_draws(self.num_lists(n), n, len(self.history.sorted())))
+        self.stream.skip(len(steps_ahead) * _round_draws(self.num_lists(n), n, len(self.history.sorted())))
         return True
 
     def record_finish(self, output_tokens: int) -> None:
