@@ -107,8 +107,9 @@ class DecodeRun:
 
 
 def plan_run(engine, now_s: float, after_prefill: bool = False) -> DecodeRun | None:
-    """A run of at least 2 decode steps of the whole (decoding) batch starting now, or None to
-    take a single step. Asks the engine how far it may go (`decode_steps_before_decision`), prices
+    """A run of decode steps of the whole (decoding) batch starting now, or None to take a single
+    step. (A run of one step is the same step as a single one; once it is priced, it is cheaper
+    applied as a run than priced again as a step.) Asks the engine how far it may go (`decode_steps_before_decision`), prices
     the steps (llmsim.costmodel.decode_run) and counts their blocks from the batch's aggregates
     (llmsim.cluster.decode_batch), and lets the engine hold the admission rounds due inside it
     (`hold_rounds_in_run`). `after_prefill`: `now_s` is the end of a prefill step planned with
@@ -124,8 +125,9 @@ def plan_run(engine, now_s: float, after_prefill: bool = False) -> DecodeRun | N
         # not cut goes on in the next run (ending a run at any boundary is exact, as a cut is).
         k, horizon_s = min(k, SHORT_RUN_STEPS), math.inf
     # else a known next arrival would cut the run at the first boundary at or after it: plan no
-    # further (saves pricing steps that would be thrown away, and the cut itself)
-    if k < 2:
+    # further (saves pricing steps that would be thrown away, and the cut itself); one seen by the
+    # end of a leading prefill (`now_s` here) is judged there, before any decode step
+    if k < 1 or horizon_s <= now_s:
         return None
     n = engine.batch.size
     if engine.params.guard_max_tbt_s is None and (k <= SHORT_RUN_STEPS or horizon_s != math.inf):
@@ -134,7 +136,7 @@ def plan_run(engine, now_s: float, after_prefill: bool = False) -> DecodeRun | N
         ends, durations, cum = _plan_long(engine, now_s, n, k)
     if hold_rounds:
         engine.hold_rounds_in_run(ends, durations, cum)
-    if len(ends) < 2:
+    if not ends:
         return None
     return DecodeRun(ends, durations, cum, engine.kv.used_blocks, len(engine.waiting), [],
                      engine.rounds_refuse_in_run(hold_rounds), n)

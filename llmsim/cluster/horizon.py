@@ -60,7 +60,8 @@ class Horizon:
                 # a run's blocks evict cached ones, and its token-budget check with it
                 and not (self.prefix is not None and p.mode == "separate"))
             if not hold_rounds:
-                steps = min(steps, max(r - self.steps_since_round, 1))
+                # (at a leading prefill's end no round has run yet: with r = 0 one is due there)
+                steps = min(steps, max(r - self.steps_since_round, 0 if after_prefill else 1))
         return steps, hold_rounds, math.inf
 
     def rounds_refuse_in_run(self, held: bool) -> bool:
