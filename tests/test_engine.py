@@ -326,3 +326,21 @@ def test_view_columns_give_the_running_batch_arrays(fast_forward):
     engine._view = checked
     drive(engine)
     assert len(compared) > 10 and max(compared) > 3
+
+
+def test_the_engine_builds_candidates_and_batch_columns_with_every_field():
+    """`_candidate` and EngineView.columns build their NamedTuples as plain tuples (faster than
+    the constructors): every field must be there, with the constructors' values."""
+    from llmsim.schedulers.base import BatchColumns, Candidate
+
+    t = make_table([7, 5], [5, 4], arrivals=[0.0, 0.0])
+    e = make_engine(t)
+    e.enqueue(0, 0.0)
+    e.enqueue(1, 0.0)
+    cand = e._candidate(1)
+    assert type(cand) is Candidate and len(cand) == len(Candidate._fields)
+    assert cand == Candidate(1, 0.0, 5, int(t.max_new_tokens[1]), 0, 5, 2)
+    e.finish_step(e.plan_step(0.0), 0.01)  # both prefilled (separate mode): both decode now
+    cols = e._view(0.01).columns
+    assert type(cols) is BatchColumns and len(cols) == len(BatchColumns._fields)
+    assert cols.ids.tolist() == [0, 1] and cols.clock == e.batch.clock and cols.by_position is False

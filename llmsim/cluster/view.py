@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ..schedulers.base import BatchColumns, ReplicaView, RunningBatch
 
+_new_columns = tuple.__new__
 _UNSET = object()  # a lazy field not built yet (None is a value: "no columns", "not all decoding")
 
 
@@ -60,8 +61,10 @@ class EngineView(ReplicaView):
                 self._columns = None  # some are prefilling: their progress does not follow the decode clock
             else:
                 t, ids = e.table, e._ids()
-                self._columns = BatchColumns(ids, t.prompt_tokens, t.max_new_tokens, t.generated_tokens, t.kv_tokens,
-                                             t.clock_base, e.batch.clock + self._steps_ahead, ids)
+                # BatchColumns(...) with every field given, built as its tuple (about 0.2 us less than
+                # the NamedTuple's Python-level constructor; a compiled policy's round reads it)
+                self._columns = _new_columns(BatchColumns, (ids, t.prompt_tokens, t.max_new_tokens, t.generated_tokens,
+                                                            t.kv_tokens, t.clock_base, e.batch.clock + self._steps_ahead, ids, False))
         return self._columns
 
     @property
