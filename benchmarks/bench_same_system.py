@@ -10,9 +10,10 @@ when the analytic cost model changes (issue 23 made its steps slower), the same 
 different load, with other batch sizes, queues and numbers of admission rounds. The constant cost
 model (`cost_model.kind: constant`: step_time_s + per_token_s x tokens) is the same in every
 version since 91c1e79, so with it two versions simulate the same system: the printed steps,
-cycles, evictions and SLA attainment must agree, and then the CPU seconds compare the simulators
-alone. 8 ms a step plus 16 us a token puts ShareGPT on Llama-2-7B near saturation at 12 requests/s
-per replica (aggressive evicts, conservative queues). Uses only `load_scenario` and `simulate`, so
+evictions and SLA attainment must agree (cycles, the simulator's own timeouts, may differ), and
+then the CPU seconds compare the simulators alone. 8 ms a step plus 16 us a token puts ShareGPT
+on Llama-2-7B near saturation at 12 requests/s per replica (aggressive evicts, conservative
+queues). Uses only `load_scenario` and `simulate`, so
 it runs against old trees too. Prints one JSON line (bench_sim.py's `measure`); not a unit test.
 """
 
