@@ -176,7 +176,8 @@ class Admission:
         kv = t.kv_tokens.item(rid) if swapped else prompt + g  # recompute: prefill prompt + generated tokens
         # Candidate(...) with every field given, built as its tuple (a NamedTuple's constructor is a
         # Python-level function: about 0.15 us more, once per admission offer)
-        cand = _new_candidate(Candidate, (rid, t.arrival_s.item(rid), prompt, t.max_new_tokens.item(rid), g, kv, blocks_for(kv, bs), 0, 0))
+        cand = _new_candidate(Candidate, (rid, t.arrival_s.item(rid), prompt, t.max_new_tokens.item(rid), g, kv,
+                                          blocks_for(kv, bs), 0, 0))
         if self.prefix is None or swapped:
             return cand
         chain = self._chain(rid)

@@ -109,11 +109,11 @@ class DecodeRun:
 def plan_run(engine, now_s: float, after_prefill: bool = False) -> DecodeRun | None:
     """A run of decode steps of the whole (decoding) batch starting now, or None to take a single
     step. (A run of one step is the same step as a single one; once it is priced, it is cheaper
-    applied as a run than priced again as a step.) Asks the engine how far it may go (`decode_steps_before_decision`), prices
-    the steps (llmsim.costmodel.decode_run) and counts their blocks from the batch's aggregates
-    (llmsim.cluster.decode_batch), and lets the engine hold the admission rounds due inside it
-    (`hold_rounds_in_run`). `after_prefill`: `now_s` is the end of a prefill step planned with
-    the run, not a boundary that `decide` has handled."""
+    applied as a run than priced again as a step.) Asks the engine how far it may go
+    (`decode_steps_before_decision`), prices the steps (llmsim.costmodel.decode_run) and counts
+    their blocks from the batch's aggregates (llmsim.cluster.decode_batch), and lets the engine
+    hold the admission rounds due inside it (`hold_rounds_in_run`). `after_prefill`: `now_s` is
+    the end of a prefill step planned with the run, not a boundary that `decide` has handled."""
     bound = engine.decode_steps_before_decision(after_prefill)
     if bound is None:
         return None
