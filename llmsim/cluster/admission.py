@@ -34,7 +34,6 @@ from ..schedulers.base import Candidate, ReplicaView
 from .view import EngineView
 
 _NOW = np.zeros(1, dtype=np.int64)  # a round now, zero steps ahead (Scheduler.first_admitting_round)
-_new_candidate = tuple.__new__
 
 
 class Admission:
@@ -176,8 +175,8 @@ class Admission:
         kv = t.kv_tokens.item(rid) if swapped else prompt + g  # recompute: prefill prompt + generated tokens
         # Candidate(...) with every field given, built as its tuple (a NamedTuple's constructor is a
         # Python-level function: about 0.15 us more, once per admission offer)
-        cand = _new_candidate(Candidate, (rid, t.arrival_s.item(rid), prompt, t.max_new_tokens.item(rid), g, kv,
-                                          blocks_for(kv, bs), 0, 0))
+        cand = tuple.__new__(Candidate, (rid, t.arrival_s.item(rid), prompt, t.max_new_tokens.item(rid), g, kv,
+                                           blocks_for(kv, bs), 0, 0))
         if self.prefix is None or swapped:
             return cand
         chain = self._chain(rid)

@@ -50,12 +50,8 @@ def open_loop_arrivals(env: simpy.Environment, arrival_s: np.ndarray, dispatch: 
     n, i = len(times), 0
     while i < n:
         now = times[i]
-        clock_s = env.now
-        if now > clock_s:
-            delay = now - clock_s  # delay_to's first try, inlined (once an arrival): it mostly lands
-            if clock_s + delay != now:
-                delay = delay_to(env, now)
-            yield PriorityTimeout(env, delay, ARRIVAL_PRIORITY)
+        if now > env.now:
+            yield PriorityTimeout(env, delay_to(env, now), ARRIVAL_PRIORITY)
         while i < n and times[i] <= now:
             dispatch(i, now)
             i += 1

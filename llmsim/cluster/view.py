@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from ..schedulers.base import BatchColumns, ReplicaView, RunningBatch
 
-_new_columns = tuple.__new__
 _UNSET = object()  # a lazy field not built yet (None is a value: "no columns", "not all decoding")
 
 
@@ -63,8 +62,8 @@ class EngineView(ReplicaView):
                 t, ids = e.table, e._ids()
                 # BatchColumns(...) with every field given, built as its tuple (about 0.2 us less than
                 # the NamedTuple's Python-level constructor; a compiled policy's round reads it)
-                self._columns = _new_columns(BatchColumns, (ids, t.prompt_tokens, t.max_new_tokens, t.generated_tokens,
-                                                            t.kv_tokens, t.clock_base, e.batch.clock + self._steps_ahead, ids, False))
+                self._columns = tuple.__new__(BatchColumns, (ids, t.prompt_tokens, t.max_new_tokens, t.generated_tokens,
+                                                             t.kv_tokens, t.clock_base, e.batch.clock + self._steps_ahead, ids, False))
         return self._columns
 
     @property
