@@ -20,6 +20,7 @@ Needs valgrind. Prints one JSON line; not a unit test.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -61,6 +62,8 @@ def main() -> None:
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("bench_instructions.py needs valgrind (apt install valgrind)")
+    if importlib.util.find_spec("llmsim") is None:
+        raise SystemExit(f"llmsim is not importable by {sys.executable} (activate its environment or set PYTHONPATH)")
     env = dict(os.environ, PYTHONHASHSEED="0", **{_CHILD: "1"})
     cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null",
            sys.executable, __file__, "--scheduler", args.scheduler, "--requests", str(args.requests)]
